@@ -1,0 +1,1 @@
+"""Subcommands of the ``unifocal`` command line (see :mod:`unifocal.cli`)."""

@@ -1,0 +1,264 @@
+"""Validation and preparation of (input, target) pairs, shared by every loss.
+
+Every loss in :mod:`unifocal.losses` reduces its input to one :class:`Prepared` record: class
+probabilities and log-probabilities, a one-hot (or soft) target over the same classes, an optional
+mask of the voxels that count, and the number of independent classification problems. Losses then
+only write their own formula.
+
+Exclusive classes (default): ``prob = softmax(input)`` over ``C`` channels, background included.
+
+Multi-label / region mode (``multilabel=True``): channel ``c`` is a binary problem with foreground
+probability ``sigmoid(x_c)``. It is represented as ``K = 2C`` exclusive "classes": the ``C``
+complements ("not c", probability ``1 - p_c``) first, then the ``C`` channels themselves, with
+``num_problems = C``. A loss that sums over classes and divides by ``num_problems`` then averages the
+per-channel binary losses, as the Unified Focal loss and nnU-Net's region training do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+import torch.nn.functional as F
+
+__all__ = ["Prepared", "prepare", "compute_dtype", "check_unit_interval", "check_choice"]
+
+# Probabilities are clamped at this value before a log only when they were given as probabilities
+# (from_logits=False); logits always go through log_softmax / logsigmoid.
+_TINY = {torch.float32: torch.finfo(torch.float32).tiny, torch.float64: torch.finfo(torch.float64).tiny}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One validated batch, ready for a loss formula.
+
+    Attributes:
+        prob: (B, K, *S) class probabilities in the compute dtype (float32, or float64 for float64 input).
+        log_prob: (B, K, *S) their logarithms, from log_softmax / logsigmoid when the input held logits.
+        target: (B, K, *S) one-hot or soft target, zero at voxels outside ``mask``.
+        mask: (B, 1, *S) 1 where a voxel counts, 0 where it is ignored; None when every voxel counts.
+        num_problems: 1 for exclusive classes, C for multilabel input (K = 2C).
+        multilabel: whether the input was multilabel.
+    """
+
+    prob: Tensor
+    log_prob: Tensor
+    target: Tensor
+    mask: Optional[Tensor]
+    num_problems: int
+    multilabel: bool
+
+    @property
+    def num_classes(self) -> int:
+        return self.prob.shape[1]
+
+    @property
+    def foreground_channels(self) -> slice:
+        """Classes that correspond to the input's own channels (all of them for exclusive input)."""
+        return slice(self.num_classes - self.num_problems, None) if self.multilabel else slice(None)
+
+    def voxel_counts(self) -> Tensor:
+        """(B,) number of voxels that count in each sample."""
+        b = self.prob.shape[0]
+        if self.mask is None:
+            return self.prob.new_full((b,), float(self.prob[0, 0].numel()))
+        return self.mask.flatten(1).sum(1)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64 (gradient checks); everything else is computed in float32 (AMP safety)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_unit_interval(name: str, value: float, *, closed_right: bool = True) -> float:
+    """Raise ValueError unless ``value`` is a finite number in [0, 1] (or [0, 1))."""
+    value = float(value)
+    upper_ok = value <= 1.0 if closed_right else value < 1.0
+    if not (value >= 0.0 and upper_ok):
+        raise ValueError(f"{name} must lie in [0, 1{']' if closed_right else ')'}; got {value}")
+    return value
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
+    return value
+
+
+def _is_compiling() -> bool:
+    return bool(getattr(torch, "compiler", None) and torch.compiler.is_compiling())
+
+
+def _label_map(input: Tensor, target: Tensor) -> Optional[Tensor]:
+    """Return the target as a (B, 1, *S) label map, or None when it is one-hot/soft (B, C, *S).
+
+    Raises ValueError naming the shapes when the target fits neither form.
+    """
+    if target.shape[0] != input.shape[0]:
+        raise ValueError(
+            f"batch size mismatch: input has {input.shape[0]} samples, target has {target.shape[0]} "
+            f"(input {tuple(input.shape)}, target {tuple(target.shape)})"
+        )
+    spatial = input.shape[2:]
+    if target.ndim == input.ndim - 1 and target.shape[1:] == spatial:
+        return target.unsqueeze(1)
+    if target.ndim == input.ndim and target.shape[2:] == spatial:
+        if target.shape[1] == input.shape[1]:
+            return None
+        if target.shape[1] == 1:
+            return target
+    raise ValueError(
+        f"target shape {tuple(target.shape)} does not match input shape {tuple(input.shape)}: expected a "
+        f"label map (B, 1, *S) or (B, *S), or a one-hot/soft target (B, C, *S) with S = {tuple(spatial)}"
+    )
+
+
+def _check_input_values(input: Tensor, from_logits: bool, multilabel: bool) -> None:
+    if not torch.isfinite(input).all():
+        raise ValueError("input contains NaN or Inf values")
+    if from_logits:
+        return
+    low, high = torch.aminmax(input)
+    if low < 0 or high > 1:
+        raise ValueError(
+            f"from_logits=False expects probabilities in [0, 1], but the input holds values in "
+            f"[{low.item():.4g}, {high.item():.4g}]; pass raw network outputs with from_logits=True"
+        )
+    if not multilabel:
+        deviation = (input.sum(1, dtype=torch.float32) - 1).abs().max()
+        tolerance = 1e-2 if input.dtype in (torch.float16, torch.bfloat16) else 1e-3
+        if deviation > tolerance:
+            raise ValueError(
+                f"from_logits=False with exclusive classes expects probabilities that sum to 1 over the "
+                f"class axis (dim 1); the sums deviate by up to {deviation.item():.4g}. Pass logits with "
+                f"from_logits=True, or use multilabel=True for independent (sigmoid) channels"
+            )
+
+
+def _check_labels(labels: Tensor, num_classes: int, ignore_index: Optional[int]) -> None:
+    if labels.is_floating_point():
+        if not torch.isfinite(labels).all():
+            raise ValueError("target contains NaN or Inf values")
+        if not (labels == labels.round()).all():
+            raise ValueError("a label-map target must hold integer class indices; found fractional values")
+    if labels.dtype == torch.bool:
+        return
+    valid = labels if ignore_index is None else labels.masked_fill(labels == ignore_index, 0)
+    low, high = torch.aminmax(valid)
+    if low < 0 or high >= num_classes:
+        bad = int(low.item()) if low < 0 else int(high.item())
+        hint = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
+        raise ValueError(
+            f"target label values must lie in [0, {num_classes}){hint}; found {bad}"
+            + ("" if ignore_index is not None else " (set ignore_index if it marks voxels to ignore)")
+        )
+
+
+def _check_dense_target(target: Tensor) -> None:
+    if target.dtype == torch.bool:
+        return
+    if target.is_floating_point() and not torch.isfinite(target).all():
+        raise ValueError("target contains NaN or Inf values")
+    low, high = torch.aminmax(target)
+    if low < 0 or high > 1:
+        raise ValueError(
+            f"a one-hot/soft (B, C, *S) target must hold values in [0, 1]; found [{low.item():.4g}, "
+            f"{high.item():.4g}]. A label map must have a single channel: (B, 1, *S) or (B, *S)"
+        )
+
+
+def _mask(mask: Tensor, input: Tensor, dtype: torch.dtype) -> Tensor:
+    shape = (input.shape[0], 1, *input.shape[2:])
+    if mask.ndim == input.ndim - 1:
+        mask = mask.unsqueeze(1)
+    if tuple(mask.shape) != shape:
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match {shape} (B, 1, *S) for input {tuple(input.shape)}")
+    return mask.to(dtype)
+
+
+def prepare(
+    input: Tensor,
+    target: Tensor,
+    *,
+    from_logits: bool = True,
+    multilabel: bool = False,
+    ignore_index: Optional[int] = None,
+    mask: Optional[Tensor] = None,
+) -> Prepared:
+    """Validate ``input``/``target`` and turn them into a :class:`Prepared` record.
+
+    Args:
+        input: (B, C, *S) logits (``from_logits=True``) or probabilities, any floating dtype.
+        target: label map (B, 1, *S) or (B, *S) of class indices (exclusive mode), or one-hot/soft
+            (B, C, *S) with values in [0, 1]; any integer, float or bool dtype.
+        from_logits: apply softmax (exclusive) or sigmoid (multilabel). Input that merely looks like
+            probabilities is not guessed at: with ``from_logits=True`` it is treated as logits.
+        multilabel: independent sigmoid channels (regions) instead of exclusive softmax classes.
+        ignore_index: label value (label-map targets) whose voxels count nowhere.
+        mask: optional (B, 1, *S) or (B, *S) map, nonzero where a voxel counts; combined with
+            ``ignore_index``. This is how one-hot or multilabel targets carry an ignore region.
+
+    Raises:
+        ValueError: naming the problem: shapes, NaN/Inf, probabilities out of range or not summing to 1,
+            labels outside [0, C), fewer than two channels with exclusive classes.
+    """
+    if not isinstance(input, Tensor) or not isinstance(target, Tensor):
+        raise TypeError("input and target must be torch.Tensor")
+    if input.ndim < 3:
+        raise ValueError(f"input must be (B, C, *spatial) with at least one spatial dim; got shape {tuple(input.shape)}")
+    if not input.is_floating_point():
+        raise TypeError(f"input must be a floating-point tensor; got {input.dtype}")
+    num_channels = input.shape[1]
+    if not multilabel and num_channels < 2:
+        raise ValueError(
+            "exclusive (softmax) classes need at least 2 channels, background included; got 1. "
+            "For a single foreground channel use multilabel=True (sigmoid)"
+        )
+    labels = _label_map(input, target)
+    if multilabel and labels is not None and num_channels > 1:
+        raise ValueError(
+            f"multilabel=True expects a (B, C, *S) 0/1 target with one channel per input channel; got target "
+            f"{tuple(target.shape)} for input {tuple(input.shape)}"
+        )
+    if ignore_index is not None and (labels is None or multilabel):
+        raise ValueError(
+            "ignore_index applies to exclusive label-map targets; for one-hot or multilabel targets pass mask="
+        )
+    exclusive_labels = labels is not None and not multilabel
+    dense = None if exclusive_labels else (target if labels is None else labels)
+    if not _is_compiling():
+        _check_input_values(input, from_logits, multilabel)
+        if exclusive_labels:
+            _check_labels(labels, num_channels, ignore_index)
+        else:
+            _check_dense_target(dense)
+
+    dtype = compute_dtype(input.dtype)
+    x = input.to(dtype)
+    valid = None if mask is None else _mask(mask, input, dtype)
+    if exclusive_labels:
+        if ignore_index is not None:
+            ignored = labels == ignore_index
+            keep = (~ignored).to(dtype)
+            valid = keep if valid is None else valid * keep
+            labels = labels.masked_fill(ignored, 0)
+        onehot = torch.zeros_like(x).scatter_(1, labels.long(), 1.0)
+    else:
+        onehot = dense.to(dtype)
+    if valid is not None:
+        onehot = onehot * valid
+
+    if multilabel:
+        both = torch.cat([-x, x], 1) if from_logits else torch.cat([1 - x, x], 1)
+        onehot = torch.cat([(valid if valid is not None else 1) - onehot, onehot], 1)
+    else:
+        both = x
+    if from_logits:
+        log_prob = F.logsigmoid(both) if multilabel else F.log_softmax(both, 1)
+        prob = log_prob.exp()
+    else:
+        prob = both
+        log_prob = prob.clamp_min(_TINY[dtype]).log()
+    return Prepared(prob, log_prob, onehot, valid, num_channels if multilabel else 1, multilabel)

@@ -1,0 +1,100 @@
+"""Deep supervision: a weighted sum of one loss over several output scales.
+
+Accepts what the two frameworks pass: nnU-Net's list of logits (full resolution first) with a list of
+targets per scale, and MONAI DynUNet's single stacked tensor (B, k+1, C, *S) in training mode, whose
+heads are all upsampled to full size (``stacked_dim=1``). MONAI's own DeepSupervisionLoss hands that
+stacked tensor straight to the inner loss; here it is unbound first.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["deep_supervision_weights", "DeepSupervisionLoss", "WEIGHT_SCHEMES"]
+
+WEIGHT_SCHEMES = ("nnunet", "exp", "uniform")
+Weights = Union[str, Sequence[float]]
+
+
+def deep_supervision_weights(num_outputs: int, scheme: Weights = "nnunet") -> list[float]:
+    """Weights for ``num_outputs`` outputs, full resolution first.
+
+    - "nnunet": 1/2^i, the lowest-resolution output weighted 0 (when there are several), normalised to
+      sum 1 (nnU-Net v2's default trainer).
+    - "exp": 1/2^i normalised to sum 1, every output kept.
+    - "uniform": 1/n each.
+    - a sequence: used as given (not normalised); its length must equal ``num_outputs``.
+    """
+    if num_outputs < 1:
+        raise ValueError(f"deep supervision needs at least one output; got {num_outputs}")
+    if not isinstance(scheme, str):
+        weights = [float(w) for w in scheme]
+        if len(weights) != num_outputs:
+            raise ValueError(f"{len(weights)} deep supervision weights given for {num_outputs} outputs")
+        if any(not w >= 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"deep supervision weights must be >= 0 and not all 0; got {weights}")
+        return weights
+    if scheme not in WEIGHT_SCHEMES:
+        raise ValueError(f"weight scheme must be one of {WEIGHT_SCHEMES} or a sequence of numbers; got {scheme!r}")
+    if scheme == "uniform":
+        raw = [1.0] * num_outputs
+    else:
+        raw = [0.5**i for i in range(num_outputs)]
+        if scheme == "nnunet" and num_outputs > 1:
+            raw[-1] = 0.0
+    total = sum(raw)
+    return [w / total for w in raw]
+
+
+def _resize_target(target: Tensor, size: torch.Size) -> Tensor:
+    """Nearest-neighbour resize of a (B, 1 or C, *S) target to spatial ``size`` (as nnU-Net's
+    DownsampleSegForDSTransform does), keeping its dtype."""
+    if target.shape[2:] == size:
+        return target
+    return F.interpolate(target.float(), size=tuple(size), mode="nearest-exact").to(target.dtype)
+
+
+class DeepSupervisionLoss(nn.Module):
+    """Weighted sum of ``loss`` over deep-supervision outputs.
+
+    Args:
+        loss: the loss applied at every scale, called as ``loss(output, target, **kwargs)``.
+        weights: a scheme name ("nnunet", "exp", "uniform", see :func:`deep_supervision_weights`) or one
+            number per output. Outputs with weight 0 are not evaluated.
+        stacked_dim: set to 1 for MONAI DynUNet's stacked (B, k+1, C, *S) training output; None for lists.
+
+    ``forward(outputs, target, **kwargs)``: ``outputs`` is a list/tuple of (B, C, *S_i) tensors (full
+    resolution first), a stacked tensor (with ``stacked_dim``), or a single (B, C, *S) tensor (no deep
+    supervision: plain ``loss``). ``target`` is a list with one target per output, or one target
+    resized by nearest neighbour to each output's size. Extra keyword arguments go to ``loss``.
+    """
+
+    def __init__(self, loss: nn.Module, weights: Weights = "nnunet", stacked_dim: Optional[int] = None) -> None:
+        super().__init__()
+        if isinstance(weights, str) and weights not in WEIGHT_SCHEMES:
+            raise ValueError(f"weight scheme must be one of {WEIGHT_SCHEMES} or a sequence of numbers; got {weights!r}")
+        self.loss = loss
+        self.weights = weights if isinstance(weights, str) else tuple(float(w) for w in weights)
+        self.stacked_dim = stacked_dim
+
+    def forward(self, outputs: Union[Tensor, Sequence[Tensor]], target: Union[Tensor, Sequence[Tensor]], **kwargs) -> Tensor:
+        if isinstance(outputs, Tensor):
+            if self.stacked_dim is None:
+                return self.loss(outputs, target if isinstance(target, Tensor) else target[0], **kwargs)
+            outputs = outputs.unbind(self.stacked_dim)
+        if isinstance(target, Tensor):
+            targets = [_resize_target(target, out.shape[2:]) for out in outputs]
+        else:
+            targets = list(target)
+            if len(targets) != len(outputs):
+                raise ValueError(f"{len(outputs)} deep supervision outputs but {len(targets)} targets")
+        weights = deep_supervision_weights(len(outputs), self.weights)
+        terms = [w * self.loss(out, tgt, **kwargs) for w, out, tgt in zip(weights, outputs, targets) if w != 0]
+        return torch.stack(terms).sum(0)
+
+    def extra_repr(self) -> str:
+        return f"weights={self.weights!r}, stacked_dim={self.stacked_dim}"
