@@ -59,7 +59,8 @@ Gamma = Union[float, Sequence[float]]
 def _focal_part(prep: Prepared, rare: Tensor, delta: float, gamma: Tensor, asymmetric: bool) -> BatchLoss:
     shape = (1, -1) + (1,) * (prep.prob.ndim - 2)
     rare = rare.view(shape)
-    class_weight = torch.where(rare, delta, 1.0 - delta).to(prep.prob.dtype)
+    # Tensors of the compute dtype: Python scalars in torch.where would round delta to float32.
+    class_weight = torch.where(rare, prep.prob.new_tensor(delta), prep.prob.new_tensor(1.0 - delta))
     if asymmetric:
         gamma = gamma.masked_fill(rare, 0.0)
     return modulated_cross_entropy(prep, class_weight, gamma)
