@@ -1,0 +1,231 @@
+"""Reading label maps (segmentations) from the file formats nnU-Net and MONAI use.
+
+Every reader returns an integer :class:`numpy.ndarray` of label values, one case at a time; the heavy
+image libraries are imported inside the functions that need them, so importing this module costs nothing.
+
+============================  ==========================================================================
+file ending                   reader
+============================  ==========================================================================
+``.nii.gz``, ``.nii``         nibabel (the array as stored, no reorientation)
+``.nrrd``, ``.mha``, ``.mhd`` SimpleITK (``GetArrayFromImage``: axes in z, y, x order)
+``.png``, ``.bmp``            PIL (single-channel images only)
+``.tif``, ``.tiff``           tifffile when installed, else PIL
+``.b2nd``                     blosc2: nnU-Net's preprocessed ``<case>_seg.b2nd`` (shape (1, *spatial),
+                              -1 marks voxels outside the crop, which the counting code skips)
+``.npy``, ``.npz``            numpy; ``.npz`` reads the ``seg`` array (nnU-Net's older preprocessed format)
+============================  ==========================================================================
+
+Predictions and references of one case are compared array to array: both come from the same tool chain
+(nnU-Net writes predictions in the geometry of the raw image), so no resampling or reorientation is done;
+:func:`read_label` callers check that the shapes agree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+import numpy as np
+
+__all__ = [
+    "LABEL_ENDINGS",
+    "split_ending",
+    "read_label",
+    "list_label_files",
+    "iter_labels",
+    "find_dataset_json",
+    "load_dataset_json",
+    "label_classes",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Longest first, so that ".nii.gz" wins over ".gz"-less matches.
+LABEL_ENDINGS = (
+    ".nii.gz",
+    ".nii",
+    ".nrrd",
+    ".mha",
+    ".mhd",
+    ".png",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".b2nd",
+    ".npy",
+    ".npz",
+)
+
+_SEG_SUFFIX = "_seg"
+
+
+def split_ending(name: str) -> tuple[str, str]:
+    """Split a file name into (stem, known ending), e.g. ``"case_001.nii.gz" -> ("case_001", ".nii.gz")``.
+
+    Returns ``(name, "")`` for a name without a known label-file ending.
+    """
+    lower = name.lower()
+    for ending in sorted(LABEL_ENDINGS, key=len, reverse=True):
+        if lower.endswith(ending):
+            return name[: -len(ending)], ending
+    return name, ""
+
+
+def _as_labels(array: np.ndarray, path: Path) -> np.ndarray:
+    array = np.asarray(array)
+    if np.issubdtype(array.dtype, np.floating):
+        rounded = np.rint(array)
+        if not np.allclose(rounded, array, atol=1e-3, equal_nan=False):
+            raise ValueError(f"{path}: not a label map (non-integer values, dtype {array.dtype})")
+        array = rounded
+    elif array.dtype == bool:
+        array = array.astype(np.uint8)
+    elif not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{path}: not a label map (dtype {array.dtype})")
+    if array.size and (array.min() < np.iinfo(np.int32).min or array.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"{path}: label values outside the int32 range")
+    return array.astype(np.int32, copy=False)
+
+
+def read_label(path: PathLike) -> np.ndarray:
+    """Read one label map as an int32 array (see the module docstring for the formats).
+
+    Raises:
+        ValueError: for an unknown file ending, a multi-channel (e.g. RGB) image, or non-integer values.
+    """
+    path = Path(path)
+    _, ending = split_ending(path.name)
+    if ending in (".nii.gz", ".nii"):
+        import nibabel
+
+        image = nibabel.load(str(path))
+        array = np.asanyarray(image.dataobj)
+    elif ending in (".nrrd", ".mha", ".mhd"):
+        import SimpleITK
+
+        image = SimpleITK.ReadImage(str(path))
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise ValueError(f"{path}: a label map must have one component per voxel")
+        array = SimpleITK.GetArrayFromImage(image)
+    elif ending in (".png", ".bmp", ".tif", ".tiff"):
+        array = _read_2d(path, ending)
+    elif ending == ".b2nd":
+        import blosc2
+
+        array = blosc2.open(urlpath=str(path), mode="r")[:]
+    elif ending == ".npy":
+        array = np.load(path)
+    elif ending == ".npz":
+        with np.load(path) as archive:
+            if "seg" not in archive:
+                raise ValueError(f"{path}: an .npz label file must hold an array named 'seg'")
+            array = archive["seg"]
+    else:
+        raise ValueError(f"{path}: unknown label file ending; supported: {', '.join(LABEL_ENDINGS)}")
+    return _as_labels(array, path)
+
+
+def _read_2d(path: Path, ending: str) -> np.ndarray:
+    if ending in (".tif", ".tiff"):
+        try:
+            import tifffile
+        except ImportError:
+            tifffile = None
+        if tifffile is not None:
+            array = tifffile.imread(str(path))
+            if array.ndim == 3 and array.shape[-1] in (3, 4):
+                raise ValueError(f"{path}: a label map must be a single-channel image; got shape {array.shape}")
+            return array
+    from PIL import Image
+
+    with Image.open(path) as image:
+        if image.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LA"):
+            raise ValueError(f"{path}: a label map must be a single-channel image; got mode {image.mode}")
+        if image.mode == "P":
+            # A palette image stores the label values as palette indices.
+            return np.asarray(image)
+        return np.asarray(image)
+
+
+def list_label_files(folder: PathLike, ending: Optional[str] = None) -> dict[str, Path]:
+    """Label files in ``folder`` by case identifier (the file name without its ending), sorted.
+
+    Only files with a known ending are listed (``ending`` restricts them to one). In an nnU-Net
+    preprocessed configuration folder (``<case>.b2nd`` images next to ``<case>_seg.b2nd`` labels) only
+    the ``_seg`` files are listed, under the case identifier without ``_seg`` (the same for ``.npy``). Raises ``ValueError`` when
+    the folder holds label files of several endings (pass ``ending``) or none at all.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder")
+    found: dict[str, dict[str, Path]] = {}
+    for entry in sorted(folder.iterdir()):
+        if not entry.is_file() or entry.name.startswith("."):
+            continue
+        stem, file_ending = split_ending(entry.name)
+        if not file_ending or (ending is not None and file_ending != ending.lower()):
+            continue
+        found.setdefault(file_ending, {})[stem] = entry
+    for array_ending in (".b2nd", ".npy"):
+        files = found.get(array_ending, {})
+        if any(stem.endswith(_SEG_SUFFIX) for stem in files):
+            found[array_ending] = {
+                stem[: -len(_SEG_SUFFIX)]: path for stem, path in files.items() if stem.endswith(_SEG_SUFFIX)
+            }
+    if not found:
+        wanted = ending or ", ".join(LABEL_ENDINGS)
+        raise ValueError(f"{folder}: no label files ({wanted})")
+    if len(found) > 1:
+        raise ValueError(
+            f"{folder}: label files with several endings ({', '.join(sorted(found))}); choose one with --ending"
+        )
+    (files,) = found.values()
+    return dict(sorted(files.items()))
+
+
+def iter_labels(paths) -> Iterator[np.ndarray]:
+    """Read label maps one at a time (for streaming statistics such as :func:`unifocal.gamma.count_labels`)."""
+    for path in paths:
+        yield read_label(path)
+
+
+def find_dataset_json(folder: PathLike, levels: int = 3) -> Optional[Path]:
+    """The nearest ``dataset.json`` in ``folder`` or up to ``levels`` parents above it, or None."""
+    folder = Path(folder).resolve()
+    for candidate in [folder, *list(folder.parents)[:levels]]:
+        path = candidate / "dataset.json"
+        if path.is_file():
+            return path
+    return None
+
+
+def load_dataset_json(path: PathLike) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def label_classes(dataset: dict) -> tuple[list[str], list[Union[int, tuple[int, ...]]], Optional[int]]:
+    """Class names, class definitions and the ignore label from an nnU-Net ``dataset.json``.
+
+    Returns ``(names, classes, ignore_label)`` in the file's order, background included. A class is an int
+    label value (label mode) or a tuple of label values (region mode: a region is the union of those
+    labels). The ``"ignore"`` entry is returned separately and not as a class.
+    """
+    labels = dataset.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise ValueError("dataset.json has no 'labels' mapping")
+    names: list[str] = []
+    classes: list[Union[int, tuple[int, ...]]] = []
+    ignore_label = None
+    for name, value in labels.items():
+        if name == "ignore":
+            ignore_label = int(value)
+            continue
+        names.append(str(name))
+        if isinstance(value, (list, tuple)):
+            classes.append(tuple(int(v) for v in value))
+        else:
+            classes.append(int(value))
+    return names, classes, ignore_label
