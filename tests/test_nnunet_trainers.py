@@ -1,0 +1,281 @@
+"""Each trainer's ``_build_loss`` against the core losses, on real nnU-Net trainers built by hand.
+
+The trainers are constructed from a hand-written 2D plan (4 stages: three deep-supervision outputs at
+48, 24 and 12 pixels, batch_dice True) in label mode, label mode with an ignore label, and region mode
+with an ignore label; no preprocessed data is needed.
+"""
+
+import copy
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("nnunetv2")
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer  # noqa: E402
+
+import nnunet_trainers.trainers as T  # noqa: E402
+from nnunet_trainers.config import SettingsError  # noqa: E402
+from unifocal import losses as L  # noqa: E402
+
+PLANS = {
+    "dataset_name": "Dataset990_UnifocalToy",
+    "plans_name": "nnUNetPlans",
+    "original_median_spacing_after_transp": [999.0, 1.0, 1.0],
+    "original_median_shape_after_transp": [1, 48, 48],
+    "image_reader_writer": "NaturalImage2DIO",
+    "transpose_forward": [0, 1, 2],
+    "transpose_backward": [0, 1, 2],
+    "experiment_planner_used": "ExperimentPlanner",
+    "label_manager": "LabelManager",
+    "foreground_intensity_properties_per_channel": {
+        "0": {"max": 254.0, "mean": 131.9, "median": 124.0, "min": 55.0, "percentile_00_5": 69.0,
+              "percentile_99_5": 234.0, "std": 35.3}},
+    "configurations": {"2d": {
+        "data_identifier": "nnUNetPlans_2d", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
+        "patch_size": [48, 48], "median_image_size_in_voxels": [48.0, 48.0], "spacing": [1.0, 1.0],
+        "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
+        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+        "architecture": {
+            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+            "arch_kwargs": {
+                "n_stages": 4, "features_per_stage": [32, 64, 128, 256], "conv_op": "torch.nn.modules.conv.Conv2d",
+                "kernel_sizes": [[3, 3]] * 4, "strides": [[1, 1], [2, 2], [2, 2], [2, 2]],
+                "n_conv_per_stage": [2, 2, 2, 2], "n_conv_per_stage_decoder": [2, 2, 2], "conv_bias": True,
+                "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
+                "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
+                "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}},
+            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
+        "batch_dice": True}},
+}
+
+LABELS = {"background": 0, "organ": 1, "lesion": 2}
+LABELS_IGNORE = {**LABELS, "ignore": 3}
+REGIONS_IGNORE = {"background": 0, "organ": [1, 2], "lesion": [2], "ignore": 3}
+# nnU-Net's own scheme for 3 outputs: 1, 1/2, 1/4 with the last set to 0, normalised.
+NNUNET_WEIGHTS = [2 / 3, 1 / 3, 0.0]
+
+
+def dataset_json(labels):
+    out = {"channel_names": {"0": "grey"}, "labels": labels, "numTraining": 10, "file_ending": ".png"}
+    if any(isinstance(v, list) for v in labels.values()):
+        out["regions_class_order"] = [1, 2]
+    return out
+
+
+@pytest.fixture(autouse=True)
+def nnunet_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    monkeypatch.setenv("nnUNet_compile", "f")
+    for name in ("UNIFOCAL_CONFIG", "UNIFOCAL_WEIGHT", "UNIFOCAL_DELTA", "UNIFOCAL_GAMMA", "UNIFOCAL_RARE_CLASSES",
+                 "UNIFOCAL_DS_WEIGHTS", "UNIFOCAL_NUM_EPOCHS", "UNIFOCAL_ITERATIONS_PER_EPOCH",
+                 "UNIFOCAL_VAL_ITERATIONS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def make_trainer(cls, labels=LABELS, batch_dice=True):
+    plans = copy.deepcopy(PLANS)
+    plans["configurations"]["2d"]["batch_dice"] = batch_dice
+    plans["continue_training"] = False
+    return cls(plans=plans, configuration="2d", fold=0, dataset_json=dataset_json(labels), device=torch.device("cpu"))
+
+
+def batch(labels, seed=0):
+    """Deep-supervision outputs and targets as nnU-Net passes them (full resolution first)."""
+    g = torch.Generator().manual_seed(seed)
+    regions = any(isinstance(v, list) for v in labels.values())
+    ignore = labels.get("ignore")
+    channels = 2 if regions else 3
+    label_map = torch.randint(0, 3, (2, 1, 48, 48), generator=g)
+    if ignore is not None:
+        label_map[:, :, 10:16] = ignore
+    outputs, targets = [], []
+    for step in (1, 2, 4):
+        outputs.append(torch.randn(2, channels, 48 // step, 48 // step, generator=g, requires_grad=True))
+        small = label_map[:, :, ::step, ::step]
+        if regions:
+            target = torch.cat([small >= 1, small == 2], 1) & (small != ignore)
+            target = torch.cat([target, small == ignore], 1)  # nnU-Net appends the ignore channel last
+        else:
+            target = small.to(torch.int16)
+        targets.append(target)
+    return outputs, targets
+
+
+def reference(core, outputs, targets, weights, regions_with_ignore=False):
+    total = 0.0
+    for w, out, tgt in zip(weights, outputs, targets):
+        if w == 0:
+            continue
+        if regions_with_ignore:
+            total = total + w * core(out, tgt[:, :-1], mask=~tgt[:, -1:])
+        else:
+            total = total + w * core(out, tgt)
+    return total
+
+
+MODE = {"multilabel": False}
+IGN = {"multilabel": False, "ignore_index": 3}
+REG = {"multilabel": True}
+
+CASES = [
+    (T.UnifiedFocalTrainer, lambda m: L.UnifiedFocalLoss(0.5, 0.6, 0.5, asymmetric=True, batch_dice=True, **m)),
+    (T.SymmetricUnifiedFocalTrainer, lambda m: L.UnifiedFocalLoss(0.5, 0.6, 0.5, asymmetric=False, batch_dice=True, **m)),
+    (T.FocalTrainer, lambda m: L.FocalLoss(gamma=2.0, **m)),
+    (T.TverskyTrainer, lambda m: L.TverskyLoss(alpha=0.3, beta=0.7, batch_dice=True, **m)),
+    (T.FocalTverskyTrainer, lambda m: L.FocalTverskyLoss(alpha=0.3, beta=0.7, gamma=4 / 3, batch_dice=True, **m)),
+    (T.ComboTrainer, lambda m: L.ComboLoss(alpha=0.5, beta=0.5, batch_dice=True, **m)),
+]
+
+
+@pytest.mark.parametrize("cls, core", CASES, ids=[c[0].__name__ for c in CASES])
+@pytest.mark.parametrize("labels, mode", [(LABELS, MODE), (LABELS_IGNORE, IGN), (REGIONS_IGNORE, REG)],
+                         ids=["labels", "labels+ignore", "regions+ignore"])
+def test_build_loss_equals_core_loss(cls, core, labels, mode):
+    trainer = make_trainer(cls, labels)
+    loss = trainer._build_loss()
+    outputs, targets = batch(labels)
+    value = loss(outputs, targets)
+    expected = reference(core(mode), outputs, targets, NNUNET_WEIGHTS, regions_with_ignore=mode is REG)
+    torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7)
+    assert -1 < value.item() < 10 and value.item() != 0  # Combo (CE - Dice) may be negative
+    value.backward()
+    assert all(torch.isfinite(o.grad).all() for o in outputs[:2])
+    assert outputs[2].grad is None  # nnU-Net's zero weight: the lowest resolution is not evaluated
+    record = trainer.my_init_kwargs[T.CHECKPOINT_KEY]
+    assert record["ds_weights"] == pytest.approx(NNUNET_WEIGHTS)
+    with open(f"{trainer.output_folder}/unifocal_loss.json") as handle:
+        stored = json.load(handle)
+    assert stored["trainer"] == cls.__name__ and stored["loss"] == record["loss"]
+
+
+def test_ds_weights_match_nnunet_own_wrapper():
+    ours = make_trainer(T.UnifiedFocalTrainer)._build_loss()
+    theirs = nnUNetTrainer._build_loss(make_trainer(nnUNetTrainer))
+    assert list(theirs.weight_factors) == pytest.approx(list(ours.weights))
+
+
+@pytest.mark.parametrize("labels", [LABELS_IGNORE, REGIONS_IGNORE], ids=["labels", "regions"])
+def test_ignored_voxels_do_not_count(labels):
+    loss = make_trainer(T.UnifiedFocalTrainer, labels)._build_loss()
+    outputs, targets = batch(labels)
+    value = loss(outputs, targets)
+    changed = [o.detach().clone() for o in outputs]
+    for step, out in zip((1, 2, 4), changed):
+        out[:, :, 10 // step:16 // step] += 100.0 * torch.randn_like(out[:, :, 10 // step:16 // step])
+    torch.testing.assert_close(loss(changed, targets), value.detach(), rtol=1e-6, atol=1e-7)
+    value.backward()
+    assert outputs[0].grad[:, :, 10:16].abs().max() == 0
+    assert outputs[0].grad[:, :, 16:].abs().max() > 0
+
+
+def test_batch_dice_follows_the_plans():
+    outputs, targets = batch(LABELS)
+    per_sample = make_trainer(T.TverskyTrainer, batch_dice=False)._build_loss()(outputs, targets)
+    expected = reference(L.TverskyLoss(alpha=0.3, beta=0.7, batch_dice=False), outputs, targets, NNUNET_WEIGHTS)
+    torch.testing.assert_close(per_sample, expected)
+    batched = make_trainer(T.TverskyTrainer, batch_dice=True)._build_loss()(outputs, targets)
+    assert abs(batched.item() - per_sample.item()) > 1e-4
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("UNIFOCAL_WEIGHT", "0.3")
+    monkeypatch.setenv("UNIFOCAL_DELTA", "0.7")
+    monkeypatch.setenv("UNIFOCAL_GAMMA", "0.2, 0.4, 0.6")
+    monkeypatch.setenv("UNIFOCAL_RARE_CLASSES", "2")
+    monkeypatch.setenv("UNIFOCAL_DS_WEIGHTS", "uniform")
+    trainer = make_trainer(T.UnifiedFocalTrainer)
+    loss = trainer._build_loss()
+    outputs, targets = batch(LABELS)
+    core = L.UnifiedFocalLoss(0.3, 0.7, [0.2, 0.4, 0.6], rare_classes=[2], batch_dice=True)
+    torch.testing.assert_close(loss(outputs, targets), reference(core, outputs, targets, [1 / 3] * 3))
+    record = trainer.my_init_kwargs[T.CHECKPOINT_KEY]
+    assert record["params"] == {"weight": 0.3, "delta": 0.7, "gamma": [0.2, 0.4, 0.6], "rare_classes": [2]}
+    assert record["sources"]["gamma"] == "UNIFOCAL_GAMMA" and record["sources"]["ds_weights"] == "UNIFOCAL_DS_WEIGHTS"
+    log = open(trainer.log_file).read()
+    assert "gamma = (0.2, 0.4, 0.6)   [UNIFOCAL_GAMMA]" in log
+
+
+def test_settings_from_config_file(tmp_path, monkeypatch):
+    config = tmp_path / "loss.json"
+    config.write_text(json.dumps({"lambda": 0.6, "gamma": [0.3, 0.5], "ds_weights": [0.5, 0.25, 0.25]}))
+    monkeypatch.setenv("UNIFOCAL_CONFIG", str(config))
+    monkeypatch.setenv("UNIFOCAL_DELTA", "0.55")
+    trainer = make_trainer(T.SymmetricUnifiedFocalTrainer, REGIONS_IGNORE)
+    loss = trainer._build_loss()
+    outputs, targets = batch(REGIONS_IGNORE)
+    core = L.UnifiedFocalLoss(0.6, 0.55, [0.3, 0.5], asymmetric=False, batch_dice=True, multilabel=True)
+    expected = reference(core, outputs, targets, [0.5, 0.25, 0.25], regions_with_ignore=True)
+    torch.testing.assert_close(loss(outputs, targets), expected)
+    sources = trainer.my_init_kwargs[T.CHECKPOINT_KEY]["sources"]
+    assert sources["delta"] == "UNIFOCAL_DELTA" and sources["weight"].startswith("config file")
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"UNIFOCAL_GAMMA": "1.2"}, "gamma must lie in \\[0, 1\\)"),
+    ({"UNIFOCAL_DELTA": "abc"}, "UNIFOCAL_DELTA='abc': expected a number"),
+    ({"UNIFOCAL_WEIGHT": "1.5"}, "\\(weight from UNIFOCAL_WEIGHT\\): weight \\(lambda\\) must lie in \\[0, 1\\]; got 1.5"),
+    ({"UNIFOCAL_GAMMA": "0.1,0.2"}, "gamma \\[UNIFOCAL_GAMMA\\] has 2 values but this dataset has 3 classes"),
+    ({"UNIFOCAL_RARE_CLASSES": "0,1,2"}, "makes every class rare"),
+    ({"UNIFOCAL_RARE_CLASSES": "5"}, "names classes \\[5\\] outside 0..2"),
+    ({"UNIFOCAL_DS_WEIGHTS": "1,1"}, "ds_weights \\[UNIFOCAL_DS_WEIGHTS\\]: 2 deep supervision weights given for 3"),
+    ({"UNIFOCAL_DS_WEIGHTS": "cosine"}, "expected one of \\('nnunet', 'exp', 'uniform'\\)"),
+])
+def test_invalid_settings_fail_with_clear_errors(monkeypatch, env, message):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=message):
+        make_trainer(T.UnifiedFocalTrainer)._build_loss()
+
+
+def test_rare_classes_rejected_in_region_mode(monkeypatch):
+    monkeypatch.setenv("UNIFOCAL_RARE_CLASSES", "1")
+    with pytest.raises(SettingsError, match="applies to label mode only"):
+        make_trainer(T.UnifiedFocalTrainer, REGIONS_IGNORE)._build_loss()
+
+
+def test_settings_a_baseline_does_not_use_are_logged_not_fatal(monkeypatch):
+    monkeypatch.setenv("UNIFOCAL_WEIGHT", "0.2")
+    monkeypatch.setenv("UNIFOCAL_GAMMA", "3")
+    trainer = make_trainer(T.FocalTrainer)
+    loss = trainer._build_loss()
+    outputs, targets = batch(LABELS)
+    torch.testing.assert_close(loss(outputs, targets), reference(L.FocalLoss(gamma=3.0), outputs, targets, NNUNET_WEIGHTS))
+    assert trainer.my_init_kwargs[T.CHECKPOINT_KEY]["ignored"] == {"weight": "UNIFOCAL_WEIGHT"}
+    assert "weight [UNIFOCAL_WEIGHT] does not apply to this loss and is ignored" in open(trainer.log_file).read()
+
+
+def test_auto_gamma_is_for_the_unified_trainers_only(monkeypatch):
+    monkeypatch.setenv("UNIFOCAL_GAMMA", "auto")
+    with pytest.raises(SettingsError, match="applies to the Unified Focal trainers only"):
+        make_trainer(T.FocalTverskyTrainer)._build_loss()
+
+
+def test_without_deep_supervision_the_loss_takes_single_tensors():
+    trainer = make_trainer(T.UnifiedFocalTrainer)
+    trainer.enable_deep_supervision = False
+    loss = trainer._build_loss()
+    outputs, targets = batch(LABELS)
+    expected = L.UnifiedFocalLoss(batch_dice=True)(outputs[0], targets[0])
+    torch.testing.assert_close(loss(outputs[0], targets[0]), expected)
+    assert trainer.my_init_kwargs[T.CHECKPOINT_KEY]["ds_weights"] is None
+
+
+def test_short_schedule_and_baseline(monkeypatch):
+    monkeypatch.setenv("UNIFOCAL_NUM_EPOCHS", "3")
+    monkeypatch.setenv("UNIFOCAL_ITERATIONS_PER_EPOCH", "7")
+    trainer = make_trainer(T.UnifiedFocalTrainerShort)
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (3, 7, 5)
+    assert set(trainer.my_init_kwargs) == {"plans", "configuration", "fold", "dataset_json", "device"}
+    baseline = make_trainer(T.BaselineTrainerShort)
+    assert baseline.num_epochs == 3
+    assert type(baseline._build_loss()).__name__ == "DeepSupervisionWrapper"  # nnU-Net's own DC + CE
+    monkeypatch.setenv("UNIFOCAL_NUM_EPOCHS", "0")
+    with pytest.raises(SettingsError, match="UNIFOCAL_NUM_EPOCHS='0': must be a positive integer"):
+        make_trainer(T.FocalTrainerShort)
