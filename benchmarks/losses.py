@@ -9,8 +9,11 @@ weighted 1/2^i with the lowest-resolution weight 0, normalised to sum 1 (nnUNetT
 Timing: one warm-up call per candidate, then ``repeats`` rounds; in each round every candidate runs once, in
 an order rotated from round to round, so that a change in machine load hits all candidates alike. A call is
 ``loss(outputs, targets).backward()`` after clearing the input gradients (CUDA: followed by a synchronize).
-Reported: median and interquartile range of the times, and the median over rounds of the per-round ratio
-to nnU-Net's loss (a paired ratio, robust to load that drifts between rounds).
+Reported: median and interquartile range of the wall-clock times, and the median over rounds of the
+per-round ratio to nnU-Net's loss (a paired ratio, robust to load that drifts between rounds). Also the
+process CPU time of each call and its paired ratio: on a machine shared with other processes the CPU time
+of a single-threaded run (``--threads 1``) measures the work itself, where wall time also counts the time
+the process waited for a core. (With several threads CPU time includes the threads' spin-waiting.)
 
 Peak extra memory: bytes allocated during one forward+backward call above what was allocated before it (the
 inputs), including the input gradients, which every candidate allocates alike. On CUDA this is
@@ -316,15 +319,17 @@ def time_case(
     if REFERENCE not in names:
         raise ValueError(f"the reference {REFERENCE!r} must be among the candidates")
     times: dict[str, list[float]] = {n: [] for n in names}
+    cpu_times: dict[str, list[float]] = {n: [] for n in names}
     values: dict[str, float] = {}
     for c, fn in built:  # warm-up (and the value, for the record)
         values[c.name] = _step(fn, outputs, targets, device)
     for r in range(repeats):
         order = built[r % len(built):] + built[: r % len(built)]
         for c, fn in order:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             _step(fn, outputs, targets, device)
             times[c.name].append(time.perf_counter() - start)
+            cpu_times[c.name].append(time.process_time() - cpu_start)
     peaks = {c.name: peak_extra_memory(fn, outputs, targets, device) for c, fn in built} if memory else {}
     weights = nnunet_ds_weights(len(_leaves(outputs))) if case.deep_supervision else None
     compulsory = _compulsory_bytes(outputs, targets, weights)
@@ -333,6 +338,7 @@ def time_case(
     for c, _ in built:
         q1, med, q3 = _quartiles(times[c.name])
         paired = statistics.median(t / ref for t, ref in zip(times[c.name], ref_times))
+        cpu_paired = statistics.median(t / ref for t, ref in zip(cpu_times[c.name], cpu_times[REFERENCE]))
         row = {
             "loss": c.name,
             "case": case.label,
@@ -343,6 +349,8 @@ def time_case(
             "q1_ms": q1 * 1e3,
             "q3_ms": q3 * 1e3,
             "ratio": paired,
+            "cpu_ms": statistics.median(cpu_times[c.name]) * 1e3,
+            "cpu_ratio": cpu_paired,
             "value": values[c.name],
             "repeats": repeats,
         }
@@ -352,7 +360,7 @@ def time_case(
         if device.type == "cuda":
             row["gbps"] = compulsory / med / 1e9
         results.append(row)
-        log(f"  {c.name:55s} {med * 1e3:9.1f} ms  x{paired:5.2f}"
+        log(f"  {c.name:55s} {med * 1e3:9.1f} ms  x{paired:5.2f}  cpu {row['cpu_ms']:8.1f} ms x{cpu_paired:5.2f}"
             + (f"  {row['peak_mib']:8.1f} MiB x{row['mem_ratio']:4.2f}" if memory else ""))
     return results
 

@@ -59,14 +59,15 @@ def loss_table(rows: Sequence[dict]) -> str:
     """Markdown table of :func:`benchmarks.losses.run_cases` rows, grouped by case."""
     gbps = any("gbps" in r for r in rows)
     memory = any("peak_mib" in r for r in rows)
-    header = ["case", "loss", "median ms", "IQR ms", "time ratio"]
+    header = ["case", "loss", "median ms", "IQR ms", "time ratio", "CPU ms", "CPU-time ratio"]
     if memory:
         header += ["peak extra MiB", "memory ratio"]
     if gbps:
         header += ["GB/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [r["case"], r["loss"], _fmt(r["median_ms"], 1), _fmt(r["q3_ms"] - r["q1_ms"], 1), _fmt(r["ratio"])]
+        cells = [r["case"], r["loss"], _fmt(r["median_ms"], 1), _fmt(r["q3_ms"] - r["q1_ms"], 1), _fmt(r["ratio"]),
+                 _fmt(r["cpu_ms"], 1), _fmt(r["cpu_ratio"])]
         if memory:
             cells += [_fmt(r.get("peak_mib"), 1), _fmt(r.get("mem_ratio"))]
         if gbps:

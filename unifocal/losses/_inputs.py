@@ -116,11 +116,15 @@ def _label_map(input: Tensor, target: Tensor) -> Optional[Tensor]:
 
 
 def _check_input_values(input: Tensor, from_logits: bool, multilabel: bool) -> None:
-    if not torch.isfinite(input).all():
+    if input.numel() == 0:
+        return
+    # One reading pass without an input-sized temporary (isfinite(input).all() writes one, and costs more
+    # than the softmax): a NaN propagates into both extremes, an infinity shows in one of them.
+    low, high = torch.aminmax(input)
+    if not torch.isfinite(torch.stack((low, high))).all():
         raise ValueError("input contains NaN or Inf values")
     if from_logits:
         return
-    low, high = torch.aminmax(input)
     if low < 0 or high > 1:
         raise ValueError(
             f"from_logits=False expects probabilities in [0, 1], but the input holds values in "
