@@ -211,7 +211,8 @@ def label_classes(dataset: dict) -> tuple[list[str], list[Union[int, tuple[int, 
 
     Returns ``(names, classes, ignore_label)`` in the file's order, background included. A class is an int
     label value (label mode) or a tuple of label values (region mode: a region is the union of those
-    labels). The ``"ignore"`` entry is returned separately and not as a class.
+    labels; when any entry is a list, every entry is returned as a tuple). The ``"ignore"`` entry is
+    returned separately and not as a class.
     """
     labels = dataset.get("labels")
     if not isinstance(labels, dict) or not labels:
@@ -228,4 +229,7 @@ def label_classes(dataset: dict) -> tuple[list[str], list[Union[int, tuple[int, 
             classes.append(tuple(int(v) for v in value))
         else:
             classes.append(int(value))
+    if any(isinstance(c, tuple) for c in classes):
+        # Region mode (nnU-Net's has_regions): a plain value is a region of one label.
+        classes = [c if isinstance(c, tuple) else (c,) for c in classes]
     return names, classes, ignore_label

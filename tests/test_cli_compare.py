@@ -1,0 +1,197 @@
+"""``unifocal compare`` on tiny prediction folders: per-case numbers, Wilcoxon p-values checked against scipy,
+the Markdown/CSV outputs, region mode, and nnU-Net results-folder layouts."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import wilcoxon
+
+from unifocal.cli import main
+
+
+def _save(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.endswith(".png"):
+        from PIL import Image
+
+        Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
+    else:
+        import nibabel
+
+        nibabel.save(nibabel.Nifti1Image(np.asarray(array, dtype=np.uint8), np.eye(4)), path)
+
+
+def _reference(i):
+    ref = np.zeros((8, 8), np.uint8)
+    ref[1:5, 1:5] = 1  # 16 pixels
+    ref[6:8, 5 + (i % 2): 7 + (i % 2)] = 2  # 4 pixels
+    return ref
+
+
+def _method_a(i, ref):
+    pred = ref.copy()
+    pred[1, 1:1 + i] = 0  # misses i organ pixels
+    return pred
+
+
+def _method_b(i, ref):
+    pred = ref.copy()
+    pred[1:3, 1:5] = 0  # misses 8 organ pixels
+    if i % 3 == 0:
+        pred[pred == 2] = 0  # misses the lesion in cases 0 and 3
+    return pred
+
+
+N_CASES = 6
+
+
+@pytest.fixture
+def folders(tmp_path):
+    for i in range(N_CASES):
+        ref = _reference(i)
+        _save(tmp_path / "ref" / f"case{i}.png", ref)
+        _save(tmp_path / "a" / f"case{i}.png", _method_a(i, ref))
+        _save(tmp_path / "b" / f"case{i}.png", _method_b(i, ref))
+    return tmp_path
+
+
+def _dice(pred, ref, c):
+    p, g = pred == c, ref == c
+    denominator = p.sum() + g.sum()
+    return math.nan if denominator == 0 else 2 * (p & g).sum() / denominator
+
+
+def _read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_compare_numbers_tables_and_wilcoxon(folders, capsys):
+    out = folders / "cmp"
+    rc = main(["compare", f"A={folders / 'a'}", f"B={folders / 'b'}", "--reference", str(folders / "ref"),
+               "--baseline", "B", "--labels", "1", "2", "--names", "organ", "lesion", "-o", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    per_case = _read_csv(out / "per_case.csv")
+    assert len(per_case) == 2 * N_CASES * 2
+    # Hand-computed: method A case 3 misses 3 of 16 organ pixels -> TP 13, FN 3, DSC 26/29, recall 13/16.
+    row = next(r for r in per_case if r["method"] == "A" and r["case"] == "case3" and r["class"] == "organ")
+    assert (int(row["TP"]), int(row["FP"]), int(row["FN"])) == (13, 0, 3)
+    assert float(row["DSC"]) == pytest.approx(26 / 29)
+    assert float(row["IoU"]) == pytest.approx(13 / 16)
+    assert float(row["recall"]) == pytest.approx(13 / 16)
+    assert float(row["precision"]) == 1.0
+    # Method B case 0 has no lesion prediction: DSC 0, precision 0/0 -> NaN -> empty CSV cell.
+    row = next(r for r in per_case if r["method"] == "B" and r["case"] == "case0" and r["class"] == "lesion")
+    assert float(row["DSC"]) == 0.0 and row["precision"] == ""
+
+    dice_a = [_dice(_method_a(i, _reference(i)), _reference(i), 1) for i in range(N_CASES)]
+    dice_b = [_dice(_method_b(i, _reference(i)), _reference(i), 1) for i in range(N_CASES)]
+    summary = _read_csv(out / "summary.csv")
+    organ_a = next(r for r in summary if (r["method"], r["class"], r["metric"]) == ("A", "organ", "DSC"))
+    expected = wilcoxon(dice_a, dice_b)
+    assert float(organ_a["mean"]) == pytest.approx(np.mean(dice_a))
+    assert float(organ_a["sd"]) == pytest.approx(np.std(dice_a, ddof=1))
+    assert float(organ_a["p_value"]) == pytest.approx(expected.pvalue)
+    assert float(organ_a["wilcoxon_statistic"]) == pytest.approx(expected.statistic)
+    assert int(organ_a["n_pairs"]) == N_CASES and organ_a["baseline"] == "B"
+    # A beats B on every case: all 6 differences positive -> exact two-sided p = 2 / 2^6.
+    assert float(organ_a["p_value"]) == pytest.approx(2 / 64)
+    # Lesion precision: B has NaN in cases 0 and 3, so the test uses the 4 other pairs, all differences 0.
+    lesion_precision = next(r for r in summary if (r["method"], r["class"], r["metric"]) == ("A", "lesion", "precision"))
+    assert int(lesion_precision["n_pairs"]) == 4 and float(lesion_precision["p_value"]) == 1.0
+    # The class mean row: per case the mean over organ and lesion.
+    mean_a = next(r for r in summary if (r["method"], r["class"], r["metric"]) == ("A", "class mean", "DSC"))
+    assert float(mean_a["mean"]) == pytest.approx(np.mean([(d + 1.0) / 2 for d in dice_a]))
+
+    table = (out / "table.md").read_text()
+    assert "### organ (label 1)" in table and "### class mean" in table
+    assert f"| B (baseline) | {np.mean(dice_b):.3f} ± {np.std(dice_b, ddof=1):.3f} |" in table
+    assert f"| A | {np.mean(dice_a):.3f} ± {np.std(dice_a, ddof=1):.3f} (p=0.031*) |" in table
+    assert table in printed
+    assert (out / "boxplots.png").stat().st_size > 1000
+
+
+def test_region_mode_and_empty_one(folders, capsys):
+    out = folders / "regions"
+    rc = main(["compare", str(folders / "a"), str(folders / "b"), "-r", str(folders / "ref"),
+               "--regions", "1,2", "2", "--empty", "one", "--no-plot", "-o", str(out)])
+    assert rc == 0
+    per_case = _read_csv(out / "per_case.csv")
+    # Default names: folder names, region labels; baseline: the first method.
+    assert {r["method"] for r in per_case} == {"a", "b"}
+    row = next(r for r in per_case if r["method"] == "b" and r["case"] == "case0" and r["class"] == "region 1+2")
+    # Region {1, 2}: reference 20 pixels, B predicts 8 of them -> DSC 16/28.
+    assert float(row["DSC"]) == pytest.approx(16 / 28)
+    row = next(r for r in per_case if r["method"] == "b" and r["case"] == "case0" and r["class"] == "region 2")
+    assert float(row["precision"]) == 1.0  # 0/0 with --empty one
+    assert not (out / "boxplots.png").exists()
+    summary = _read_csv(out / "summary.csv")
+    assert {r["baseline"] for r in summary if r["method"] == "b"} == {"a"}
+
+
+def test_classes_from_reference_values_and_missing_cases(folders, capsys):
+    (folders / "a" / "case5.png").unlink()
+    rc = main(["compare", str(folders / "a"), str(folders / "b"), "-r", str(folders / "ref"), "--no-plot",
+               "-o", str(folders / "out")])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "label values found in the reference" in captured.out
+    assert "a has no prediction for 1 reference case(s), e.g. case5" in captured.err
+    per_case = _read_csv(folders / "out" / "per_case.csv")
+    assert {r["case"] for r in per_case} == {f"case{i}" for i in range(5)}
+    assert {r["class"] for r in per_case} == {"label 1", "label 2"}
+
+
+def _nnunet_results(root, trainers):
+    """A fake nnU-Net results tree: two folds of NIfTI validation predictions per trainer, plus
+    nnUNet_preprocessed/<Dataset>/gt_segmentations."""
+    dataset = "Dataset004_Fake"
+    meta = {"labels": {"background": 0, "organ": 1, "lesion": 2}, "file_ending": ".nii.gz",
+            "channel_names": {"0": "CT"}, "numTraining": N_CASES}
+    for i in range(N_CASES):
+        _save(root / "pre" / dataset / "gt_segmentations" / f"case{i}.nii.gz", _reference(i))
+    for trainer, make in trainers.items():
+        folder = root / "results" / dataset / f"{trainer}__nnUNetPlans__2d"
+        folder.mkdir(parents=True)
+        (folder / "dataset.json").write_text(json.dumps(meta))
+        for i in range(N_CASES):
+            validation = folder / f"fold_{i % 2}" / "validation"
+            _save(validation / f"case{i}.nii.gz", make(i, _reference(i)))
+            (validation / "summary.json").write_text("{}")
+    return root / "results" / dataset
+
+
+def test_nnunet_results_folders(tmp_path, capsys, monkeypatch):
+    results = _nnunet_results(tmp_path, {"TrainerA": _method_a, "TrainerB": _method_b})
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    out = tmp_path / "out"
+    # A dataset results folder expands to every trainer; reference and classes come from nnU-Net's layout.
+    rc = main(["compare", str(results), "--baseline", "TrainerB", "--no-plot", "-o", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "classes (" in printed and "organ=1, lesion=2" in printed
+    per_case = _read_csv(out / "per_case.csv")
+    assert {r["method"] for r in per_case} == {"TrainerA", "TrainerB"}
+    assert len({r["case"] for r in per_case}) == N_CASES  # both folds
+    row = next(r for r in per_case if r["method"] == "TrainerA" and r["case"] == "case3" and r["class"] == "organ")
+    assert float(row["DSC"]) == pytest.approx(26 / 29)
+    # One fold of one trainer, with an explicit name and reference.
+    rc = main(["compare", f"A0={results / 'TrainerA__nnUNetPlans__2d'}", "--folds", "0", "--no-plot",
+               "-r", str(tmp_path / "pre" / "Dataset004_Fake" / "gt_segmentations"), "-o", str(out)])
+    assert rc == 0
+    assert {r["case"] for r in _read_csv(out / "per_case.csv")} == {"case0", "case2", "case4"}
+
+
+def test_usage_errors(folders, capsys):
+    assert main(["compare", str(folders / "a"), "-r", str(folders / "ref"), "-b", "nope", "-o",
+                 str(folders / "x")]) == 2
+    assert "baseline 'nope'" in capsys.readouterr().err
+    assert main(["compare", str(folders / "a"), str(folders / "a"), "-r", str(folders / "ref")]) == 2
+    assert "duplicate method names" in capsys.readouterr().err
+    assert main(["compare", str(folders / "a")]) == 2
+    assert "--reference" in capsys.readouterr().err
+    assert main(["compare", str(folders / "missing"), "-r", str(folders / "ref")]) == 2

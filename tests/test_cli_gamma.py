@@ -1,0 +1,144 @@
+"""``unifocal gamma`` on tiny label folders, nnU-Net raw and preprocessed layouts, and region datasets."""
+
+import json
+
+import numpy as np
+import pytest
+
+from unifocal.cli import main
+from unifocal.gamma import propose_gamma
+
+
+def _png(path, array):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
+
+
+def _labels(tmp_path):
+    """Two 10x10 label maps: 180 background, 16 of label 1, 4 of label 2 in total."""
+    a = np.zeros((10, 10), np.uint8)
+    a[0:2, 0:4] = 1
+    a[5, 5:7] = 2
+    b = np.zeros((10, 10), np.uint8)
+    b[3:5, 3:7] = 1
+    b[8, 0:2] = 2
+    return a, b
+
+
+def _json_output(capsys, argv):
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_folder_of_label_files(tmp_path, capsys):
+    a, b = _labels(tmp_path)
+    _png(tmp_path / "labels" / "a.png", a)
+    _png(tmp_path / "labels" / "b.png", b)
+    out = _json_output(capsys, ["gamma", str(tmp_path / "labels"), "--json"])
+    assert out["voxel_counts"] == [180, 16, 4]
+    expected = propose_gamma([180, 16, 4])
+    assert out["frequencies"] == pytest.approx([0.9, 0.08, 0.02])
+    assert out["gamma"] == pytest.approx(list(expected.gamma))
+    assert out["rare_classes"] == [1, 2] and out["common_classes"] == [0]
+    assert out["UNIFOCAL_GAMMA"] == ",".join(f"{g:.3g}" for g in expected.gamma)
+    assert out["UNIFOCAL_RARE_CLASSES"] == "1,2"
+    assert out["num_files"] == 2 and out["class_names"] == ["label 0", "label 1", "label 2"]
+    # By the documented rule: background ratio 0.9 / 0.1 = 9 -> L = log10 9; lesion 0.9 / 0.02 = 45.
+    l_bg, l_lesion = np.log10(9), np.log10(45)
+    assert out["gamma"][0] == pytest.approx(l_bg / (1 + l_bg))
+    assert out["gamma"][2] == pytest.approx(l_lesion / (1 + l_lesion))
+
+
+def test_human_readable_output_and_paper_rule(tmp_path, capsys):
+    a, b = _labels(tmp_path)
+    _png(tmp_path / "labels" / "a.png", a)
+    _png(tmp_path / "labels" / "b.png", b)
+    assert main(["gamma", str(tmp_path / "labels"), "--rule", "paper"]) == 0
+    text = capsys.readouterr().out
+    assert "2 files, 200 counted voxels" in text
+    assert "UNIFOCAL_GAMMA=0.5,0.5,0.5 UNIFOCAL_RARE_CLASSES=1,2 nnUNetv2_train" in text
+    assert "-tr UnifiedFocalTrainer" in text
+    assert "UnifiedFocalLoss(gamma=[0.5, 0.5, 0.5], rare_classes=[1, 2], common_classes=[0])" in text
+
+
+def test_num_classes_and_nifti(tmp_path, capsys):
+    import nibabel
+
+    volume = np.zeros((4, 4, 4), np.uint8)
+    volume[0, 0, :2] = 1
+    folder = tmp_path / "nifti"
+    folder.mkdir()
+    nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), folder / "case.nii.gz")
+    out = _json_output(capsys, ["gamma", str(folder), "--num-classes", "3", "--json"])
+    # Class 2 never occurs: frequency 0, rare, gamma at the cap.
+    assert out["voxel_counts"] == [62, 2, 0]
+    assert out["gamma"][2] == pytest.approx(0.9)
+
+
+def test_nnunet_raw_dataset_uses_labels_tr_and_names(tmp_path, capsys, monkeypatch):
+    from unifocal.synthetic import write_nnunet_dataset
+
+    dataset = write_nnunet_dataset(tmp_path / "raw", dataset_id=5, num_train=3, num_test=2, seed=4)
+    out = _json_output(capsys, ["gamma", str(dataset.folder), "--json"])
+    assert out["class_names"] == ["background", "organ", "lesion"]
+    assert out["num_files"] == 3  # labelsTr only, not the held-out labelsTs
+    assert out["frequencies"] == pytest.approx(list(dataset.frequencies))
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    by_id = _json_output(capsys, ["gamma", "5", "--json"])
+    assert by_id["voxel_counts"] == out["voxel_counts"]
+
+
+def test_ignore_label_and_regions_from_dataset_json(tmp_path, capsys):
+    folder = tmp_path / "Dataset001_Regions"
+    labels = np.zeros((10, 10), np.uint8)
+    labels[0, :5] = 1
+    labels[1, :3] = 2
+    labels[2, :2] = 3
+    labels[9, :] = 4  # ignore
+    _png(folder / "labelsTr" / "x.png", labels)
+    meta = {"labels": {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": 3, "ignore": 4},
+            "regions_class_order": [1, 2, 3], "file_ending": ".png", "channel_names": {"0": "a"}, "numTraining": 1}
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    out = _json_output(capsys, ["gamma", str(folder), "--json"])
+    assert out["multilabel"] is True and out["regions"] == [[1, 2, 3], [2, 3], [3]]
+    assert out["ignore_label"] == 4
+    # 90 counted pixels (the ignore row is left out): whole 10, core 5, enhancing 2.
+    assert out["voxel_counts"] == [10, 5, 2]
+    assert out["frequencies"] == pytest.approx([10 / 90, 5 / 90, 2 / 90])
+    expected = propose_gamma([10 / 90, 5 / 90, 2 / 90], multilabel=True)
+    assert out["gamma"] == pytest.approx(list(expected.gamma))
+    assert "UNIFOCAL_RARE_CLASSES" not in out
+
+
+def test_preprocessed_folder_and_configuration(tmp_path, capsys):
+    import blosc2
+
+    folder = tmp_path / "Dataset002_Pre"
+    (folder / "gt_segmentations").mkdir(parents=True)
+    (folder / "custom_2d").mkdir()
+    meta = {"labels": {"background": 0, "fg": 1}, "file_ending": ".png", "channel_names": {"0": "a"}, "numTraining": 1}
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    plans = {"configurations": {"2d": {"data_identifier": "custom_2d"}}}
+    (folder / "nnUNetPlans.json").write_text(json.dumps(plans))
+    raw = np.zeros((8, 8), np.uint8)
+    raw[:2, :2] = 1
+    _png(folder / "gt_segmentations" / "c.png", raw)
+    seg = -np.ones((1, 1, 6, 6), np.int8)  # -1: outside the crop, not counted
+    seg[0, 0, :3, :3] = 0
+    seg[0, 0, 0, 0] = 1
+    blosc2.asarray(seg, urlpath=str(folder / "custom_2d" / "c_seg.b2nd"))
+    blosc2.asarray(seg.astype(np.float32), urlpath=str(folder / "custom_2d" / "c.b2nd"))
+    out = _json_output(capsys, ["gamma", str(folder), "--json"])
+    assert out["voxel_counts"] == [60, 4]
+    out = _json_output(capsys, ["gamma", str(folder), "--configuration", "2d", "--json"])
+    assert out["voxel_counts"] == [8, 1] and out["source"].endswith("custom_2d")
+
+
+def test_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="no such folder"):
+        main(["gamma", str(tmp_path / "missing")])
+    (tmp_path / "empty").mkdir()
+    assert main(["gamma", str(tmp_path / "empty")]) == 2
+    assert "no label files" in capsys.readouterr().err

@@ -1,0 +1,163 @@
+"""``unifocal compare``: per-case, per-class DSC / IoU / recall / precision of several methods, paired
+Wilcoxon tests against a baseline, a Markdown and CSV table like the paper's, and box plots."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+NAME = "compare"
+HELP = (
+    "Compare segmentation methods: per-case, per-class DSC, IoU, recall and precision, paired Wilcoxon tests "
+    "against a baseline, a Markdown/CSV table and box plots."
+)
+
+EPILOG = """\
+METHOD is [NAME=]PATH, where PATH is a folder of predicted label files, an nnU-Net trainer output folder
+(<results>/<Dataset>/<Trainer>__<Plans>__<config>: its fold_*/validation predictions), one fold_<k>
+folder, or a dataset results folder (<results>/<Dataset>: every trainer in it). The reference is
+--reference, else $nnUNet_preprocessed/<Dataset>/gt_segmentations for nnU-Net results folders.
+Classes come from --labels/--regions, else the dataset.json of the results (or next to the reference),
+else the label values found in the reference. Label files: .nii.gz/.nii (nibabel), .nrrd/.mha (SimpleITK),
+.png/.tif/.bmp (PIL), nnU-Net preprocessed .b2nd.
+
+examples:
+  unifocal compare nnUNet_results/Dataset990_UnifocalSynthetic --baseline nnUNetTrainer
+  unifocal compare CE=preds/ce UF=preds/unified --reference labelsTs --labels 1 2 -o comparison
+  unifocal compare preds/a preds/b --reference labelsTs --regions 1,2,3 2,3 3
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("methods", nargs="+", metavar="METHOD", help="[NAME=]PATH of one method's predictions")
+    parser.add_argument("-r", "--reference", type=Path, help="folder of reference label files")
+    parser.add_argument("-b", "--baseline", help="method the others are tested against (default: the first)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("unifocal_compare"),
+                        help="folder for table.md, summary.csv, per_case.csv, boxplots.png (default: %(default)s)")
+    classes = parser.add_mutually_exclusive_group()
+    classes.add_argument("--labels", type=int, nargs="+", metavar="LABEL", help="label values to evaluate")
+    classes.add_argument("--regions", nargs="+", metavar="L1,L2,...",
+                         help="regions to evaluate, each a comma-separated list of label values")
+    parser.add_argument("--names", nargs="+", help="class names, one per --labels/--regions entry")
+    parser.add_argument("--dataset-json", type=Path, help="nnU-Net dataset.json defining the classes")
+    parser.add_argument("--include-background", action="store_true", help="evaluate label 0 too")
+    parser.add_argument("--ignore-label", type=int, help="reference value whose voxels are not counted")
+    parser.add_argument("--empty", choices=("nan", "one"), default="nan",
+                        help="value of a 0/0 metric, e.g. DSC of a class absent from prediction and reference: "
+                             "nan (left out of means and tests; default) or one")
+    parser.add_argument("--folds", nargs="+", help="folds of nnU-Net results folders to use (default: all)")
+    parser.add_argument("--ending", help="file ending to use where a folder holds several (e.g. .nii.gz)")
+    parser.add_argument("--no-plot", action="store_true", help="skip the box plots")
+    parser.add_argument("--title", help="title of the box plot figure")
+
+
+def _parse_regions(texts):
+    regions = []
+    for text in texts:
+        try:
+            values = tuple(int(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise SystemExit(f"unifocal compare: bad region {text!r}: expected comma-separated integers") from None
+        if not values:
+            raise SystemExit(f"unifocal compare: empty region {text!r}")
+        regions.append(values)
+    return regions
+
+
+def _classes(args, sources, reference_files):
+    from ..experiment_report import classes_from_dataset, default_class_names
+    from ..io import find_dataset_json, iter_labels
+
+    ignore_label = args.ignore_label
+    if args.labels or args.regions:
+        classes = list(args.labels) if args.labels else _parse_regions(args.regions)
+        names = list(args.names) if args.names else default_class_names(classes)
+        if len(names) != len(classes):
+            raise SystemExit("unifocal compare: --names needs one name per class")
+        return names, classes, ignore_label, "command line"
+    dataset_json = args.dataset_json
+    if dataset_json is None:
+        dataset_json = next((s.dataset_json for s in sources if s.dataset_json), None)
+    if dataset_json is None and args.reference is not None:
+        dataset_json = find_dataset_json(args.reference, levels=1)
+    if dataset_json is not None:
+        names, classes, found_ignore = classes_from_dataset(dataset_json, args.include_background)
+        if args.names:
+            if len(args.names) != len(classes):
+                raise SystemExit("unifocal compare: --names needs one name per class")
+            names = list(args.names)
+        return names, classes, ignore_label if ignore_label is not None else found_ignore, str(dataset_json)
+    values = set()
+    for label in iter_labels(reference_files.values()):
+        values.update(int(v) for v in set(label.ravel().tolist()) if v >= 0)
+    values.discard(ignore_label)
+    if not args.include_background:
+        values.discard(0)
+    if not values:
+        raise SystemExit("unifocal compare: the reference holds no foreground label; give --labels")
+    classes = sorted(values)
+    names = list(args.names) if args.names else default_class_names(classes)
+    if len(names) != len(classes):
+        raise SystemExit("unifocal compare: --names needs one name per class")
+    return names, classes, ignore_label, "label values found in the reference"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..experiment_report import evaluate, print_progress, resolve_method, write_report
+    from ..io import list_label_files
+
+    try:
+        sources = [s for spec in args.methods for s in resolve_method(spec, args.folds, args.ending)]
+    except ValueError as error:
+        print(f"unifocal compare: {error}", file=sys.stderr)
+        return 2
+    names = [s.name for s in sources]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        print(f"unifocal compare: duplicate method names {duplicates}; use NAME=PATH", file=sys.stderr)
+        return 2
+    reference = args.reference
+    if reference is None:
+        suggested = {s.reference for s in sources if s.reference is not None}
+        if len(suggested) != 1:
+            print("unifocal compare: give --reference (the folder of reference label files)", file=sys.stderr)
+            return 2
+        reference = suggested.pop()
+    try:
+        reference_files = list_label_files(reference, args.ending)
+    except ValueError as error:
+        print(f"unifocal compare: {error}", file=sys.stderr)
+        return 2
+    baseline = args.baseline or names[0]
+    if baseline not in names:
+        print(f"unifocal compare: baseline {baseline!r} is not one of {names}", file=sys.stderr)
+        return 2
+    class_names, classes, ignore_label, origin = _classes(args, sources, reference_files)
+
+    print(f"reference: {reference} ({len(reference_files)} files)")
+    for source in sources:
+        print(f"method {source.name}: {source.origin} ({len(source.files)} files)")
+    print(f"classes ({origin}): " + ", ".join(f"{n}={c}" for n, c in zip(class_names, classes)))
+    try:
+        evaluation = evaluate(
+            {s.name: s.files for s in sources}, reference_files, classes, class_names, ignore_label,
+            math.nan if args.empty == "nan" else 1.0, print_progress(),
+        )
+    except ValueError as error:
+        print(f"unifocal compare: {error}", file=sys.stderr)
+        return 2
+    for method, missing in evaluation.skipped.items():
+        if missing:
+            print(f"warning: {method} has no prediction for {len(missing)} reference case(s), e.g. {missing[0]}; "
+                  "they are left out for every method", file=sys.stderr)
+
+    evaluation.methods = [baseline] + [n for n in names if n != baseline]
+    report, written = write_report(evaluation, baseline, args.output, args.title, plot=not args.no_plot)
+    print()
+    print(report)
+    print("written: " + ", ".join(str(p) for p in written))
+    return 0
