@@ -148,9 +148,8 @@ def parse_setting(key: str, value: Any, where: str) -> Any:
         if isinstance(value, str) and value.strip().lower() == AUTO:
             return AUTO
         values = _number_list(value, where)
-        if len(values) == 1 and not isinstance(value, (list, tuple)):
-            return values[0]
-        return values
+        is_list = isinstance(value, (list, tuple)) or (isinstance(value, str) and ("," in value or ";" in value))
+        return values if is_list else values[0]
     if key == "rare_classes":
         return _number_list(value, where, int)
     if key == "ds_weights":
