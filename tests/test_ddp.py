@@ -1,0 +1,150 @@
+"""torch.distributed (gloo, 2 processes on CPU): batch_dice statistics are all-gathered across ranks.
+
+Relations checked (world size W, each rank holding B / W samples):
+- value: the single-process loss on the whole batch equals the average of the rank values (the batch-level
+  Tversky term is the same on every rank; the voxel-mean focal part averages over equal halves);
+- input gradients: _AllGatherSum's backward sums the gradient of the global statistics over ranks, so a
+  rank's gradient w.r.t. its own logits is W times the single-process gradient for that slice (the local
+  voxel mean has the same factor W); DDP's averaging of parameter gradients divides that W out again,
+- so parameter gradients after DDP equal the single-process gradients.
+"""
+
+import socket
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from unifocal.losses import DiceLoss, HybridFocalLoss, UnifiedFocalLoss
+
+WORLD = 2
+B = 4
+
+LOSSES = {
+    "unified_batch": lambda: UnifiedFocalLoss(batch_dice=True),
+    "symmetric_batch_per_class": lambda: UnifiedFocalLoss(batch_dice=True, asymmetric=False, gamma=(0.2, 0.5, 0.7)),
+    "multilabel_batch": lambda: UnifiedFocalLoss(batch_dice=True, multilabel=True),
+    "hybrid_batch": lambda: HybridFocalLoss(batch_dice=True),
+    "unified_per_sample": lambda: UnifiedFocalLoss(),
+    "dice_batch": lambda: DiceLoss(batch_dice=True, include_background=False, smooth=1e-5),
+}
+
+
+def make_data(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "logits": torch.randn(B, 3, 6, 5, generator=g, dtype=torch.float64) * 2,
+        "labels": torch.randint(0, 3, (B, 1, 6, 5), generator=g),
+        "regions": torch.rand(B, 3, 6, 5, generator=g) > 0.6,
+        "image": torch.randn(B, 1, 6, 5, generator=g, dtype=torch.float64),
+    }
+
+
+def target_for(name, data):
+    return data["regions"] if name.startswith("multilabel") else data["labels"]
+
+
+def conv_model():
+    torch.manual_seed(0)
+    return nn.Conv2d(1, 3, 3, padding=1).double()
+
+
+def _worker(rank, port, data_path, out_path):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        data = torch.load(data_path)
+        part = slice(rank * B // WORLD, (rank + 1) * B // WORLD)
+        results = {}
+        for name, make in LOSSES.items():
+            x = data["logits"][part].clone().requires_grad_()
+            value = make()(x, target_for(name, data)[part])
+            value.backward()
+            results[name] = (value.detach(), x.grad)
+        # nnU-Net's batch Dice under DDP (its AllGatherGrad) on the same slice
+        from nnunetv2.training.loss.dice import SoftDiceLoss
+        from nnunetv2.utilities.helpers import softmax_helper_dim1
+
+        x = data["logits"][part].clone().requires_grad_()
+        value = SoftDiceLoss(apply_nonlin=softmax_helper_dim1, batch_dice=True, do_bg=False, smooth=1e-5, ddp=True)(
+            x, data["labels"][part]
+        )
+        value.backward()
+        results["nnunet_dice_batch"] = (value.detach(), x.grad)
+        # a DDP-wrapped model: parameter gradients are averaged over ranks
+        model = nn.parallel.DistributedDataParallel(conv_model())
+        loss = UnifiedFocalLoss(batch_dice=True)(model(data["image"][part]), data["labels"][part])
+        loss.backward()
+        results["ddp_model"] = (loss.detach(), [p.grad.clone() for p in model.parameters()])
+        torch.save(results, out_path.format(rank=rank))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def rank_results(tmp_path_factory):
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    tmp = tmp_path_factory.mktemp("ddp")
+    data = make_data()
+    torch.save(data, tmp / "data.pt")
+    out_path = str(tmp / "rank{rank}.pt")
+    context = mp.spawn(_worker, args=(_free_port(), str(tmp / "data.pt"), out_path), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + 240
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the distributed workers did not finish")
+    return data, [torch.load(out_path.format(rank=r)) for r in range(WORLD)]
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_rank_average_equals_single_process(rank_results, name):
+    data, ranks = rank_results
+    single = LOSSES[name]()(data["logits"], target_for(name, data))
+    torch.testing.assert_close(sum(r[name][0] for r in ranks) / WORLD, single, rtol=1e-12, atol=1e-14)
+    if name == "dice_batch":  # purely batch-level: every rank holds the global value itself
+        for result in ranks:
+            torch.testing.assert_close(result[name][0], single, rtol=1e-12, atol=1e-14)
+    else:  # the local focal / per-sample parts differ between ranks
+        assert not torch.isclose(ranks[0][name][0], ranks[1][name][0])
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_rank_gradient_over_world_size_equals_single_process_gradient(rank_results, name):
+    data, ranks = rank_results
+    x = data["logits"].clone().requires_grad_()
+    LOSSES[name]()(x, target_for(name, data)).backward()
+    for rank, result in enumerate(ranks):
+        part = slice(rank * B // WORLD, (rank + 1) * B // WORLD)
+        torch.testing.assert_close(result[name][1] / WORLD, x.grad[part], rtol=1e-10, atol=1e-13)
+
+
+def test_batch_dice_matches_nnunet_under_ddp(rank_results):
+    data, ranks = rank_results
+    for result in ranks:
+        ours_value, ours_grad = result["dice_batch"]
+        theirs_value, theirs_grad = result["nnunet_dice_batch"]
+        torch.testing.assert_close(ours_value, 1 + theirs_value.double(), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(ours_grad, theirs_grad, rtol=1e-5, atol=1e-7)
+
+
+def test_ddp_parameter_gradients_equal_single_process(rank_results):
+    data, ranks = rank_results
+    model = conv_model()
+    single = UnifiedFocalLoss(batch_dice=True)(model(data["image"]), data["labels"])
+    single.backward()
+    torch.testing.assert_close(sum(r["ddp_model"][0] for r in ranks) / WORLD, single.detach(), rtol=1e-12, atol=1e-14)
+    for result in ranks:
+        for grad, param in zip(result["ddp_model"][1], model.parameters()):
+            torch.testing.assert_close(grad, param.grad, rtol=1e-10, atol=1e-13)
