@@ -18,6 +18,7 @@ from unifocal.losses import (  # noqa: E402
     CrossEntropyLoss,
     DiceLoss,
     FocalLoss,
+    GeneralizedDiceLoss,
     JaccardLoss,
     TverskyLoss,
     UnifiedFocalLoss,
@@ -79,6 +80,26 @@ def test_monai_dice_ignore_index(shape, seed):
     y[:, :, :2] = 255
     theirs = monai_losses.DiceLoss(to_onehot_y=True, softmax=True, smooth_nr=1.0, smooth_dr=1.0, ignore_index=255)(x, y)
     close(DiceLoss(smooth=1.0, ignore_index=255)(x, y), theirs, F64)
+
+
+@params
+@pytest.mark.parametrize("include_background", [True, False])
+def test_monai_generalized_dice(shape, seed, include_background):
+    x, y = case(shape, seed)
+    y = y.clone()
+    y.flatten(2)[:, 0, : shape[1]] = torch.arange(shape[1])  # every class present in every sample (no weight guard)
+    s = 1.0
+    ours = GeneralizedDiceLoss(smooth=s, include_background=include_background, reduction="none")(x, y)
+    onehot = F.one_hot(y[:, 0], shape[1]).movedim(-1, 1).double()
+    first = 0 if include_background else 1
+    for b in range(shape[0]):
+        # ours measures the smoothing in voxels: MONAI's raw 1 / V_c^2 weights need smoothing s * sum_c 1 / V_c^2
+        volumes = onehot[b, first:].flatten(1).sum(1)
+        w_total = (1 / volumes**2).sum().item()
+        theirs = monai_losses.GeneralizedDiceLoss(include_background=include_background, to_onehot_y=True, softmax=True,
+                                                  w_type="square", smooth_nr=s * w_total, smooth_dr=s * w_total)
+        # (MONAI computes its class weights in float32)
+        close(ours[b], theirs(x[b : b + 1], y[b : b + 1]), dict(rtol=1e-7, atol=1e-9))
 
 
 @params

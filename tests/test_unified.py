@@ -15,6 +15,7 @@ from unifocal.losses import (
     AsymmetricFocalLoss,
     AsymmetricFocalTverskyLoss,
     AsymmetricUnifiedFocalLoss,
+    ComboLoss,
     DiceLoss,
     FocalLoss,
     FocalTverskyLoss,
@@ -307,6 +308,8 @@ def test_special_case_combo_plus_half(seed):
     combo = alpha * ce - (1 - alpha) * dice
     loss = UnifiedFocalLoss(weight=0.5, gamma=0.0, delta=0.5, smooth=s)(logits, labels)
     close(loss, combo + 0.5)
+    # the package's ComboLoss writes the Dice smoothing as (2 TP + s) / (2 TP + FP + FN + s): s = 2 s'
+    close(ComboLoss(alpha=alpha, beta=beta, smooth=2 * s)(logits, labels) + 0.5, loss)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
