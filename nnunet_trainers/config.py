@@ -123,7 +123,10 @@ def _number(text: Any, where: str, kind: type = float) -> float:
 
 def _number_list(value: Any, where: str, kind: type = float) -> tuple:
     if isinstance(value, str):
-        items = [item for item in value.replace(";", ",").split(",") if item.strip()]
+        text = value.strip()
+        if text[:1] + text[-1:] in ("[]", "()"):
+            text = text[1:-1]
+        items = [item for item in text.replace(";", ",").split(",") if item.strip()]
     elif isinstance(value, (list, tuple)):
         items = list(value)
     else:
@@ -148,7 +151,7 @@ def parse_setting(key: str, value: Any, where: str) -> Any:
         if isinstance(value, str) and value.strip().lower() == AUTO:
             return AUTO
         values = _number_list(value, where)
-        is_list = isinstance(value, (list, tuple)) or (isinstance(value, str) and ("," in value or ";" in value))
+        is_list = isinstance(value, (list, tuple)) or (isinstance(value, str) and any(c in value for c in ",;["))
         return values if is_list else values[0]
     if key == "rare_classes":
         return _number_list(value, where, int)

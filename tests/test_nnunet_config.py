@@ -25,13 +25,15 @@ def test_single_variables():
 
 
 @pytest.mark.parametrize("text, value", [("0.4", 0.4), ("auto", AUTO), ("AUTO", AUTO), ("0.2,0.3", (0.2, 0.3)),
-                                         ("0.6,", (0.6,)), ("", None)])
+                                         ("0.6,", (0.6,)), ("[0.2, 0.7]", (0.2, 0.7)), ("[0.4]", (0.4,)),
+                                         ("", None)])
 def test_gamma_forms(text, value):
     assert load_settings({"UNIFOCAL_GAMMA": text}).gamma == value
 
 
 def test_ds_weights_numbers():
     assert load_settings({"UNIFOCAL_DS_WEIGHTS": "0.5, 0.3,0.2"}).ds_weights == (0.5, 0.3, 0.2)
+    assert load_settings({"UNIFOCAL_RARE_CLASSES": "(1, 2)"}).rare_classes == (1, 2)
 
 
 def test_config_file_and_override(tmp_path):
