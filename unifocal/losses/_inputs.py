@@ -5,6 +5,12 @@ probabilities and log-probabilities, a one-hot (or soft) target over the same cl
 mask of the voxels that count, and the number of independent classification problems. Losses then
 only write their own formula.
 
+Label maps are kept as labels: the one-hot target (K times their size) is formed only when a loss reads
+``Prepared.target``. Formulas that only need each voxel's own class go through the contractions
+``at_target`` (the values at the target class) and ``class_sums`` (per-class sums weighted by the target),
+which gather and scatter along the label map instead; for one-hot/soft targets the same two calls
+multiply by the target, so one formula serves both forms.
+
 Exclusive classes (default): ``prob = softmax(input)`` over ``C`` channels, background included.
 
 Multi-label / region mode (``multilabel=True``): channel ``c`` is a binary problem with foreground
@@ -17,7 +23,8 @@ per-channel binary losses, as the Unified Focal loss and nnU-Net's region traini
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from functools import cached_property
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -37,18 +44,81 @@ class Prepared:
     Attributes:
         prob: (B, K, *S) class probabilities in the compute dtype (float32, or float64 for float64 input).
         log_prob: (B, K, *S) their logarithms, from log_softmax / logsigmoid when the input held logits.
-        target: (B, K, *S) one-hot or soft target, zero at voxels outside ``mask``.
         mask: (B, 1, *S) 1 where a voxel counts, 0 where it is ignored; None when every voxel counts.
         num_problems: 1 for exclusive classes, C for multilabel input (K = 2C).
         multilabel: whether the input was multilabel.
+        labels: (B, 1, *S) int64 class of each voxel for an exclusive label-map target (0 at ignored
+            voxels), else None.
+        dense_target: (B, K, *S) one-hot or soft target, zero outside ``mask``, when the target was not a
+            label map; else None. Read :attr:`target` for either form.
+        from_logits: whether ``prob`` is ``exp(log_prob)`` (input held logits).
     """
 
     prob: Tensor
     log_prob: Tensor
-    target: Tensor
     mask: Optional[Tensor]
     num_problems: int
     multilabel: bool
+    labels: Optional[Tensor] = None
+    dense_target: Optional[Tensor] = None
+    from_logits: bool = True
+
+    @cached_property
+    def target(self) -> Tensor:
+        """(B, K, *S) one-hot or soft target, zero at voxels outside ``mask``; formed from a label map on
+        first use. Formulas that only need the target class use :meth:`at_target` / :meth:`class_sums`."""
+        if self.labels is None:
+            return self.dense_target
+        onehot = torch.zeros_like(self.prob).scatter_(1, self.labels, 1.0)
+        return onehot if self.mask is None else onehot * self.mask
+
+    def at_target(self, values: Tensor) -> Tensor:
+        """``values`` at each voxel's target class, for a formula to be summed by :meth:`class_sums`.
+
+        ``values`` is (B, K, *S) or broadcasts to it (a per-class (1, K, 1, ...) tensor; a (B, 1, *S) map,
+        the same for every class, is returned as it is). Label map: (B, 1, *S), the value of the voxel's
+        class. One-hot/soft target: ``values`` unchanged; :meth:`class_sums` then weights each class by the
+        target. Either way ``class_sums(f(at_target(v)))`` is ``sum_i y_ic f(v_ic)`` for elementwise ``f``.
+        """
+        if self.labels is None or values.shape[1] == 1:
+            return values
+        return values.expand(self.labels.shape[0], -1, *self.labels.shape[2:]).gather(1, self.labels)
+
+    @cached_property
+    def log_prob_at_target(self) -> Tensor:
+        """:meth:`at_target` of ``log_prob``, formed once per batch."""
+        return self.at_target(self.log_prob)
+
+    @cached_property
+    def prob_at_target(self) -> Tensor:
+        """:meth:`at_target` of ``prob``, formed once per batch. From logits (``prob = exp(log_prob)``) it is
+        the exp of :attr:`log_prob_at_target`: a pass over the label map instead of a gather over the
+        input, and its gradient joins that of the log-probabilities before their single scatter."""
+        if self.labels is not None and self.from_logits:
+            return self.log_prob_at_target.exp()
+        return self.at_target(self.prob)
+
+    def class_sums(self, values: Optional[Tensor] = None, classes: Union[slice, Tensor, None] = None) -> Tensor:
+        """(B, K) per sample and class ``sum_i y_ic v_ic`` over the voxels that count, for ``values`` from
+        :meth:`at_target` (or a (B, 1, *S) map); the target's own sums (class volumes) when ``values`` is
+        None. ``classes`` selects classes (a slice or index tensor), as ``[:, classes]`` would.
+
+        Label map: a scatter-add of the per-voxel values into their classes; one-hot/soft target: the
+        product with the target, summed over the voxels.
+        """
+        if self.labels is None:
+            target = self.dense_target if classes is None else self.dense_target[:, classes]
+            if values is not None:
+                target = target * (values if classes is None or values.shape[1] == 1 else values[:, classes])
+            return target.flatten(2).sum(2)
+        b, k = self.prob.shape[:2]
+        index = self.labels.flatten(1)
+        if values is None:
+            weights = self.mask if self.mask is not None else self.prob.new_ones(()).expand(index.shape)
+        else:
+            weights = values if self.mask is None else values * self.mask
+        sums = self.prob.new_zeros(b, k).scatter_add(1, index, weights.reshape(index.shape))
+        return sums if classes is None else sums[:, classes]
 
     @property
     def num_classes(self) -> int:
@@ -179,7 +249,8 @@ def _mask(mask: Tensor, input: Tensor, dtype: torch.dtype) -> Tensor:
         mask = mask.unsqueeze(1)
     if tuple(mask.shape) != shape:
         raise ValueError(f"mask shape {tuple(mask.shape)} does not match {shape} (B, 1, *S) for input {tuple(input.shape)}")
-    return mask.to(dtype)
+    # 0/1: a voxel counts or not (a weighted mask would enter products of the prediction and the target twice)
+    return (mask != 0).to(dtype)
 
 
 def prepare(
@@ -242,17 +313,18 @@ def prepare(
     dtype = compute_dtype(input.dtype)
     x = input.to(dtype)
     valid = None if mask is None else _mask(mask, input, dtype)
+    onehot = None
     if exclusive_labels:
         if ignore_index is not None:
             ignored = labels == ignore_index
             keep = (~ignored).to(dtype)
             valid = keep if valid is None else valid * keep
             labels = labels.masked_fill(ignored, 0)
-        onehot = torch.zeros_like(x).scatter_(1, labels.long(), 1.0)
+        labels = labels.long()
     else:
         onehot = dense.to(dtype)
-    if valid is not None:
-        onehot = onehot * valid
+        if valid is not None:
+            onehot = onehot * valid
 
     if multilabel:
         both = torch.cat([-x, x], 1) if from_logits else torch.cat([1 - x, x], 1)
@@ -265,4 +337,5 @@ def prepare(
     else:
         prob = both
         log_prob = prob.clamp_min(_TINY[dtype]).log()
-    return Prepared(prob, log_prob, onehot, valid, num_channels if multilabel else 1, multilabel)
+    return Prepared(prob, log_prob, valid, num_channels if multilabel else 1, multilabel,
+                    labels=labels if exclusive_labels else None, dense_target=onehot, from_logits=from_logits)

@@ -22,6 +22,7 @@ __all__ = [
     "confusion_sums",
     "BatchLoss",
     "voxel_mean",
+    "counted_mean",
     "class_mean",
     "safe_pow",
     "per_class",
@@ -72,16 +73,14 @@ def confusion_sums(prep: Prepared, batch_dice: bool = False, classes: Union[slic
     """Soft TP/FP/FN of ``prep`` per sample (B, K), or over the (global, under DDP) batch (1, K).
 
     ``classes`` selects classes first (e.g. ``prep.foreground_channels``); all classes by default.
-    FP and FN are derived from the sums of p and y, so only one (B, K, *S) product is formed.
+    FP and FN are derived from the sums of p and y; TP and the sums of y are target contractions
+    (:meth:`Prepared.class_sums`), which form no (B, K, *S) product for label maps.
     """
-    prob, target = prep.prob, prep.target
-    if classes is not None:
-        prob, target = prob[:, classes], target[:, classes]
+    prob = prep.prob if classes is None else prep.prob[:, classes]
     if prep.mask is not None:
         prob = prob * prep.mask
-    dims = tuple(range(2, prob.ndim))
-    tp = (prob * target).sum(dims)
-    stacked = torch.stack([tp, prob.sum(dims), target.sum(dims)])
+    tp = prep.class_sums(prep.prob_at_target, classes)
+    stacked = torch.stack([tp, prob.flatten(2).sum(2), prep.class_sums(None, classes)])
     if batch_dice:
         stacked = stacked.sum(1, keepdim=True)
         if _distributed():
@@ -114,12 +113,16 @@ class BatchLoss(NamedTuple):
 
 
 def voxel_mean(per_voxel: Tensor, prep: Prepared) -> BatchLoss:
-    """Mean over the voxels that count of a (B, *S) or (B, 1, *S) map whose ignored voxels are 0.
+    """Mean over the voxels that count of a (B, *S) or (B, 1, *S) map whose ignored voxels are 0."""
+    return counted_mean(per_voxel.flatten(1).sum(1), prep)
+
+
+def counted_mean(sums: Tensor, prep: Prepared) -> BatchLoss:
+    """Voxel mean from (B,) per-sample sums over the voxels that count.
 
     ``mean`` divides by all counted voxels of the batch (as nnU-Net's and torch's cross entropy do);
     ``per_sample`` divides each sample by its own count. A sample without counted voxels gives 0.
     """
-    sums = per_voxel.flatten(1).sum(1)
     counts = prep.voxel_counts()
     return BatchLoss(sums.sum() / counts.sum().clamp_min(1), sums / counts.clamp_min(1))
 

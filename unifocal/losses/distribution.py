@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ._inputs import Prepared, check_choice, check_unit_interval, prepare
-from ._stats import REDUCTIONS, BatchLoss, class_roles, per_class, safe_pow, voxel_mean
+from ._stats import REDUCTIONS, BatchLoss, class_roles, counted_mean, per_class, safe_pow
 
 __all__ = [
     "modulated_cross_entropy",
@@ -42,23 +42,30 @@ def modulated_cross_entropy(
 ) -> BatchLoss:
     """The shared formula above on a prepared batch.
 
+    The per-voxel terms are formed at the target class only (:meth:`Prepared.at_target`: one value per
+    voxel for label maps) and summed per class (:meth:`Prepared.class_sums`); class weights that are
+    constant over the voxels then weight those (B, K) sums.
+
     Args:
         prep: the prepared batch.
-        class_weight: (1, K, 1, ...) weights w_c, or None for 1.
+        class_weight: (1, K, 1, ...) weights w_c, or None for 1; a (B, K, *S) map weights each class
+            per voxel.
         gamma: focal exponents (a float or (1, K, 1, ...)); None or 0 for plain cross entropy.
         voxel_weight: (B, 1, *S) or (B, *S) weights v_i (distance maps), or None.
     """
-    terms = -prep.target * prep.log_prob
+    terms = -prep.log_prob_at_target
     if gamma is not None and not (isinstance(gamma, (int, float)) and gamma == 0):
-        terms = terms * safe_pow(1 - prep.prob, gamma)
-    if class_weight is not None:
-        terms = terms * class_weight
-    per_voxel = terms.sum(1)
-    if prep.num_problems != 1:
-        per_voxel = per_voxel / prep.num_problems
+        exponent = prep.at_target(gamma) if isinstance(gamma, Tensor) else gamma
+        terms = terms * safe_pow(1 - prep.prob_at_target, exponent)
+    weight_map = class_weight is not None and class_weight[0, 0].numel() > 1
+    if weight_map:
+        terms = terms * prep.at_target(class_weight)
     if voxel_weight is not None:
-        per_voxel = per_voxel * voxel_weight.reshape(per_voxel.shape)
-    return voxel_mean(per_voxel, prep)
+        terms = terms * voxel_weight.reshape(terms.shape[0], 1, *terms.shape[2:])
+    per_class = prep.class_sums(terms)
+    if class_weight is not None and not weight_map:
+        per_class = per_class * class_weight.reshape(class_weight.shape[0], -1)
+    return counted_mean(per_class.sum(1) / prep.num_problems, prep)
 
 
 def _rare_weighted(prep: Prepared, rare_weight: float, common_weight: float) -> Tensor:
