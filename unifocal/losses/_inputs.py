@@ -29,6 +29,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 __all__ = ["Prepared", "prepare", "compute_dtype", "check_unit_interval", "check_choice"]
 
@@ -37,13 +38,63 @@ __all__ = ["Prepared", "prepare", "compute_dtype", "check_unit_interval", "check
 _TINY = {torch.float32: torch.finfo(torch.float32).tiny, torch.float64: torch.finfo(torch.float64).tiny}
 
 
+class _SoftmaxAtLabels(torch.autograd.Function):
+    """Softmax statistics of logits ``x`` for a label map ``t``, with a hand-written backward: the label-map
+    path of :class:`Prepared` from logits.
+
+    Forward: ``p = softmax(x)``, ``log_prob_at_labels_i = log p_{i t_i}`` (from log_softmax) and the class
+    sums ``sums_bc = sum_i m_i p_bic`` (mask ``m``). Backward, with ``g_i``, ``G_c`` (per sample) and
+    ``P_ic`` the gradients of the loss with respect to the three outputs:
+
+        dL/dx_ic = g_i [c = t_i] + p_ic (m_i (G_c - sum_k G_k p_ik) + P_ic - sum_k P_ik p_ik - g_i)
+
+    Losses written with the contractions only need ``g`` and ``G``; then the backward keeps one (B, K, *S)
+    tensor (``p``) and writes one (the gradient, in place), where autograd's chain (log_softmax, exp,
+    gather, sum) keeps two and writes five.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, labels: Tensor, mask: Optional[Tensor]):
+        prob = F.log_softmax(logits, 1)
+        log_prob_at_labels = prob.gather(1, labels)
+        prob = prob.exp_()
+        sums = (prob if mask is None else prob * mask).flatten(2).sum(2)
+        ctx.save_for_backward(prob, labels, mask)
+        ctx.set_materialize_grads(False)
+        return prob, log_prob_at_labels, sums
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_prob: Optional[Tensor], grad_at_labels: Optional[Tensor], grad_sums: Optional[Tensor]):
+        prob, labels, mask = ctx.saved_tensors
+        b, k = prob.shape[:2]
+        inner = None  # the bracket above, built in place in one (B, K, *S) tensor
+        if grad_sums is not None:
+            # sum_k G_k p_ik as a (B, 1, K) x (B, K, N) product: no (B, K, *S) temporary
+            mean = torch.bmm(grad_sums.unsqueeze(1), prob.reshape(b, k, -1)).view(b, 1, *prob.shape[2:])
+            inner = grad_sums.view(b, k, *([1] * (prob.ndim - 2))) - mean
+            if mask is not None:
+                inner.mul_(mask)
+        if grad_prob is not None:
+            centred = grad_prob - (grad_prob * prob).sum(1, keepdim=True)
+            inner = centred if inner is None else inner.add_(centred)
+        if grad_at_labels is not None:
+            inner = grad_at_labels.neg().expand_as(prob).clone() if inner is None else inner.sub_(grad_at_labels)
+        if inner is None:
+            return None, None, None
+        grad = inner.mul_(prob)
+        if grad_at_labels is not None:
+            grad.scatter_add_(1, labels, grad_at_labels)
+        return grad, None, None
+
+
 @dataclass(frozen=True)
 class Prepared:
     """One validated batch, ready for a loss formula.
 
     Attributes:
-        prob: (B, K, *S) class probabilities in the compute dtype (float32, or float64 for float64 input).
-        log_prob: (B, K, *S) their logarithms, from log_softmax / logsigmoid when the input held logits.
+        scores: (B, K, *S) the input in the compute dtype (float32, or float64 for float64 input): logits
+            (``from_logits``) or probabilities; for multilabel input the K = 2C complement-first form.
         mask: (B, 1, *S) 1 where a voxel counts, 0 where it is ignored; None when every voxel counts.
         num_problems: 1 for exclusive classes, C for multilabel input (K = 2C).
         multilabel: whether the input was multilabel.
@@ -51,11 +102,15 @@ class Prepared:
             voxels), else None.
         dense_target: (B, K, *S) one-hot or soft target, zero outside ``mask``, when the target was not a
             label map; else None. Read :attr:`target` for either form.
-        from_logits: whether ``prob`` is ``exp(log_prob)`` (input held logits).
+        from_logits: whether ``scores`` are logits.
+
+    ``prob``, ``log_prob`` and ``target`` are formed on first use. With a label map and logits, ``prob``
+    and the contractions a loss needs most (:attr:`log_prob_at_target`, :meth:`predicted_sums`) come from
+    one fused softmax (:class:`_SoftmaxAtLabels`); a loss written with the contractions
+    (:meth:`at_target`, :meth:`class_sums`) then never forms ``log_prob`` or the one-hot ``target``.
     """
 
-    prob: Tensor
-    log_prob: Tensor
+    scores: Tensor
     mask: Optional[Tensor]
     num_problems: int
     multilabel: bool
@@ -64,13 +119,34 @@ class Prepared:
     from_logits: bool = True
 
     @cached_property
+    def log_prob(self) -> Tensor:
+        """(B, K, *S) log-probabilities: log_softmax / logsigmoid of logits, else the log of the clamped input."""
+        if not self.from_logits:
+            return self.scores.clamp_min(_TINY[self.scores.dtype]).log()
+        return F.logsigmoid(self.scores) if self.multilabel else F.log_softmax(self.scores, 1)
+
+    @cached_property
+    def prob(self) -> Tensor:
+        """(B, K, *S) class probabilities (``exp(log_prob)`` from logits)."""
+        if self._fused is not None:
+            return self._fused[0]
+        return self.log_prob.exp() if self.from_logits else self.scores
+
+    @cached_property
     def target(self) -> Tensor:
         """(B, K, *S) one-hot or soft target, zero at voxels outside ``mask``; formed from a label map on
         first use. Formulas that only need the target class use :meth:`at_target` / :meth:`class_sums`."""
         if self.labels is None:
             return self.dense_target
-        onehot = torch.zeros_like(self.prob).scatter_(1, self.labels, 1.0)
+        onehot = torch.zeros_like(self.scores).scatter_(1, self.labels, 1.0)
         return onehot if self.mask is None else onehot * self.mask
+
+    @cached_property
+    def _fused(self) -> Optional[tuple[Tensor, Tensor, Tensor]]:
+        """(p, log p at the labels, masked class sums of p) from :class:`_SoftmaxAtLabels`, where it applies."""
+        if self.labels is None or not self.from_logits:
+            return None
+        return _SoftmaxAtLabels.apply(self.scores, self.labels, self.mask)
 
     def at_target(self, values: Tensor) -> Tensor:
         """``values`` at each voxel's target class, for a formula to be summed by :meth:`class_sums`.
@@ -87,16 +163,23 @@ class Prepared:
     @cached_property
     def log_prob_at_target(self) -> Tensor:
         """:meth:`at_target` of ``log_prob``, formed once per batch."""
-        return self.at_target(self.log_prob)
+        return self._fused[1] if self._fused is not None else self.at_target(self.log_prob)
 
     @cached_property
     def prob_at_target(self) -> Tensor:
-        """:meth:`at_target` of ``prob``, formed once per batch. From logits (``prob = exp(log_prob)``) it is
-        the exp of :attr:`log_prob_at_target`: a pass over the label map instead of a gather over the
-        input, and its gradient joins that of the log-probabilities before their single scatter."""
-        if self.labels is not None and self.from_logits:
-            return self.log_prob_at_target.exp()
-        return self.at_target(self.prob)
+        """:meth:`at_target` of ``prob``, formed once per batch (from logits with a label map: the exp of
+        :attr:`log_prob_at_target`, a pass over the label map instead of over the input)."""
+        return self.log_prob_at_target.exp() if self._fused is not None else self.at_target(self.prob)
+
+    def predicted_sums(self, classes: Union[slice, Tensor, None] = None) -> Tensor:
+        """(B, K) per sample and class ``sum_i p_ic`` over the voxels that count; ``classes`` selects classes."""
+        if self._fused is not None:
+            sums = self._fused[2]
+            return sums if classes is None else sums[:, classes]
+        prob = self.prob if classes is None else self.prob[:, classes]
+        if self.mask is not None:
+            prob = prob * self.mask
+        return prob.flatten(2).sum(2)
 
     def class_sums(self, values: Optional[Tensor] = None, classes: Union[slice, Tensor, None] = None) -> Tensor:
         """(B, K) per sample and class ``sum_i y_ic v_ic`` over the voxels that count, for ``values`` from
@@ -111,18 +194,18 @@ class Prepared:
             if values is not None:
                 target = target * (values if classes is None or values.shape[1] == 1 else values[:, classes])
             return target.flatten(2).sum(2)
-        b, k = self.prob.shape[:2]
+        b, k = self.scores.shape[:2]
         index = self.labels.flatten(1)
         if values is None:
-            weights = self.mask if self.mask is not None else self.prob.new_ones(()).expand(index.shape)
+            weights = self.mask if self.mask is not None else self.scores.new_ones(()).expand(index.shape)
         else:
             weights = values if self.mask is None else values * self.mask
-        sums = self.prob.new_zeros(b, k).scatter_add(1, index, weights.reshape(index.shape))
+        sums = self.scores.new_zeros(b, k).scatter_add(1, index, weights.reshape(index.shape))
         return sums if classes is None else sums[:, classes]
 
     @property
     def num_classes(self) -> int:
-        return self.prob.shape[1]
+        return self.scores.shape[1]
 
     @property
     def foreground_channels(self) -> slice:
@@ -131,9 +214,9 @@ class Prepared:
 
     def voxel_counts(self) -> Tensor:
         """(B,) number of voxels that count in each sample."""
-        b = self.prob.shape[0]
+        b = self.scores.shape[0]
         if self.mask is None:
-            return self.prob.new_full((b,), float(self.prob[0, 0].numel()))
+            return self.scores.new_full((b,), float(self.scores[0, 0].numel()))
         return self.mask.flatten(1).sum(1)
 
 
@@ -327,15 +410,7 @@ def prepare(
             onehot = onehot * valid
 
     if multilabel:
-        both = torch.cat([-x, x], 1) if from_logits else torch.cat([1 - x, x], 1)
+        x = torch.cat([-x, x], 1) if from_logits else torch.cat([1 - x, x], 1)
         onehot = torch.cat([(valid if valid is not None else 1) - onehot, onehot], 1)
-    else:
-        both = x
-    if from_logits:
-        log_prob = F.logsigmoid(both) if multilabel else F.log_softmax(both, 1)
-        prob = log_prob.exp()
-    else:
-        prob = both
-        log_prob = prob.clamp_min(_TINY[dtype]).log()
-    return Prepared(prob, log_prob, valid, num_channels if multilabel else 1, multilabel,
+    return Prepared(x, valid, num_channels if multilabel else 1, multilabel,
                     labels=labels if exclusive_labels else None, dense_target=onehot, from_logits=from_logits)

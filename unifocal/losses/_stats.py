@@ -76,11 +76,8 @@ def confusion_sums(prep: Prepared, batch_dice: bool = False, classes: Union[slic
     FP and FN are derived from the sums of p and y; TP and the sums of y are target contractions
     (:meth:`Prepared.class_sums`), which form no (B, K, *S) product for label maps.
     """
-    prob = prep.prob if classes is None else prep.prob[:, classes]
-    if prep.mask is not None:
-        prob = prob * prep.mask
     tp = prep.class_sums(prep.prob_at_target, classes)
-    stacked = torch.stack([tp, prob.flatten(2).sum(2), prep.class_sums(None, classes)])
+    stacked = torch.stack([tp, prep.predicted_sums(classes), prep.class_sums(None, classes)])
     if batch_dice:
         stacked = stacked.sum(1, keepdim=True)
         if _distributed():
@@ -150,8 +147,8 @@ def per_class(value: Union[float, Sequence[float], Tensor], prep: Prepared, name
 
     For multilabel input a per-channel value applies to the channel and its complement.
     """
-    ndim = prep.prob.ndim
-    values = torch.as_tensor(value, dtype=prep.prob.dtype, device=prep.prob.device).flatten()
+    ndim = prep.scores.ndim
+    values = torch.as_tensor(value, dtype=prep.scores.dtype, device=prep.scores.device).flatten()
     channels = prep.num_problems if prep.multilabel else prep.num_classes
     if values.numel() == 1:
         values = values.expand(prep.num_classes)
@@ -187,7 +184,7 @@ def class_roles(prep: Prepared, common_classes, rare_classes) -> Tensor:
                 "common_classes/rare_classes apply to exclusive classes; with multilabel=True every channel is "
                 "its own binary problem (its complement common, the channel rare)"
             )
-        rare = torch.zeros(k, dtype=torch.bool, device=prep.prob.device)
+        rare = torch.zeros(k, dtype=torch.bool, device=prep.scores.device)
         rare[prep.foreground_channels] = True
         return rare
     for name, classes in (("common_classes", common_classes), ("rare_classes", rare_classes)):
@@ -202,7 +199,7 @@ def class_roles(prep: Prepared, common_classes, rare_classes) -> Tensor:
         if common | rare_set != set(range(k)):
             missing = sorted(set(range(k)) - common - rare_set)
             raise ValueError(f"classes {missing} are neither common nor rare; the two sets must cover all {k} classes")
-    rare = torch.zeros(k, dtype=torch.bool, device=prep.prob.device)
+    rare = torch.zeros(k, dtype=torch.bool, device=prep.scores.device)
     rare[sorted(rare_set)] = True
     return rare
 

@@ -70,9 +70,9 @@ def modulated_cross_entropy(
 
 def _rare_weighted(prep: Prepared, rare_weight: float, common_weight: float) -> Tensor:
     """(1, K, 1, ...) weights: ``rare_weight`` on foreground (rare) classes, ``common_weight`` on background."""
-    rare = class_roles(prep, None, None).view(1, -1, *([1] * (prep.prob.ndim - 2)))
+    rare = class_roles(prep, None, None).view(1, -1, *([1] * (prep.scores.ndim - 2)))
     # Tensors of the compute dtype: Python scalars in torch.where would round the weights to float32.
-    rare_w, common_w = (prep.prob.new_tensor(float(w)) for w in (rare_weight, common_weight))
+    rare_w, common_w = (prep.scores.new_tensor(float(w)) for w in (rare_weight, common_weight))
     return torch.where(rare, rare_w, common_w)
 
 

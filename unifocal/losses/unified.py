@@ -57,10 +57,10 @@ Gamma = Union[float, Sequence[float]]
 
 
 def _focal_part(prep: Prepared, rare: Tensor, delta: float, gamma: Tensor, asymmetric: bool) -> BatchLoss:
-    shape = (1, -1) + (1,) * (prep.prob.ndim - 2)
+    shape = (1, -1) + (1,) * (prep.scores.ndim - 2)
     rare = rare.view(shape)
     # Tensors of the compute dtype: Python scalars in torch.where would round delta to float32.
-    class_weight = torch.where(rare, prep.prob.new_tensor(delta), prep.prob.new_tensor(1.0 - delta))
+    class_weight = torch.where(rare, prep.scores.new_tensor(delta), prep.scores.new_tensor(1.0 - delta))
     if asymmetric:
         gamma = gamma.masked_fill(rare, 0.0)
     return modulated_cross_entropy(prep, class_weight, gamma)
@@ -73,7 +73,7 @@ def _focal_tversky_part(
     exponent = 1.0 - gamma.view(1, -1)
     if asymmetric:
         exponent = exponent.masked_fill(~rare.view(1, -1), 1.0)
-    return class_mean(safe_pow(distance, exponent), prep.prob.shape[0])
+    return class_mean(safe_pow(distance, exponent), prep.scores.shape[0])
 
 
 def unified_focal(

@@ -1,0 +1,69 @@
+"""The label-map fast path of Prepared: the fused softmax statistics and the target contractions against
+their definitions (plain autograd on a one-hot target), values and gradients, float64."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from unifocal.losses._inputs import _SoftmaxAtLabels, prepare
+
+
+def _case(shape=(2, 3, 5, 4), seed=0, masked=True):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(shape, generator=g, dtype=torch.float64).requires_grad_()
+    labels = torch.randint(0, shape[1], (shape[0], 1, *shape[2:]), generator=g)
+    mask = (torch.rand(shape[0], 1, *shape[2:], generator=g) > 0.3).double() if masked else None
+    return logits, labels, mask
+
+
+def _reference(logits, labels, mask):
+    log_prob = F.log_softmax(logits, 1)
+    prob = log_prob.exp()
+    weighted = prob if mask is None else prob * mask
+    return prob, log_prob.gather(1, labels), weighted.flatten(2).sum(2)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_forward_matches_definition(masked):
+    logits, labels, mask = _case(masked=masked)
+    for ours, ref in zip(_SoftmaxAtLabels.apply(logits, labels, mask), _reference(logits, labels, mask)):
+        torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+
+
+# every subset of the three outputs carrying a gradient (the backward handles absent ones)
+@pytest.mark.parametrize("used", [u for r in (1, 2, 3) for u in itertools.combinations(range(3), r)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_backward_matches_autograd_and_gradcheck(used, masked):
+    logits, labels, mask = _case(masked=masked)
+    g = torch.Generator().manual_seed(1)
+    weights = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in _reference(logits, labels, mask)]
+
+    def loss(fn, x):
+        outputs = fn(x, labels, mask)
+        return sum((outputs[i] * weights[i]).sum() for i in used)
+
+    (ours,) = torch.autograd.grad(loss(_SoftmaxAtLabels.apply, logits), logits)
+    (ref,) = torch.autograd.grad(loss(_reference, logits), logits)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda x: loss(_SoftmaxAtLabels.apply, x), (logits,), eps=1e-6, atol=1e-7, fast_mode=True)
+
+
+@pytest.mark.parametrize("ignore", [None, 7])
+def test_contractions_match_one_hot_forms(ignore):
+    """class_sums / at_target / predicted_sums on a label map equal the one-hot formulas."""
+    logits, labels, _ = _case(shape=(2, 4, 6, 5), seed=3, masked=False)
+    if ignore is not None:
+        labels = labels.masked_fill(torch.rand(labels.shape, generator=torch.Generator().manual_seed(4)) > 0.8, ignore)
+    prep = prepare(logits, labels, ignore_index=ignore)
+    onehot = prep.target  # formed from the labels, zero at ignored voxels
+    prob = F.softmax(logits, 1)
+    keep = 1.0 if prep.mask is None else prep.mask
+    per_class = torch.tensor([0.3, 1.5, 2.0, 0.7], dtype=torch.float64).view(1, -1, 1, 1)
+    torch.testing.assert_close(prep.class_sums(), onehot.sum((2, 3)))
+    torch.testing.assert_close(prep.class_sums(prep.prob_at_target), (onehot * prob).sum((2, 3)))
+    torch.testing.assert_close(prep.class_sums(prep.at_target(per_class) * prep.log_prob_at_target),
+                               (onehot * per_class * F.log_softmax(logits, 1)).sum((2, 3)))
+    torch.testing.assert_close(prep.predicted_sums(slice(1, None)), (prob * keep)[:, 1:].sum((2, 3)))
+    assert prep.labels is not None and onehot.shape == logits.shape
