@@ -7,9 +7,10 @@ only write their own formula.
 
 Label maps are kept as labels: the one-hot target (K times their size) is formed only when a loss reads
 ``Prepared.target``. Formulas that only need each voxel's own class go through the contractions
-``at_target`` (the values at the target class) and ``class_sums`` (per-class sums weighted by the target),
-which gather and scatter along the label map instead; for one-hot/soft targets the same two calls
-multiply by the target, so one formula serves both forms.
+``at_target`` (the values at the target class), ``target_sum`` (their sum over classes per voxel, weighted
+by the target) and ``class_sums`` (per-class sums weighted by the target), which gather and scatter along
+the label map instead; for one-hot/soft targets the same calls multiply by the target, so one formula
+serves both forms.
 
 Exclusive classes (default): ``prob = softmax(input)`` over ``C`` channels, background included.
 
@@ -154,10 +155,13 @@ class Prepared:
         ``values`` is (B, K, *S) or broadcasts to it (a per-class (1, K, 1, ...) tensor; a (B, 1, *S) map,
         the same for every class, is returned as it is). Label map: (B, 1, *S), the value of the voxel's
         class. One-hot/soft target: ``values`` unchanged; :meth:`class_sums` then weights each class by the
-        target. Either way ``class_sums(f(at_target(v)))`` is ``sum_i y_ic f(v_ic)`` for elementwise ``f``.
+        target. Either way ``class_sums(f(at_target(v)))`` is ``sum_i y_ic f(v_ic)`` for elementwise ``f``
+        (and ``target_sum(f(at_target(v)))`` is ``sum_c y_ic f(v_ic)``).
         """
         if self.labels is None or values.shape[1] == 1:
             return values
+        if values.numel() == values.shape[1]:  # one value per class: a table look-up
+            return values.flatten().index_select(0, self.labels.flatten()).view(self.labels.shape)
         return values.expand(self.labels.shape[0], -1, *self.labels.shape[2:]).gather(1, self.labels)
 
     @cached_property
@@ -180,6 +184,12 @@ class Prepared:
         if self.mask is not None:
             prob = prob * self.mask
         return prob.flatten(2).sum(2)
+
+    def target_sum(self, values: Tensor) -> Tensor:
+        """(B, 1, *S) per voxel ``sum_c y_ic v_ic`` for ``values`` from :meth:`at_target`, 0 at ignored voxels."""
+        if self.labels is None:
+            return (self.dense_target * values).sum(1, keepdim=True)
+        return values if self.mask is None else values * self.mask
 
     def class_sums(self, values: Optional[Tensor] = None, classes: Union[slice, Tensor, None] = None) -> Tensor:
         """(B, K) per sample and class ``sum_i y_ic v_ic`` over the voxels that count, for ``values`` from

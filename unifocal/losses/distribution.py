@@ -42,9 +42,8 @@ def modulated_cross_entropy(
 ) -> BatchLoss:
     """The shared formula above on a prepared batch.
 
-    The per-voxel terms are formed at the target class only (:meth:`Prepared.at_target`: one value per
-    voxel for label maps) and summed per class (:meth:`Prepared.class_sums`); class weights that are
-    constant over the voxels then weight those (B, K) sums.
+    The terms are formed at the target class only (:meth:`Prepared.at_target`: one value per voxel for
+    label maps) and contracted with the target per voxel (:meth:`Prepared.target_sum`).
 
     Args:
         prep: the prepared batch.
@@ -57,15 +56,12 @@ def modulated_cross_entropy(
     if gamma is not None and not (isinstance(gamma, (int, float)) and gamma == 0):
         exponent = prep.at_target(gamma) if isinstance(gamma, Tensor) else gamma
         terms = terms * safe_pow(1 - prep.prob_at_target, exponent)
-    weight_map = class_weight is not None and class_weight[0, 0].numel() > 1
-    if weight_map:
+    if class_weight is not None:
         terms = terms * prep.at_target(class_weight)
+    per_voxel = prep.target_sum(terms)
     if voxel_weight is not None:
-        terms = terms * voxel_weight.reshape(terms.shape[0], 1, *terms.shape[2:])
-    per_class = prep.class_sums(terms)
-    if class_weight is not None and not weight_map:
-        per_class = per_class * class_weight.reshape(class_weight.shape[0], -1)
-    return counted_mean(per_class.sum(1) / prep.num_problems, prep)
+        per_voxel = per_voxel * voxel_weight.reshape(per_voxel.shape)
+    return counted_mean(per_voxel.flatten(1).sum(1) / prep.num_problems, prep)
 
 
 def _rare_weighted(prep: Prepared, rare_weight: float, common_weight: float) -> Tensor:
