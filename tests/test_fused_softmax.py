@@ -50,10 +50,13 @@ def test_backward_matches_autograd_and_gradcheck(used, masked):
     assert torch.autograd.gradcheck(lambda x: loss(_SoftmaxAtLabels.apply, x), (logits,), eps=1e-6, atol=1e-7, fast_mode=True)
 
 
+@pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("ignore", [None, 7])
-def test_contractions_match_one_hot_forms(ignore):
-    """class_sums / at_target / predicted_sums on a label map equal the one-hot formulas."""
-    logits, labels, _ = _case(shape=(2, 4, 6, 5), seed=3, masked=False)
+def test_contractions_match_one_hot_forms(ignore, batch):
+    """class_sums / target_sum / at_target / predicted_sums on a label map equal the one-hot formulas, for
+    per-class tables and for (B, K, *S) maps (also with B = 1, where a map has as many values per class as
+    the spatial size)."""
+    logits, labels, _ = _case(shape=(batch, 4, 6, 5), seed=3, masked=False)
     if ignore is not None:
         labels = labels.masked_fill(torch.rand(labels.shape, generator=torch.Generator().manual_seed(4)) > 0.8, ignore)
     prep = prepare(logits, labels, ignore_index=ignore)
@@ -65,5 +68,37 @@ def test_contractions_match_one_hot_forms(ignore):
     torch.testing.assert_close(prep.class_sums(prep.prob_at_target), (onehot * prob).sum((2, 3)))
     torch.testing.assert_close(prep.class_sums(prep.at_target(per_class) * prep.log_prob_at_target),
                                (onehot * per_class * F.log_softmax(logits, 1)).sum((2, 3)))
+    torch.testing.assert_close(prep.target_sum(prep.at_target(prob * per_class)),
+                               (onehot * prob * per_class).sum(1, keepdim=True))
+    torch.testing.assert_close(prep.at_target(prob), (onehot * prob).sum(1, keepdim=True) + (1 - keep) * prob[:, :1])
     torch.testing.assert_close(prep.predicted_sums(slice(1, None)), (prob * keep)[:, 1:].sum((2, 3)))
     assert prep.labels is not None and onehot.shape == logits.shape
+
+
+@pytest.mark.parametrize("exponent", [0.0, 0.5, 1.0, 2.0, "per-class"])
+def test_safe_pow_matches_the_composite_form(exponent):
+    """safe_pow's one-pow Function gives the value and gradient of the clamped-power-plus-detached-correction
+    form it replaced: the exact power, the gradient e b^(e-1) where b >= 1e-6 and 0 below (finite at 0)."""
+    from unifocal.losses._stats import _POW_FLOOR, safe_pow
+
+    g = torch.Generator().manual_seed(5)
+    base = torch.rand(3, 4, 5, generator=g, dtype=torch.float64)
+    base[0, 0, :3] = torch.tensor([0.0, 1e-7, _POW_FLOOR])
+    e = torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64).view(1, 4, 1) if exponent == "per-class" else exponent
+    weights = torch.randn(base.shape, generator=g, dtype=torch.float64)
+
+    def composite(b):
+        floored = b.clamp_min(_POW_FLOOR).pow(e)
+        return floored + (b.pow(e) - floored).detach()
+
+    values, grads = [], []
+    for fn in (safe_pow, lambda b, e: composite(b)):
+        b = base.clone().requires_grad_()
+        out = fn(b, e)
+        (out * weights).sum().backward()
+        values.append(out.detach())
+        grads.append(b.grad)
+    torch.testing.assert_close(values[0], values[1], rtol=1e-13, atol=0)  # the composite form rounds twice
+    torch.testing.assert_close(values[0], base.pow(e), rtol=0, atol=0)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+    assert torch.isfinite(grads[0]).all()

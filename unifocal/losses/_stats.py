@@ -14,6 +14,7 @@ from typing import NamedTuple, Sequence, Union
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ._inputs import Prepared, check_choice
 
@@ -132,14 +133,35 @@ def class_mean(per_class_loss: Tensor, batch_size: int) -> BatchLoss:
     return BatchLoss(per_sample.mean(), per_sample)
 
 
+class _SafePow(torch.autograd.Function):
+    """``base ** exponent`` whose gradient is ``exponent * base ** (exponent - 1)`` where ``base >=
+    _POW_FLOOR`` and 0 below; none for the exponent (a hyperparameter). One pow in each direction, where
+    the composite form (the gradient of a clamped power plus a detached correction) takes four ops forward
+    and six backward."""
+
+    @staticmethod
+    def forward(ctx, base: Tensor, exponent: Union[float, Tensor]) -> Tensor:
+        ctx.exponent = exponent if not isinstance(exponent, Tensor) else None
+        ctx.save_for_backward(base, exponent if isinstance(exponent, Tensor) else None)
+        return base.pow(exponent)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        base, exponent = ctx.saved_tensors
+        exponent = ctx.exponent if exponent is None else exponent
+        slope = base.clamp_min(_POW_FLOOR).pow(exponent - 1).mul_(exponent).masked_fill_(base < _POW_FLOOR, 0)
+        return (grad * slope).sum_to_size(base.shape), None
+
+
 def safe_pow(base: Tensor, exponent: Union[float, Tensor]) -> Tensor:
     """``base ** exponent`` for base in [0, 1], with its exact value but a bounded gradient.
 
     ``x ** e`` with ``e < 1`` has an infinite derivative at 0 (a perfect prediction, TI -> 1, or a
-    saturated probability p -> 1): below ``_POW_FLOOR`` the gradient is stopped instead.
+    saturated probability p -> 1): below ``_POW_FLOOR`` the gradient is stopped instead. The exponent
+    gets no gradient.
     """
-    floored = base.clamp_min(_POW_FLOOR).pow(exponent)
-    return floored + (base.pow(exponent) - floored).detach()
+    return _SafePow.apply(base, exponent)
 
 
 def per_class(value: Union[float, Sequence[float], Tensor], prep: Prepared, name: str) -> Tensor:
