@@ -24,7 +24,6 @@ per-channel binary losses, as the Unified Focal loss and nnU-Net's region traini
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Optional, Union
 
 import torch
@@ -89,6 +88,19 @@ class _SoftmaxAtLabels(torch.autograd.Function):
         return grad, None, None
 
 
+def _cached(method):
+    """A read-only property computed on first use and then kept (``functools.cached_property`` takes a lock
+    on Python < 3.12, which torch.compile cannot trace)."""
+    key = "_cached_" + method.__name__
+
+    def get(self):
+        if key not in self.__dict__:
+            self.__dict__[key] = method(self)
+        return self.__dict__[key]
+
+    return property(get, doc=method.__doc__)
+
+
 @dataclass(frozen=True)
 class Prepared:
     """One validated batch, ready for a loss formula.
@@ -119,21 +131,21 @@ class Prepared:
     dense_target: Optional[Tensor] = None
     from_logits: bool = True
 
-    @cached_property
+    @_cached
     def log_prob(self) -> Tensor:
         """(B, K, *S) log-probabilities: log_softmax / logsigmoid of logits, else the log of the clamped input."""
         if not self.from_logits:
             return self.scores.clamp_min(_TINY[self.scores.dtype]).log()
         return F.logsigmoid(self.scores) if self.multilabel else F.log_softmax(self.scores, 1)
 
-    @cached_property
+    @_cached
     def prob(self) -> Tensor:
         """(B, K, *S) class probabilities (``exp(log_prob)`` from logits)."""
         if self._fused is not None:
             return self._fused[0]
         return self.log_prob.exp() if self.from_logits else self.scores
 
-    @cached_property
+    @_cached
     def target(self) -> Tensor:
         """(B, K, *S) one-hot or soft target, zero at voxels outside ``mask``; formed from a label map on
         first use. Formulas that only need the target class use :meth:`at_target` / :meth:`class_sums`."""
@@ -142,7 +154,7 @@ class Prepared:
         onehot = torch.zeros_like(self.scores).scatter_(1, self.labels, 1.0)
         return onehot if self.mask is None else onehot * self.mask
 
-    @cached_property
+    @_cached
     def _fused(self) -> Optional[tuple[Tensor, Tensor, Tensor]]:
         """(p, log p at the labels, masked class sums of p) from :class:`_SoftmaxAtLabels`, where it applies."""
         if self.labels is None or not self.from_logits:
@@ -164,12 +176,12 @@ class Prepared:
             return values.flatten().index_select(0, self.labels.flatten()).view(self.labels.shape)
         return values.expand(self.labels.shape[0], -1, *self.labels.shape[2:]).gather(1, self.labels)
 
-    @cached_property
+    @_cached
     def log_prob_at_target(self) -> Tensor:
         """:meth:`at_target` of ``log_prob``, formed once per batch."""
         return self._fused[1] if self._fused is not None else self.at_target(self.log_prob)
 
-    @cached_property
+    @_cached
     def prob_at_target(self) -> Tensor:
         """:meth:`at_target` of ``prob``, formed once per batch (from logits with a label map: the exp of
         :attr:`log_prob_at_target`, a pass over the label map instead of over the input)."""
