@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["AFFINE", "make_kits_like", "make_brats_like", "make_binary2d", "write_datalist"]
+__all__ = ["AFFINE", "SPACING", "make_kits_like", "make_brats_like", "make_binary2d", "write_datalist"]
 
 SPACING = (1.5, 1.5, 2.0)
 # LPS-oriented (the first two axes flipped with respect to RAS), as DICOM-derived NIfTI often are.
@@ -54,16 +54,17 @@ def _split(entries: list) -> tuple[list, list, list]:
     return entries[:-1], entries[-1:], [entries[-1]["image"]]
 
 
-def make_kits_like(root: Path, num_cases: int = 4, size: int = 32, seed: int = 0) -> Path:
+def make_kits_like(root: Path, num_cases: int = 4, shape: Sequence[int] = (32, 32, 32), seed: int = 0) -> Path:
     """CT-like volumes (HU) with a kidney (label 1, ~150 HU) holding a tumour (label 2, ~40 HU)."""
     rng = np.random.default_rng(seed)
     root = Path(root)
     (root / "imagesTr").mkdir(parents=True, exist_ok=True)
     (root / "labelsTr").mkdir(parents=True, exist_ok=True)
-    shape = (size,) * 3
+    shape = tuple(int(s) for s in shape)
+    size = min(shape)
     entries = []
     for index in range(num_cases):
-        center = rng.uniform(0.4 * size, 0.6 * size, 3)
+        center = rng.uniform(0.4, 0.6, 3) * np.asarray(shape)
         kidney = _ellipsoid(shape, center, (0.3 * size, 0.22 * size, 0.25 * size))
         tumor = _ellipsoid(shape, center + rng.uniform(-2, 2, 3), (0.12 * size,) * 3) & kidney
         label = kidney.astype(np.uint8) + tumor.astype(np.uint8)
