@@ -77,11 +77,11 @@ def loss_table(rows: Sequence[dict]) -> str:
 
 
 def training_table(rows: Sequence[dict]) -> str:
-    header = ["configuration", "trainer", "median ms", "IQR ms", "time ratio", "loss share of reference ms"]
+    header = ["configuration", "trainer", "median ms", "IQR ms", "time ratio"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [r["configuration"], r["trainer"], _fmt(r["median_ms"], 1), _fmt(r["q3_ms"] - r["q1_ms"], 1),
-                 _fmt(r["ratio"], 3), r.get("note", "")]
+                 _fmt(r["ratio"], 3)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
