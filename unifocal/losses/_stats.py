@@ -134,28 +134,35 @@ def class_mean(per_class_loss: Tensor, batch_size: int) -> BatchLoss:
 
 
 class _SafePow(torch.autograd.Function):
-    """``base ** exponent`` whose gradient is ``exponent * base ** (exponent - 1)`` where ``base >=
-    _POW_FLOOR`` and 0 below; none for the exponent (a hyperparameter). One pow in each direction, where
-    the composite form (the gradient of a clamped power plus a detached correction) takes four ops forward
-    and six backward."""
+    """``base ** exponent`` for bases in [0, 1], whose gradient is ``exponent * base ** (exponent - 1)``
+    where ``base >= _POW_FLOOR`` and 0 below; none for the exponent (a hyperparameter).
+
+    A tensor exponent (one per voxel, from a per-class table) makes torch's pow several times slower than
+    ``exp(exponent * log(base))``, which is used then; its only NaN is ``0 * log 0`` (exponent 0 on a zero
+    base), whose power is 1. The backward reuses the power: ``base ** (exponent - 1) = power / base``.
+    """
 
     @staticmethod
     def forward(ctx, base: Tensor, exponent: Union[float, Tensor]) -> Tensor:
+        if isinstance(exponent, Tensor):
+            power = (torch.log(base) * exponent).exp_().nan_to_num_(nan=1.0)
+        else:
+            power = base.pow(exponent)
         ctx.exponent = exponent if not isinstance(exponent, Tensor) else None
-        ctx.save_for_backward(base, exponent if isinstance(exponent, Tensor) else None)
-        return base.pow(exponent)
+        ctx.save_for_backward(base, power, exponent if isinstance(exponent, Tensor) else None)
+        return power
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        base, exponent = ctx.saved_tensors
+        base, power, exponent = ctx.saved_tensors
         exponent = ctx.exponent if exponent is None else exponent
-        slope = base.clamp_min(_POW_FLOOR).pow(exponent - 1).mul_(exponent).masked_fill_(base < _POW_FLOOR, 0)
+        slope = (power / base.clamp_min(_POW_FLOOR)).mul_(exponent).masked_fill_(base < _POW_FLOOR, 0)
         return (grad * slope).sum_to_size(base.shape), None
 
 
 def safe_pow(base: Tensor, exponent: Union[float, Tensor]) -> Tensor:
-    """``base ** exponent`` for base in [0, 1], with its exact value but a bounded gradient.
+    """``base ** exponent`` for base in [0, 1], with its value (to round-off) but a bounded gradient.
 
     ``x ** e`` with ``e < 1`` has an infinite derivative at 0 (a perfect prediction, TI -> 1, or a
     saturated probability p -> 1): below ``_POW_FLOOR`` the gradient is stopped instead. The exponent
