@@ -59,7 +59,7 @@ def loss_table(rows: Sequence[dict]) -> str:
     """Markdown table of :func:`benchmarks.losses.run_cases` rows, grouped by case."""
     gbps = any("gbps" in r for r in rows)
     memory = any("peak_mib" in r for r in rows)
-    header = ["case", "loss", "median ms", "IQR ms", "time ratio", "CPU ms", "CPU-time ratio"]
+    header = ["case", "loss", "median ms", "IQR ms", "time ratio", "CPU ms", "CPU-time ratio", "best-CPU ratio"]
     if memory:
         header += ["peak extra MiB", "memory ratio"]
     if gbps:
@@ -67,7 +67,7 @@ def loss_table(rows: Sequence[dict]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [r["case"], r["loss"], _fmt(r["median_ms"], 1), _fmt(r["q3_ms"] - r["q1_ms"], 1), _fmt(r["ratio"]),
-                 _fmt(r["cpu_ms"], 1), _fmt(r["cpu_ratio"])]
+                 _fmt(r["cpu_ms"], 1), _fmt(r["cpu_ratio"]), _fmt(r["best_cpu_ratio"])]
         if memory:
             cells += [_fmt(r.get("peak_mib"), 1), _fmt(r.get("mem_ratio"))]
         if gbps:
@@ -101,7 +101,8 @@ def write_results(directory: Path, info: dict, loss_rows: Sequence[dict], traini
         "Options: " + ", ".join(f"{k}={v}" for k, v in options.items()),
         "",
         "Time: median of interleaved forward+backward calls; ratio = median over rounds of the per-round ratio "
-        "to nnU-Net's DC_and_CE_loss. Peak extra memory: bytes allocated above the inputs during one call "
+        "to nnU-Net's DC_and_CE_loss (wall clock, and process CPU time); best-CPU ratio = ratio of the "
+        "smallest CPU times. Peak extra memory: bytes allocated above the inputs during one call "
         "(CPU: torch.profiler memory records; CUDA: max_memory_allocated). See benchmarks/losses.py.",
         "",
         loss_table(loss_rows) if loss_rows else "(no loss cases run)",

@@ -40,7 +40,8 @@ def test_every_case_has_the_expected_rows(rows):
 
 def test_rows_hold_finite_numbers_and_the_reference_ratio_is_one(rows):
     for row in rows:
-        for key in ("median_ms", "q1_ms", "q3_ms", "ratio", "cpu_ms", "cpu_ratio", "peak_mib", "mem_ratio", "value"):
+        for key in ("median_ms", "q1_ms", "q3_ms", "ratio", "cpu_ms", "cpu_ratio", "best_cpu_ratio", "peak_mib",
+                    "mem_ratio", "value"):
             assert math.isfinite(row[key]), (row["loss"], row["case"], key)
         assert row["median_ms"] > 0 and row["peak_mib"] > 0
         assert row["q1_ms"] <= row["median_ms"] <= row["q3_ms"]
@@ -66,7 +67,7 @@ def test_peak_memory_counts_what_a_call_allocates():
 def test_tables_and_result_files(rows, tmp_path):
     table = report.loss_table(rows)
     lines = table.splitlines()
-    assert lines[0].startswith("| case | loss | median ms | IQR ms | time ratio | CPU ms | CPU-time ratio |")
+    assert lines[0].startswith("| case | loss | median ms | IQR ms | time ratio | CPU ms | CPU-time ratio | best-CPU")
     assert len(lines) == 2 + len(rows)
     info = report.machine_info(torch.device("cpu"))
     md, js = report.write_results(tmp_path, info, rows, [], {"quick": True})
