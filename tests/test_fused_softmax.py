@@ -104,3 +104,20 @@ def test_safe_pow_matches_the_composite_form(exponent):
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-13, atol=0)
     assert torch.isfinite(grads[0]).all()
     assert (grads[0][base < _POW_FLOOR] == 0).all()
+
+
+@pytest.mark.parametrize("scatter", [True, False])
+def test_label_class_sums_both_forms(scatter):
+    """The CPU (scatter-add) and accelerator (compare and reduce) forms of the label-map class sums agree,
+    values and gradients; both are exercised here on the CPU."""
+    from unifocal.losses._inputs import _label_class_sums
+
+    g = torch.Generator().manual_seed(6)
+    index = torch.randint(0, 4, (2, 50), generator=g)
+    weights = torch.rand(2, 50, generator=g, dtype=torch.float64, requires_grad=True)
+    sums = _label_class_sums(index, weights, 5, scatter=scatter)
+    expected = torch.stack([(weights * (index == c)).sum(1) for c in range(5)], 1)
+    torch.testing.assert_close(sums, expected)
+    assert sums[:, 4].eq(0).all()  # a class without voxels sums to 0
+    (grad,) = torch.autograd.grad((sums * torch.arange(5.0, dtype=torch.float64)).sum(), weights)
+    torch.testing.assert_close(grad, index.double())

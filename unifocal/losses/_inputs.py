@@ -88,6 +88,20 @@ class _SoftmaxAtLabels(torch.autograd.Function):
         return grad, None, None
 
 
+def _label_class_sums(index: Tensor, weights: Tensor, num_classes: int, scatter: Optional[bool] = None) -> Tensor:
+    """(B, K) sums of ``weights`` (B, N) per class ``index`` (B, N) (int64).
+
+    On the CPU a scatter-add: one serial pass. On an accelerator a scatter-add would serialise on the
+    atomic additions into K addresses, so there the voxels are compared with each class and summed: K
+    reductions that stay memory-bound (and that torch.compile fuses into one). ``scatter`` overrides the
+    choice (tests).
+    """
+    if scatter if scatter is not None else index.device.type == "cpu":
+        return weights.new_zeros(index.shape[0], num_classes).scatter_add(1, index, weights)
+    classes = torch.arange(num_classes, device=index.device).view(1, -1, 1)
+    return torch.where(index.unsqueeze(1) == classes, weights.unsqueeze(1), 0).sum(2)
+
+
 def _cached(method):
     """A read-only property computed on first use and then kept (``functools.cached_property`` takes a lock
     on Python < 3.12, which torch.compile cannot trace)."""
@@ -208,21 +222,20 @@ class Prepared:
         :meth:`at_target` (or a (B, 1, *S) map); the target's own sums (class volumes) when ``values`` is
         None. ``classes`` selects classes (a slice or index tensor), as ``[:, classes]`` would.
 
-        Label map: a scatter-add of the per-voxel values into their classes; one-hot/soft target: the
-        product with the target, summed over the voxels.
+        Label map: the per-voxel values summed into their classes (:func:`_label_class_sums`);
+        one-hot/soft target: the product with the target, summed over the voxels.
         """
         if self.labels is None:
             target = self.dense_target if classes is None else self.dense_target[:, classes]
             if values is not None:
                 target = target * (values if classes is None or values.shape[1] == 1 else values[:, classes])
             return target.flatten(2).sum(2)
-        b, k = self.scores.shape[:2]
         index = self.labels.flatten(1)
         if values is None:
             weights = self.mask if self.mask is not None else self.scores.new_ones(()).expand(index.shape)
         else:
             weights = values if self.mask is None else values * self.mask
-        sums = self.scores.new_zeros(b, k).scatter_add(1, index, weights.reshape(index.shape))
+        sums = _label_class_sums(index, weights.reshape(index.shape), self.num_classes)
         return sums if classes is None else sums[:, classes]
 
     @property
