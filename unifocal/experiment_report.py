@@ -25,6 +25,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -376,10 +377,9 @@ def box_plots(evaluation: Evaluation, path: Union[str, Path], title: Optional[st
     import matplotlib.pyplot as plt
 
     rows = evaluation.rows()
-    fig, axes = plt.subplots(
-        len(METRICS), len(rows), figsize=(2.2 + 1.1 * len(evaluation.methods) * len(rows), 2.6 * len(METRICS)),
-        squeeze=False, sharey="row",
-    )
+    width = max(5.0, 2.2 + 1.1 * len(evaluation.methods) * len(rows))
+    fig, axes = plt.subplots(len(METRICS), len(rows), figsize=(width, 2.6 * len(METRICS)), squeeze=False,
+                             sharey="row")
     rng = np.random.default_rng(0)
     for j, row in enumerate(rows):
         for i, metric in enumerate(METRICS):
@@ -402,7 +402,7 @@ def box_plots(evaluation: Evaluation, path: Union[str, Path], title: Optional[st
             if j == 0:
                 ax.set_ylabel(metric)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(textwrap.fill(title, width=int(width * 11)), fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)

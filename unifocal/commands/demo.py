@@ -1,0 +1,186 @@
+"""``unifocal demo``: the paper's experiment in miniature, through the real nnU-Net v2 pipeline.
+
+1. write a seeded synthetic, strongly imbalanced 2D dataset (:mod:`unifocal.synthetic`) in nnU-Net's raw
+   format, with held-out test cases;
+2. ``nnUNetv2_plan_and_preprocess`` (2d configuration);
+3. train nnU-Net's default loss (Dice + CE, ``BaselineTrainerShort``) and
+4. the Unified Focal loss (``UnifiedFocalTrainerShort``) with the same short schedule;
+5. ``nnUNetv2_predict`` the held-out cases with both;
+6. per-case, per-class DSC / IoU / recall / precision, paired Wilcoxon tests, a table and box plots
+   (:mod:`unifocal.experiment_report`).
+
+All nnU-Net folders live inside the output folder; nothing outside it is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+NAME = "demo"
+HELP = (
+    "Run the paper's experiment on a synthetic imbalanced 2D dataset: nnU-Net's default loss vs the Unified "
+    "Focal loss, same short schedule, held-out test cases, table, paired tests and plot."
+)
+
+BASELINE_TRAINER = "BaselineTrainerShort"
+UNIFIED_TRAINER = "UnifiedFocalTrainerShort"
+BASELINE_LABEL = "DC+CE"
+UNIFIED_LABEL = "UnifiedFocal"
+# Folders the demo and the sweep create inside their output folder (and replace on the next run).
+OWNED_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "results", "predictions", "comparison", "logs")
+MARKER = ".unifocal_demo"
+
+# Default schedule: sized so that the whole demo (planning, two trainings, two predictions) finishes within
+# 15 minutes on 2 CPU cores (see docs/quickstart.md for measured times).
+DEFAULT_EPOCHS = 40
+DEFAULT_ITERATIONS = 50
+DEFAULT_VAL_ITERATIONS = 5
+
+
+def add_schedule_arguments(parser: argparse.ArgumentParser, epochs: int, iterations: int, val_iterations: int) -> None:
+    group = parser.add_argument_group("schedule and data")
+    group.add_argument("--epochs", type=int, default=epochs, help="training epochs (default: %(default)s)")
+    group.add_argument("--iterations", type=int, default=iterations,
+                       help="training iterations per epoch (default: %(default)s; nnU-Net's is 250)")
+    group.add_argument("--val-iterations", type=int, default=val_iterations,
+                       help="validation iterations per epoch (default: %(default)s; nnU-Net's is 50)")
+    group.add_argument("--train-cases", type=int, default=40, help="synthetic training cases (default: %(default)s)")
+    group.add_argument("--test-cases", type=int, default=20, help="synthetic held-out cases (default: %(default)s)")
+    group.add_argument("--image-size", type=int, default=64, help="synthetic image size in pixels (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset (default: %(default)s)")
+    group.add_argument("--dataset-id", type=int, default=990, help="nnU-Net dataset id (default: %(default)s)")
+    group.add_argument("--fold", default="0", help="nnU-Net fold to train (default: %(default)s; 'all' for all cases)")
+    group.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: %(default)s)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", type=Path, default=Path("unifocal_demo"),
+                        help="output folder; holds the nnU-Net folders too (default: %(default)s)")
+    add_schedule_arguments(parser, DEFAULT_EPOCHS, DEFAULT_ITERATIONS, DEFAULT_VAL_ITERATIONS)
+    loss = parser.add_argument_group("Unified Focal loss (default: the paper's weight 0.5, delta 0.6, gamma 0.5)")
+    loss.add_argument("--gamma", help="one value, one per class (comma list, background first), or 'auto'")
+    loss.add_argument("--delta", type=float, help="delta in [0, 1]")
+    loss.add_argument("--weight", type=float, help="lambda in [0, 1], the weight of the focal part")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace nnU-Net folders in --output even if a previous demo did not create them")
+    parser.add_argument("--no-plot", action="store_true", help="skip the box plots")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show nnU-Net's complete output")
+
+
+def prepare_output(output: Path, overwrite: bool) -> None:
+    """Create ``output``; remove the folders a previous demo left (only those, and only when this tool made
+    them or ``overwrite`` is given)."""
+    output.mkdir(parents=True, exist_ok=True)
+    existing = [output / name for name in OWNED_FOLDERS if (output / name).exists()]
+    if existing and not (output / MARKER).exists() and not overwrite:
+        raise SystemExit(
+            f"unifocal: {output} already holds {', '.join(p.name for p in existing)} that this tool did not "
+            "create; choose another --output or pass --overwrite"
+        )
+    for path in existing:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    (output / MARKER).write_text("created by unifocal; its nnU-Net folders are replaced on the next run\n")
+
+
+def check_schedule(args) -> None:
+    from ..experiment import Schedule
+
+    try:
+        Schedule(args.epochs, args.iterations, args.val_iterations)
+    except ValueError as error:
+        raise SystemExit(f"unifocal: {error}") from None
+    if args.fold != "all" and args.train_cases < 5:
+        raise SystemExit("unifocal: nnU-Net's 5-fold split needs --train-cases >= 5 (or --fold all)")
+    if args.test_cases < 1:
+        raise SystemExit("unifocal: --test-cases must be >= 1")
+
+
+def describe_loss(fold_folder: Path) -> str:
+    """The resolved loss settings the unifocal trainer recorded (``unifocal_loss.json``), in one line."""
+    record = fold_folder / "unifocal_loss.json"
+    if not record.is_file():
+        return ""
+    data = json.loads(record.read_text())
+    params = data.get("params", data)
+    shown = {k: params[k] for k in ("weight", "delta", "gamma", "rare_classes") if k in params}
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..experiment import LossSettings, Reporter, Schedule, StageError, Workspace
+    from ..experiment_report import evaluate, write_report
+    from ..io import list_label_files
+    from ..synthetic import CLASS_NAMES, write_nnunet_dataset
+
+    check_schedule(args)
+    report = Reporter()
+    output = args.output.resolve()
+    prepare_output(output, args.overwrite)
+    workspace = Workspace.under(output, device=args.device)
+    schedule = Schedule(args.epochs, args.iterations, args.val_iterations)
+    loss = LossSettings(gamma=args.gamma, delta=args.delta, weight=args.weight)
+    foreground = list(CLASS_NAMES[1:])
+    steps = 6
+    try:
+        report(f"(1/{steps}) writing the synthetic dataset: {args.train_cases} training + {args.test_cases} "
+               f"held-out cases, {args.image_size}x{args.image_size}, seed {args.seed}")
+        dataset = write_nnunet_dataset(workspace.raw, args.dataset_id, num_train=args.train_cases,
+                                       num_test=args.test_cases, size=args.image_size, seed=args.seed)
+        freq = ", ".join(f"{n} {100 * f:.2f}%" for n, f in zip(CLASS_NAMES, dataset.frequencies))
+        report(f"  {dataset.folder}: pixel frequencies {freq}")
+
+        report(f"(2/{steps}) nnUNetv2_plan_and_preprocess (2d)")
+        workspace.plan_and_preprocess(args.dataset_id, "2d", echo=args.verbose)
+
+        total_iterations = schedule.epochs * schedule.iterations
+        trained = {}
+        for step, (trainer, label, settings) in enumerate(
+            ((BASELINE_TRAINER, BASELINE_LABEL, None), (UNIFIED_TRAINER, UNIFIED_LABEL, loss)), start=3
+        ):
+            what = "nnU-Net's default loss, Dice + CE" if settings is None else f"Unified Focal loss, {loss.describe()}"
+            report(f"({step}/{steps}) nnUNetv2_train {trainer} ({what}): {schedule.epochs} epochs x "
+                   f"{schedule.iterations} iterations = {total_iterations}, fold {args.fold}, {args.device}")
+            trained[label] = workspace.train(args.dataset_id, "2d", args.fold, trainer, schedule, report, settings,
+                                             foreground, label, echo=args.verbose)
+            settings_text = describe_loss(trained[label] / f"fold_{args.fold}")
+            if settings_text:
+                report(f"  {label} loss settings: {settings_text}")
+
+        report(f"(5/{steps}) nnUNetv2_predict on the {args.test_cases} held-out cases")
+        predictions = {}
+        for trainer, label in ((BASELINE_TRAINER, BASELINE_LABEL), (UNIFIED_TRAINER, UNIFIED_LABEL)):
+            folder = workspace.predict(args.dataset_id, "2d", args.fold, trainer, dataset.test_images,
+                                       output / "predictions" / label, label, echo=args.verbose)
+            predictions[label] = list_label_files(folder, ".png")
+            report(f"  {label}: {len(predictions[label])} predictions in {folder}")
+    except StageError as error:
+        report(f"FAILED: {error}")
+        return 1
+    except KeyboardInterrupt:
+        report("interrupted")
+        return 130
+
+    report(f"(6/{steps}) per-case metrics on the held-out cases, paired Wilcoxon tests")
+    evaluation = evaluate(predictions, list_label_files(dataset.test_labels), [1, 2], foreground)
+    title = (f"Synthetic imbalanced 2D task, {args.test_cases} held-out cases: {BASELINE_LABEL} "
+             f"(nnU-Net default) vs {UNIFIED_LABEL}, {total_iterations} iterations each")
+    text, written = write_report(evaluation, BASELINE_LABEL, output / "comparison", title, plot=not args.no_plot)
+    print()
+    print(text)
+    report(f"done in {report.elapsed() / 60:.1f} min")
+    print(f"outputs in {output}:")
+    for path in written:
+        print(f"  {path}")
+    print(f"  nnU-Net results (checkpoints, training curves): {workspace.results / dataset.dataset_name}")
+    print(f"  logs: {workspace.logs}")
+    print(f"compare again any time: unifocal compare {' '.join(f'{k}={v}' for k, v in sorted_predictions(output))} "
+          f"--reference {dataset.test_labels} -o {output / 'comparison'}")
+    return 0
+
+
+def sorted_predictions(output: Path):
+    return [(label, output / "predictions" / label) for label in (BASELINE_LABEL, UNIFIED_LABEL)]

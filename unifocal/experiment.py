@@ -1,0 +1,346 @@
+"""Driving the real nnU-Net v2 pipeline from ``unifocal demo`` and ``unifocal sweep``.
+
+nnU-Net is run through its console scripts (``nnUNetv2_plan_and_preprocess``, ``nnUNetv2_train``,
+``nnUNetv2_predict``, found next to ``sys.executable``), so nothing here imports nnunetv2. Each run gets
+the ``nnUNet_raw`` / ``nnUNet_preprocessed`` / ``nnUNet_results`` folders of a :class:`Workspace`, and
+``nnUNet_extTrainer`` pointing at the unifocal trainers (:func:`nnunet_trainers.ext_trainer_path`).
+The short schedule of the ``...Short`` trainers and the loss settings travel as ``UNIFOCAL_*`` environment
+variables (see ``nnunet_trainers.config``).
+
+Every stage writes nnU-Net's complete output to a log file and reports progress through a :class:`Reporter`:
+stage lines with the elapsed time, one line per training epoch (losses, pseudo Dice, epoch time), and the
+tail of the log when a stage fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence, TextIO
+
+__all__ = [
+    "StageError",
+    "Reporter",
+    "Workspace",
+    "Schedule",
+    "LossSettings",
+    "nnunet_script",
+    "EpochLogParser",
+    "run_logged",
+]
+
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: ")
+_NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|nan")
+
+
+class StageError(RuntimeError):
+    """A pipeline stage failed; the message names the stage, the log file and the log's last lines."""
+
+
+class Reporter:
+    """Progress lines with the time since the start: ``[mm:ss] message``."""
+
+    def __init__(self, stream: TextIO = None, start: Optional[float] = None):
+        self.stream = stream if stream is not None else sys.stdout
+        self.start = time.monotonic() if start is None else start
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def stamp(self) -> str:
+        seconds = int(self.elapsed())
+        return f"[{seconds // 60:02d}:{seconds % 60:02d}]"
+
+    def __call__(self, message: str) -> None:
+        print(f"{self.stamp()} {message}", file=self.stream, flush=True)
+
+
+def nnunet_script(name: str) -> str:
+    """Path of an nnU-Net console script: next to the running Python first (a venv's bin/), else PATH."""
+    local = Path(sys.executable).parent / name
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise StageError(
+        f"{name} not found next to {sys.executable} nor on PATH: install nnU-Net with pip install 'unifocal[nnunet]'"
+    )
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Short training schedule for the ``...Short`` trainers (epochs x iterations, validation iterations)."""
+
+    epochs: int
+    iterations: int
+    val_iterations: int
+
+    def __post_init__(self):
+        for name in ("epochs", "iterations", "val_iterations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+
+    def env(self) -> dict[str, str]:
+        return {
+            "UNIFOCAL_NUM_EPOCHS": str(self.epochs),
+            "UNIFOCAL_ITERATIONS_PER_EPOCH": str(self.iterations),
+            "UNIFOCAL_VAL_ITERATIONS": str(self.val_iterations),
+        }
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """Loss settings for the unifocal trainers; ``None`` leaves the trainer's default."""
+
+    gamma: Optional[str] = None
+    delta: Optional[float] = None
+    weight: Optional[float] = None
+    rare_classes: Optional[str] = None
+
+    def env(self) -> dict[str, str]:
+        out = {}
+        if self.gamma is not None:
+            out["UNIFOCAL_GAMMA"] = str(self.gamma)
+        if self.delta is not None:
+            out["UNIFOCAL_DELTA"] = str(self.delta)
+        if self.weight is not None:
+            out["UNIFOCAL_WEIGHT"] = str(self.weight)
+        if self.rare_classes is not None:
+            out["UNIFOCAL_RARE_CLASSES"] = str(self.rare_classes)
+        return out
+
+    def describe(self) -> str:
+        given = {k: v for k, v in (("gamma", self.gamma), ("delta", self.delta), ("weight", self.weight),
+                                   ("rare_classes", self.rare_classes)) if v is not None}
+        return ", ".join(f"{k}={v}" for k, v in given.items()) or "trainer defaults"
+
+
+class EpochLogParser:
+    """Turns nnU-Net's training output into one summary line per epoch.
+
+    Feed it lines; it returns a summary when it sees ``Epoch time``, e.g.
+    ``epoch 3/20: train loss -0.412, val loss -0.398, pseudo Dice [0.81, 0.12], 9.4 s``.
+    """
+
+    def __init__(self, num_epochs: Optional[int] = None, class_names: Sequence[str] = ()):
+        self.num_epochs = num_epochs
+        self.class_names = list(class_names)
+        self._reset()
+        self.epochs_done = 0
+        self.last_pseudo_dice: list[float] = []
+
+    def _reset(self):
+        self.epoch = None
+        self.train_loss = None
+        self.val_loss = None
+        self.pseudo_dice = None
+
+    def feed(self, line: str) -> Optional[str]:
+        text = _TIMESTAMP.sub("", line.strip())
+        if text.startswith("Epoch time:"):
+            seconds = _NUMBER.findall(text)
+            self.epochs_done += 1
+            epoch = self.epoch if self.epoch is not None else self.epochs_done - 1
+            total = f"/{self.num_epochs}" if self.num_epochs else ""
+            parts = [f"epoch {epoch + 1}{total}:"]
+            if self.train_loss is not None:
+                parts.append(f"train loss {self.train_loss:.4f},")
+            if self.val_loss is not None:
+                parts.append(f"val loss {self.val_loss:.4f},")
+            if self.pseudo_dice is not None:
+                if len(self.class_names) == len(self.pseudo_dice):
+                    dice = " ".join(f"{n} {d:.3f}" for n, d in zip(self.class_names, self.pseudo_dice))
+                else:
+                    dice = "[" + ", ".join(f"{d:.3f}" for d in self.pseudo_dice) + "]"
+                parts.append(f"pseudo Dice {dice},")
+                self.last_pseudo_dice = list(self.pseudo_dice)
+            if seconds:
+                parts.append(f"{float(seconds[0]):.1f} s")
+            self._reset()
+            return " ".join(parts).rstrip(",")
+        if re.fullmatch(r"Epoch \d+", text):
+            self.epoch = int(text.split()[1])
+        elif text.startswith("train_loss"):
+            self.train_loss = _first_number(text)
+        elif text.startswith("val_loss"):
+            self.val_loss = _first_number(text)
+        elif text.startswith("Pseudo dice"):
+            inside = text[text.find("[") + 1: text.rfind("]")]
+            inside = re.sub(r"np\.float\d*\(([^()]*)\)", r"\1", inside)
+            self.pseudo_dice = [float(v) for v in _NUMBER.findall(inside)]
+        return None
+
+
+def _first_number(text: str) -> Optional[float]:
+    found = _NUMBER.findall(text.split(maxsplit=1)[1] if " " in text else "")
+    return float(found[0]) if found else None
+
+
+def run_logged(
+    command: Sequence[str],
+    env: Mapping[str, str],
+    log_path: Path,
+    stage: str,
+    on_line: Optional[Callable[[str], None]] = None,
+    echo: bool = False,
+    cwd: Optional[Path] = None,
+) -> None:
+    """Run ``command``, writing its output (stdout and stderr merged) to ``log_path`` line by line.
+
+    ``on_line`` sees every line; ``echo`` also copies the output to stdout. Raises :class:`StageError`
+    with the last lines of the log when the command fails.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    tail: list[str] = []
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write("$ " + " ".join(str(c) for c in command) + "\n")
+        log.flush()
+        process = subprocess.Popen(
+            [str(c) for c in command], env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1, errors="replace", cwd=cwd,
+        )
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                log.write(line)
+                log.flush()
+                tail.append(line.rstrip("\n"))
+                del tail[:-25]
+                if echo:
+                    print(line, end="", flush=True)
+                if on_line is not None:
+                    on_line(line)
+            code = process.wait()
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+    if code != 0:
+        shown = "\n".join("    " + t[-300:] for t in tail[-15:])
+        raise StageError(f"{stage} failed (exit code {code}); full log: {log_path}\n  last lines:\n{shown}")
+
+
+@dataclass
+class Workspace:
+    """The nnU-Net folders one run uses (``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results``), where
+    its logs go, and the device. :meth:`under` puts them all in one folder."""
+
+    raw: Path
+    preprocessed: Path
+    results: Path
+    logs: Path
+    device: str = "cpu"
+    extra_env: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("raw", "preprocessed", "results", "logs"):
+            setattr(self, name, Path(getattr(self, name)).resolve())
+
+    @classmethod
+    def under(cls, root: Path, device: str = "cpu") -> "Workspace":
+        """``<root>/nnUNet_raw``, ``<root>/nnUNet_preprocessed``, ``<root>/nnUNet_results``, ``<root>/logs``."""
+        root = Path(root)
+        return cls(root / "nnUNet_raw", root / "nnUNet_preprocessed", root / "nnUNet_results", root / "logs", device)
+
+    def with_results(self, results: Path, logs: Optional[Path] = None) -> "Workspace":
+        """The same data with another results folder (and log folder)."""
+        return Workspace(self.raw, self.preprocessed, results, logs or self.logs, self.device, dict(self.extra_env))
+
+    def env(self, training: bool = False, extra: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+        """The environment for an nnU-Net console script.
+
+        On CPU: one worker process for nnU-Net's pools (``nnUNet_def_n_proc=1``), no torch.compile, and at
+        training time data augmentation in the main process (``nnUNet_n_proc_DA=0``; planning breaks with
+        it). Values the user already exported win, except the folders and the trainer path.
+        """
+        from nnunet_trainers import ext_trainer_path
+
+        env = dict(os.environ)
+        env.update(
+            nnUNet_raw=str(self.raw),
+            nnUNet_preprocessed=str(self.preprocessed),
+            nnUNet_results=str(self.results),
+            PYTHONUNBUFFERED="1",
+            MPLBACKEND="Agg",
+        )
+        trainer_path = str(ext_trainer_path())
+        existing = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+        env["nnUNet_extTrainer"] = os.pathsep.join([trainer_path] + [p for p in existing if p != trainer_path])
+        if self.device == "cpu":
+            env.setdefault("nnUNet_def_n_proc", "1")
+            env.setdefault("nnUNet_compile", "f")
+            if training:
+                env.setdefault("nnUNet_n_proc_DA", "0")
+            else:
+                env.pop("nnUNet_n_proc_DA", None)
+        env.update(self.extra_env)
+        if extra:
+            env.update(extra)
+        return env
+
+    # -- the three nnU-Net steps ---------------------------------------------------------------------------
+
+    def plan_and_preprocess(self, dataset_id: int, configuration: str, echo: bool = False) -> None:
+        command = [nnunet_script("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", configuration,
+                   "-np", "1", "-npfp", "1"]
+        run_logged(command, self.env(), self.logs / "plan_and_preprocess.log", "planning and preprocessing",
+                   echo=echo)
+
+    def train(
+        self,
+        dataset_id: int,
+        configuration: str,
+        fold: str,
+        trainer: str,
+        schedule: Schedule,
+        report: Reporter,
+        loss: Optional[LossSettings] = None,
+        class_names: Sequence[str] = (),
+        label: Optional[str] = None,
+        echo: bool = False,
+    ) -> Path:
+        """Train one trainer; returns its output folder ``<results>/<Dataset>/<trainer>__nnUNetPlans__<config>``."""
+        label = label or trainer
+        parser = EpochLogParser(schedule.epochs, class_names)
+
+        def on_line(line: str) -> None:
+            summary = parser.feed(line)
+            if summary is not None and not echo:
+                report(f"  {label} {summary}")
+
+        extra = schedule.env()
+        if loss is not None:
+            extra.update(loss.env())
+        command = [nnunet_script("nnUNetv2_train"), str(dataset_id), configuration, str(fold), "-tr", trainer,
+                   "-device", self.device]
+        log = self.logs / f"train_{label}.log"
+        run_logged(command, self.env(training=True, extra=extra), log, f"training {label}", on_line, echo)
+        folders = sorted(self.results.glob(f"Dataset{dataset_id:03d}_*/{trainer}__*__{configuration}"))
+        if not folders:
+            raise StageError(f"training {label} finished but wrote no results folder under {self.results}")
+        return folders[0]
+
+    def predict(
+        self,
+        dataset_id: int,
+        configuration: str,
+        fold: str,
+        trainer: str,
+        images: Path,
+        output: Path,
+        label: Optional[str] = None,
+        echo: bool = False,
+    ) -> Path:
+        label = label or trainer
+        command = [nnunet_script("nnUNetv2_predict"), "-i", str(images), "-o", str(output), "-d", str(dataset_id),
+                   "-c", configuration, "-f", str(fold), "-tr", trainer, "-device", self.device,
+                   "-npp", "1", "-nps", "1", "--disable_progress_bar"]
+        run_logged(command, self.env(), self.logs / f"predict_{label}.log", f"predicting with {label}", echo=echo)
+        return output
