@@ -138,3 +138,32 @@ def test_demo_refuses_foreign_nnunet_folders(tmp_path):
         main(["demo", "-o", str(tmp_path / "x"), "--train-cases", "3"])
     with pytest.raises(SystemExit, match="gamma values"):
         main(["sweep", "-o", str(tmp_path / "y"), "--gammas", "1.5"])
+
+
+def test_run_logged_failure_and_termination(tmp_path):
+    import signal
+    import sys
+
+    from unifocal.experiment import StageError, run_logged
+
+    log = tmp_path / "logs" / "step.log"
+    script = "import sys; print('line one'); print('line two', file=sys.stderr); sys.exit(3)"
+    with pytest.raises(StageError, match=r"my step failed \(exit code 3\)") as error:
+        run_logged([sys.executable, "-c", script], os.environ, log, "my step")
+    assert "line two" in str(error.value) and str(log) in str(error.value)
+    assert "line one" in log.read_text() and "line two" in log.read_text()
+
+    # SIGTERM while nnU-Net (here: a sleeping child) runs kills the child and surfaces as KeyboardInterrupt.
+    seen = []
+
+    def on_line(line):
+        seen.append(int(line.split()[1]))
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sleeper = "import os, time; print('pid', os.getpid(), flush=True); time.sleep(60)"
+    handler_before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        run_logged([sys.executable, "-c", sleeper], os.environ, log, "sleep", on_line=on_line)
+    with pytest.raises(ProcessLookupError):
+        os.kill(seen[0], 0)
+    assert signal.getsignal(signal.SIGTERM) is handler_before  # the previous handler is back

@@ -17,8 +17,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,12 +201,32 @@ def run_logged(
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: list[str] = []
+    # A SIGTERM (a CI timeout, `kill`) must stop nnU-Net too: turn it into KeyboardInterrupt while the child
+    # runs, so that the clean-up below kills the child instead of leaving an orphaned training behind.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        code = _stream(command, env, log_path, tail, on_line, echo, cwd)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if code != 0:
+        shown = "\n".join("    " + t[-300:] for t in tail[-15:])
+        raise StageError(f"{stage} failed (exit code {code}); full log: {log_path}\n  last lines:\n{shown}")
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _stream(command, env, log_path: Path, tail: list, on_line, echo: bool, cwd) -> int:
     with open(log_path, "w", encoding="utf-8") as log:
         log.write("$ " + " ".join(str(c) for c in command) + "\n")
         log.flush()
         process = subprocess.Popen(
             [str(c) for c in command], env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, bufsize=1, errors="replace", cwd=cwd,
+            text=True, bufsize=1, errors="replace", cwd=cwd, start_new_session=os.name == "posix",
         )
         try:
             assert process.stdout is not None
@@ -217,14 +239,22 @@ def run_logged(
                     print(line, end="", flush=True)
                 if on_line is not None:
                     on_line(line)
-            code = process.wait()
+            return process.wait()
         except BaseException:
-            process.kill()
-            process.wait()
+            _kill_tree(process)
             raise
-    if code != 0:
-        shown = "\n".join("    " + t[-300:] for t in tail[-15:])
-        raise StageError(f"{stage} failed (exit code {code}); full log: {log_path}\n  last lines:\n{shown}")
+
+
+def _kill_tree(process: subprocess.Popen) -> None:
+    """Kill the child and everything it started (its own session on POSIX: nnU-Net's worker pools too)."""
+    try:
+        if os.name == "posix":
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
 
 
 @dataclass
