@@ -147,20 +147,21 @@ def test_classes_from_reference_values_and_missing_cases(folders, capsys):
 
 
 def _nnunet_results(root, trainers):
-    """A fake nnU-Net results tree: two folds of NIfTI validation predictions per trainer, plus
+    """A fake nnU-Net results tree: two folds of 3D NIfTI validation predictions per trainer, plus
     nnUNet_preprocessed/<Dataset>/gt_segmentations."""
     dataset = "Dataset004_Fake"
     meta = {"labels": {"background": 0, "organ": 1, "lesion": 2}, "file_ending": ".nii.gz",
             "channel_names": {"0": "CT"}, "numTraining": N_CASES}
+    # 3D volumes: two identical slices, so every count doubles and every ratio stays as in 2D.
     for i in range(N_CASES):
-        _save(root / "pre" / dataset / "gt_segmentations" / f"case{i}.nii.gz", _reference(i))
+        _save(root / "pre" / dataset / "gt_segmentations" / f"case{i}.nii.gz", np.stack([_reference(i)] * 2))
     for trainer, make in trainers.items():
         folder = root / "results" / dataset / f"{trainer}__nnUNetPlans__2d"
         folder.mkdir(parents=True)
         (folder / "dataset.json").write_text(json.dumps(meta))
         for i in range(N_CASES):
             validation = folder / f"fold_{i % 2}" / "validation"
-            _save(validation / f"case{i}.nii.gz", make(i, _reference(i)))
+            _save(validation / f"case{i}.nii.gz", np.stack([make(i, _reference(i))] * 2))
             (validation / "summary.json").write_text("{}")
     return root / "results" / dataset
 
@@ -178,6 +179,7 @@ def test_nnunet_results_folders(tmp_path, capsys, monkeypatch):
     assert {r["method"] for r in per_case} == {"TrainerA", "TrainerB"}
     assert len({r["case"] for r in per_case}) == N_CASES  # both folds
     row = next(r for r in per_case if r["method"] == "TrainerA" and r["case"] == "case3" and r["class"] == "organ")
+    assert (int(row["TP"]), int(row["FP"]), int(row["FN"])) == (26, 0, 6)
     assert float(row["DSC"]) == pytest.approx(26 / 29)
     # One fold of one trainer, with an explicit name and reference.
     rc = main(["compare", f"A0={results / 'TrainerA__nnUNetPlans__2d'}", "--folds", "0", "--no-plot",
