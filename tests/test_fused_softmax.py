@@ -121,3 +121,33 @@ def test_label_class_sums_both_forms(scatter):
     assert sums[:, 4].eq(0).all()  # a class without voxels sums to 0
     (grad,) = torch.autograd.grad((sums * torch.arange(5.0, dtype=torch.float64)).sum(), weights)
     torch.testing.assert_close(grad, index.double())
+
+
+@pytest.mark.parametrize("with_labels", [True, False])
+@pytest.mark.parametrize("weighted", [True, False])
+def test_focal_term_matches_composed_operations(with_labels, weighted):
+    """The fused focal term against -log_p * safe_pow(1 - p, gamma) * w composed from autograd ops, with
+    per-class gamma and weights looked up at the labels (label map) or broadcast (dense)."""
+    from unifocal.losses._inputs import at_labels
+    from unifocal.losses._stats import safe_pow
+    from unifocal.losses.distribution import _FocalTerm
+
+    logits, labels, _ = _case(shape=(2, 3, 5, 4), seed=7, masked=False)
+    log_prob = F.log_softmax(logits, 1)
+    gamma = torch.tensor([0.5, 0.0, 2.0], dtype=torch.float64).view(1, 3, 1, 1)
+    weight = torch.tensor([0.4, 0.6, 0.6], dtype=torch.float64).view(1, 3, 1, 1) if weighted else None
+    log_p = at_labels(log_prob, labels) if with_labels else log_prob
+    p = log_p.exp()
+    # probabilities of exactly 1 and just below: the modulation's gradient is stopped there (safe_pow)
+    p = torch.cat([p.flatten()[:-2], p.new_tensor([1.0, 1 - 1e-9])]).view(p.shape)
+
+    def look(values):
+        return at_labels(values, labels) if with_labels else values
+
+    composed = -log_p * safe_pow(1 - p, look(gamma)) * (1 if weight is None else look(weight))
+    fused = _FocalTerm.apply(log_p, p, gamma, weight, labels if with_labels else None)
+    torch.testing.assert_close(fused, composed, rtol=1e-13, atol=1e-15)
+    g = torch.randn(fused.shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    grads = [torch.autograd.grad((out * g).sum(), (log_p, p), retain_graph=True) for out in (fused, composed)]
+    for ours, ref in zip(*grads):
+        torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-15)

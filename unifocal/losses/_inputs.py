@@ -31,7 +31,7 @@ from torch import Tensor
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-__all__ = ["Prepared", "prepare", "compute_dtype", "check_unit_interval", "check_choice"]
+__all__ = ["Prepared", "prepare", "at_labels", "compute_dtype", "check_unit_interval", "check_choice"]
 
 # Probabilities are clamped at this value before a log only when they were given as probabilities
 # (from_logits=False); logits always go through log_softmax / logsigmoid.
@@ -86,6 +86,17 @@ class _SoftmaxAtLabels(torch.autograd.Function):
         if grad_at_labels is not None:
             grad.scatter_add_(1, labels, grad_at_labels)
         return grad, None, None
+
+
+def at_labels(values: Tensor, labels: Tensor) -> Tensor:
+    """``values`` (B, K, *S), or broadcasting to it, at each voxel's class in ``labels`` (B, 1, *S) int64:
+    a (B, 1, *S) tensor (:meth:`Prepared.at_target` for label maps). A (B, 1, *S) map is the same for every
+    class and is returned as it is."""
+    if values.shape[1] == 1:
+        return values
+    if values.numel() == values.shape[1]:  # one value per class: a table look-up
+        return values.flatten().index_select(0, labels.flatten()).view(labels.shape)
+    return values.expand(labels.shape[0], -1, *labels.shape[2:]).gather(1, labels)
 
 
 def _label_class_sums(index: Tensor, weights: Tensor, num_classes: int, scatter: Optional[bool] = None) -> Tensor:
@@ -184,11 +195,7 @@ class Prepared:
         target. Either way ``class_sums(f(at_target(v)))`` is ``sum_i y_ic f(v_ic)`` for elementwise ``f``
         (and ``target_sum(f(at_target(v)))`` is ``sum_c y_ic f(v_ic)``).
         """
-        if self.labels is None or values.shape[1] == 1:
-            return values
-        if values.numel() == values.shape[1]:  # one value per class: a table look-up
-            return values.flatten().index_select(0, self.labels.flatten()).view(self.labels.shape)
-        return values.expand(self.labels.shape[0], -1, *self.labels.shape[2:]).gather(1, self.labels)
+        return values if self.labels is None else at_labels(values, self.labels)
 
     @_cached
     def log_prob_at_target(self) -> Tensor:

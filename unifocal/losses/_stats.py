@@ -133,21 +133,30 @@ def class_mean(per_class_loss: Tensor, batch_size: int) -> BatchLoss:
     return BatchLoss(per_sample.mean(), per_sample)
 
 
-class _SafePow(torch.autograd.Function):
-    """``base ** exponent`` for bases in [0, 1], whose gradient is ``exponent * base ** (exponent - 1)``
-    where ``base >= _POW_FLOOR`` and 0 below; none for the exponent (a hyperparameter).
+def _power(base: Tensor, exponent: Union[float, Tensor]) -> Tensor:
+    """``base ** exponent`` for bases in [0, 1]. A tensor exponent (one per voxel, from a per-class table)
+    makes torch's pow several times slower than ``exp(exponent * log(base))``, which is used then; its only
+    NaN is ``0 * log 0`` (exponent 0 on a zero base), whose power is 1."""
+    if not isinstance(exponent, Tensor):
+        return base.pow(exponent)
+    log = torch.log(base)
+    log = log.mul_(exponent) if torch.broadcast_shapes(log.shape, exponent.shape) == log.shape else log * exponent
+    return log.exp_().nan_to_num_(nan=1.0)
 
-    A tensor exponent (one per voxel, from a per-class table) makes torch's pow several times slower than
-    ``exp(exponent * log(base))``, which is used then; its only NaN is ``0 * log 0`` (exponent 0 on a zero
-    base), whose power is 1. The backward reuses the power: ``base ** (exponent - 1) = power / base``.
-    """
+
+def _power_slope(base: Tensor, power: Tensor, exponent: Union[float, Tensor]) -> Tensor:
+    """Derivative of ``power = base ** exponent`` as safe_pow defines it: ``exponent * power / base`` (that
+    is ``exponent * base ** (exponent - 1)``) where ``base >= _POW_FLOOR``, 0 below."""
+    return base.clamp_min(_POW_FLOOR).reciprocal_().mul_(power).mul_(exponent).masked_fill_(base < _POW_FLOOR, 0)
+
+
+class _SafePow(torch.autograd.Function):
+    """:func:`safe_pow` with the power computed once and reused by the backward; no gradient for the
+    exponent (a hyperparameter)."""
 
     @staticmethod
     def forward(ctx, base: Tensor, exponent: Union[float, Tensor]) -> Tensor:
-        if isinstance(exponent, Tensor):
-            power = (torch.log(base) * exponent).exp_().nan_to_num_(nan=1.0)
-        else:
-            power = base.pow(exponent)
+        power = _power(base, exponent)
         ctx.exponent = exponent if not isinstance(exponent, Tensor) else None
         ctx.save_for_backward(base, power, exponent if isinstance(exponent, Tensor) else None)
         return power
@@ -157,8 +166,7 @@ class _SafePow(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         base, power, exponent = ctx.saved_tensors
         exponent = ctx.exponent if exponent is None else exponent
-        slope = (power / base.clamp_min(_POW_FLOOR)).mul_(exponent).masked_fill_(base < _POW_FLOOR, 0)
-        return (grad * slope).sum_to_size(base.shape), None
+        return (grad * _power_slope(base, power, exponent)).sum_to_size(base.shape), None
 
 
 def safe_pow(base: Tensor, exponent: Union[float, Tensor]) -> Tensor:
