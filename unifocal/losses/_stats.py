@@ -146,8 +146,10 @@ def _power(base: Tensor, exponent: Union[float, Tensor]) -> Tensor:
 
 def _power_slope(base: Tensor, power: Tensor, exponent: Union[float, Tensor]) -> Tensor:
     """Derivative of ``power = base ** exponent`` as safe_pow defines it: ``exponent * power / base`` (that
-    is ``exponent * base ** (exponent - 1)``) where ``base >= _POW_FLOOR``, 0 below."""
-    return base.clamp_min(_POW_FLOOR).reciprocal_().mul_(power).mul_(exponent).masked_fill_(base < _POW_FLOOR, 0)
+    is ``exponent * base ** (exponent - 1)``) where ``base >= _POW_FLOOR``, 0 below. Overwrites ``base``:
+    its buffer becomes the slope."""
+    below = base < _POW_FLOOR
+    return base.clamp_min_(_POW_FLOOR).reciprocal_().mul_(power).mul_(exponent).masked_fill_(below, 0)
 
 
 class _SafePow(torch.autograd.Function):
@@ -166,7 +168,7 @@ class _SafePow(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         base, power, exponent = ctx.saved_tensors
         exponent = ctx.exponent if exponent is None else exponent
-        return (grad * _power_slope(base, power, exponent)).sum_to_size(base.shape), None
+        return (grad * _power_slope(base.clone(), power, exponent)).sum_to_size(base.shape), None
 
 
 def safe_pow(base: Tensor, exponent: Union[float, Tensor]) -> Tensor:

@@ -54,8 +54,8 @@ class _FocalTerm(torch.autograd.Function):
         base = 1 - p
         exponent = at_target(gamma)
         scale = _power(base, exponent)
-        d_p = _power_slope(base, scale, exponent).mul_(log_p)
-        del base, exponent
+        d_p = _power_slope(base, scale, exponent).mul_(log_p)  # in the buffer of base
+        del exponent
         if weight is not None:  # (1, K, 1, ...) or (B, K, *S): at the target it fits the terms' shape
             weight = at_target(weight)
             d_p, scale = d_p.mul_(weight), scale.mul_(weight)
