@@ -70,15 +70,18 @@ class _SoftmaxAtLabels(torch.autograd.Function):
         b, k = prob.shape[:2]
         inner = None  # the bracket above, built in place in one (B, K, *S) tensor
         if grad_sums is not None:
-            # sum_k G_k p_ik as a (B, 1, K) x (B, K, N) product: no (B, K, *S) temporary
-            mean = torch.bmm(grad_sums.unsqueeze(1), prob.reshape(b, k, -1)).view(b, 1, *prob.shape[2:])
-            inner = grad_sums.view(b, k, *([1] * (prob.ndim - 2))) - mean
+            # m_i sum_k G_k p_ik (+ g_i), per voxel: a (B, 1, K) x (B, K, N) product, no (B, K, *S) temporary
+            shift = torch.bmm(grad_sums.unsqueeze(1), prob.reshape(b, k, -1)).view(b, 1, *prob.shape[2:])
             if mask is not None:
-                inner.mul_(mask)
+                shift.mul_(mask)
+            if grad_at_labels is not None:
+                shift.add_(grad_at_labels)
+            per_class = grad_sums.view(b, k, *([1] * (prob.ndim - 2)))
+            inner = per_class - shift if mask is None else torch.mul(per_class, mask).sub_(shift)
         if grad_prob is not None:
             centred = grad_prob - (grad_prob * prob).sum(1, keepdim=True)
             inner = centred if inner is None else inner.add_(centred)
-        if grad_at_labels is not None:
+        if grad_at_labels is not None and grad_sums is None:
             inner = grad_at_labels.neg().expand_as(prob).clone() if inner is None else inner.sub_(grad_at_labels)
         if inner is None:
             return None, None, None
