@@ -20,7 +20,7 @@ def _parse(argv):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
                         help="dtype of the logits (nnU-Net's CUDA training hands the loss float16 under autocast)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed rounds per case (default 5, quick 3)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds per case (default 7, quick 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--shapes", nargs="*", default=None, metavar="B,C,X,Y[,Z]", help="override the shapes")
     parser.add_argument("--no-deep-supervision", action="store_true", help="skip the deep-supervision cases")
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
         shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes]
     else:
         shapes = losses.QUICK_SHAPES if args.quick else losses.SHAPES
-    repeats = args.repeats or (3 if args.quick else 5)
+    repeats = args.repeats or (3 if args.quick else 7)
     info = report.machine_info(device)
     print("machine:", info, flush=True)
     start = time.perf_counter()

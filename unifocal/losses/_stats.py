@@ -140,7 +140,8 @@ def _power(base: Tensor, exponent: Union[float, Tensor]) -> Tensor:
     if not isinstance(exponent, Tensor):
         return base.pow(exponent)
     log = torch.log(base)
-    log = log.mul_(exponent) if torch.broadcast_shapes(log.shape, exponent.shape) == log.shape else log * exponent
+    fits = exponent.ndim <= log.ndim and all(e in (1, b) for e, b in zip(exponent.shape[::-1], log.shape[::-1]))
+    log = log.mul_(exponent) if fits else log * exponent
     return log.exp_().nan_to_num_(nan=1.0)
 
 
