@@ -150,7 +150,7 @@ def _power_slope(base: Tensor, power: Tensor, exponent: Union[float, Tensor]) ->
     is ``exponent * base ** (exponent - 1)``) where ``base >= _POW_FLOOR``, 0 below. Overwrites ``base``:
     its buffer becomes the slope."""
     below = base < _POW_FLOOR
-    return base.clamp_min_(_POW_FLOOR).reciprocal_().mul_(power).mul_(exponent).masked_fill_(below, 0)
+    return torch.div(power, base.clamp_min_(_POW_FLOOR), out=base).mul_(exponent).masked_fill_(below, 0)
 
 
 class _SafePow(torch.autograd.Function):
