@@ -107,13 +107,12 @@ def _label_class_sums(index: Tensor, weights: Tensor, num_classes: int, scatter:
 
     On the CPU a scatter-add: one serial pass. On an accelerator a scatter-add would serialise on the
     atomic additions into K addresses, so there the voxels are compared with each class and summed: K
-    reductions that stay memory-bound (and that torch.compile fuses into one). ``scatter`` overrides the
-    choice (tests).
+    memory-bound reductions with (B, N) temporaries (which torch.compile fuses into one). ``scatter``
+    overrides the choice (tests).
     """
     if scatter if scatter is not None else index.device.type == "cpu":
         return weights.new_zeros(index.shape[0], num_classes).scatter_add(1, index, weights)
-    classes = torch.arange(num_classes, device=index.device).view(1, -1, 1)
-    return torch.where(index.unsqueeze(1) == classes, weights.unsqueeze(1), 0).sum(2)
+    return torch.stack([torch.where(index == c, weights, 0).sum(1) for c in range(num_classes)], 1)
 
 
 def _cached(method):
