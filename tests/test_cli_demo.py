@@ -112,6 +112,7 @@ def test_workspace_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("nnUNet_n_proc_DA", raising=False)
     monkeypatch.delenv("nnUNet_def_n_proc", raising=False)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     space = Workspace.under(tmp_path)
     env = space.env(training=True, extra=Schedule(3, 4, 5).env())
     assert env["nnUNet_raw"] == str(tmp_path.resolve() / "nnUNet_raw")
@@ -119,9 +120,9 @@ def test_workspace_environment(tmp_path, monkeypatch):
     trainers, other = env["nnUNet_extTrainer"].split(os.pathsep)
     assert trainers.endswith(os.path.join("nnunet_trainers", "ext")) and other == "/elsewhere"
     assert (env["nnUNet_n_proc_DA"], env["nnUNet_def_n_proc"], env["nnUNet_compile"]) == ("0", "1", "f")
-    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert env["GOMP_SPINCOUNT"] == "3000"
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice wins
-    assert space.env()["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert space.env()["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in space.env()
     assert (env["UNIFOCAL_NUM_EPOCHS"], env["UNIFOCAL_ITERATIONS_PER_EPOCH"], env["UNIFOCAL_VAL_ITERATIONS"]) == \
         ("3", "4", "5")
     # Planning must not see nnUNet_n_proc_DA=0.
