@@ -197,3 +197,24 @@ def test_usage_errors(folders, capsys):
     assert main(["compare", str(folders / "a")]) == 2
     assert "--reference" in capsys.readouterr().err
     assert main(["compare", str(folders / "missing"), "-r", str(folders / "ref")]) == 2
+
+
+def test_npz_probabilities_next_to_predictions_and_cross_format_reference(tmp_path, capsys, monkeypatch):
+    results = _nnunet_results(tmp_path, {"TrainerA": _method_a})
+    # nnUNetv2_train --npz writes softmax .npz (and .pkl) files next to the predicted label files.
+    for validation in results.glob("*/fold_*/validation"):
+        for nifti in list(validation.glob("*.nii.gz")):
+            np.savez(validation / nifti.name.replace(".nii.gz", ".npz"), probabilities=np.zeros((3, 2, 8, 8)))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    rc = main(["compare", str(results), "--no-plot", "-o", str(tmp_path / "out")])
+    assert rc == 0
+    assert len({r["case"] for r in _read_csv(tmp_path / "out" / "per_case.csv")}) == N_CASES
+    # PNG predictions against a NIfTI reference folder: the reference's own single ending is used.
+    for i in range(N_CASES):
+        _save(tmp_path / "png" / f"case{i}.png", _method_a(i, _reference(i)))
+        _save(tmp_path / "nii_ref" / f"case{i}.nii.gz", _reference(i))
+    rc = main(["compare", str(tmp_path / "png"), "-r", str(tmp_path / "nii_ref"), "--no-plot",
+               "-o", str(tmp_path / "out2")])
+    assert rc == 0
+    row = next(r for r in _read_csv(tmp_path / "out2" / "per_case.csv") if r["case"] == "case3" and r["class"] == "label 1")
+    assert float(row["DSC"]) == pytest.approx(26 / 29)

@@ -85,6 +85,10 @@ def _trainer_source(
     name: Optional[str], folder: Path, folds: Optional[Sequence[str]], ending: Optional[str] = None
 ) -> MethodSource:
     files: dict[str, Path] = {}
+    dataset_json = folder / "dataset.json"
+    if ending is None and dataset_json.is_file():
+        # nnU-Net's --npz leaves probability .npz files next to the predictions: use the dataset's ending.
+        ending = load_dataset_json(dataset_json).get("file_ending")
     for fold in _fold_folders(folder, folds):
         validation = fold / "validation"
         if validation.is_dir():
@@ -101,7 +105,6 @@ def _trainer_source(
         candidate = Path(preprocessed) / folder.parent.name / "gt_segmentations"
         if candidate.is_dir():
             reference = candidate
-    dataset_json = folder / "dataset.json"
     return MethodSource(
         name or (match.group("trainer") if match else folder.name),
         files,

@@ -108,7 +108,7 @@ def _classes(args, sources, reference_files):
 
 def run(args: argparse.Namespace) -> int:
     from ..experiment_report import evaluate, print_progress, resolve_method, write_report
-    from ..io import list_label_files
+    from ..io import list_label_files, split_ending
 
     try:
         sources = [s for spec in args.methods for s in resolve_method(spec, args.folds, args.ending)]
@@ -127,8 +127,17 @@ def run(args: argparse.Namespace) -> int:
             print("unifocal compare: give --reference (the folder of reference label files)", file=sys.stderr)
             return 2
         reference = suggested.pop()
+    # The reference folder may hold other files too (e.g. nnU-Net's .npz next to .nii.gz): prefer the
+    # predictions' file ending, fall back to whatever single kind of label file the folder holds.
+    endings = {split_ending(path.name)[1] for s in sources for path in s.files.values()}
+    preferred = args.ending or (endings.pop() if len(endings) == 1 else None)
     try:
-        reference_files = list_label_files(reference, args.ending)
+        try:
+            reference_files = list_label_files(reference, preferred)
+        except ValueError:
+            if args.ending is not None or preferred is None:
+                raise
+            reference_files = list_label_files(reference)
     except ValueError as error:
         print(f"unifocal compare: {error}", file=sys.stderr)
         return 2
