@@ -192,4 +192,7 @@ def run(args: argparse.Namespace) -> int:
     loss_kwargs["gamma"] = [float(f"{g:.3g}") for g in loss_kwargs["gamma"]]
     kwargs = ", ".join(f"{k}={v}" for k, v in loss_kwargs.items())
     print(f"  UnifiedFocalLoss({kwargs})")
+    print("MONAI bundles (command-line overrides of the loss config):")
+    overrides = " ".join(f'--loss#{k} "{v}"' for k, v in loss_kwargs.items() if k != "multilabel")
+    print(f"  python -m monai.bundle run --config_file configs/train.json {overrides}")
     return 0
