@@ -61,6 +61,7 @@ def test_human_readable_output_and_paper_rule(tmp_path, capsys):
     assert "UNIFOCAL_GAMMA=0.5,0.5,0.5 UNIFOCAL_RARE_CLASSES=1,2 nnUNetv2_train" in text
     assert "-tr UnifiedFocalTrainer" in text
     assert "UnifiedFocalLoss(gamma=[0.5, 0.5, 0.5], rare_classes=[1, 2], common_classes=[0])" in text
+    assert '--loss#gamma "[0.5, 0.5, 0.5]" --loss#rare_classes "[1, 2]" --loss#common_classes "[0]"' in text
 
 
 def test_num_classes_and_nifti(tmp_path, capsys):
