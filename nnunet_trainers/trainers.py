@@ -20,27 +20,12 @@ from typing import Union
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from . import TRAINER_NAMES
 from .config import load_settings, short_schedule
 from .loss_builder import ResolvedLoss, TrainerState, build_loss, nnunet_ds_weights, resolve
 from .rare_classes import fold_gamma_proposal
 
-__all__ = [
-    "UnifocalTrainerBase",
-    "UnifiedFocalTrainer",
-    "SymmetricUnifiedFocalTrainer",
-    "FocalTrainer",
-    "TverskyTrainer",
-    "FocalTverskyTrainer",
-    "ComboTrainer",
-    "UnifiedFocalTrainerShort",
-    "SymmetricUnifiedFocalTrainerShort",
-    "FocalTrainerShort",
-    "TverskyTrainerShort",
-    "FocalTverskyTrainerShort",
-    "ComboTrainerShort",
-    "BaselineTrainerShort",
-    "CHECKPOINT_KEY",
-]
+__all__ = ["UnifocalTrainerBase", *TRAINER_NAMES, "CHECKPOINT_KEY"]
 
 CHECKPOINT_KEY = "unifocal_loss"
 RECORD_FILE = "unifocal_loss.json"
