@@ -20,7 +20,7 @@ Nothing here imports nnunetv2; :meth:`TrainerState.from_trainer` only reads trai
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import Tensor, nn

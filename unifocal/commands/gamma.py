@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     dataset_arg = source.name if (source / "dataset.json").is_file() else "DATASET"
     print()
     print("nnU-Net (the unifocal trainers read these environment variables):")
-    print(f'  export nnUNet_extTrainer="$(unifocal nnunet-path)"')
+    print('  export nnUNet_extTrainer="$(unifocal nnunet-path)"')
     print(f"  {env} nnUNetv2_train {dataset_arg} CONFIGURATION FOLD -tr UnifiedFocalTrainer")
     print("  (or UNIFOCAL_GAMMA=auto: the trainer derives the same rule from its fold's training cases)")
     print("Python:")

@@ -5,20 +5,27 @@ Soft confusion sums per class ``c`` (spec: Building blocks), over the voxels tha
 They are summed over the spatial axes per sample, or over the batch too with ``batch_dice=True``; under
 ``torch.distributed`` the batch sums are all-gathered across ranks (as nnU-Net's batch Dice does), so
 every rank sees the statistics of the global batch.
+
+Every per-voxel sum the Unified Focal family needs is a per-class sum: TP, the predicted and actual
+volumes, and the (focal) cross entropy of each class. :func:`class_statistics` computes them together; for
+a label map and logits in one fused pass with a hand-written backward (:class:`_LabelMapStatistics`).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ._inputs import Prepared, check_choice
+from ._inputs import Prepared, check_choice, one_hot
 
 __all__ = [
+    "ClassStatistics",
+    "class_statistics",
     "ConfusionSums",
     "confusion_sums",
     "BatchLoss",
@@ -27,6 +34,7 @@ __all__ = [
     "class_mean",
     "safe_pow",
     "per_class",
+    "class_table",
     "REDUCTIONS",
     "tversky_distance",
     "class_roles",
@@ -70,15 +78,241 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+class ClassStatistics(NamedTuple):
+    """Per sample and class (B, K) sums over the voxels that count, for target ``y``, probabilities ``p``,
+    mask ``m``: ``predicted = sum_i m_i p_ic``, ``true_positive = sum_i y_ic p_ic``, ``actual = sum_i y_ic``
+    (no gradient) and, when asked for, ``cross_entropy = sum_i v_i y_ic (1 - p_ic)^gamma_c (-log p_ic)``
+    (voxel weights ``v``, focal exponents ``gamma``), else None."""
+
+    predicted: Tensor
+    true_positive: Tensor
+    actual: Tensor
+    cross_entropy: Optional[Tensor]
+
+
+def _exponents(gamma: Union[float, Sequence[float]], num_classes: int) -> tuple[float, ...]:
+    """Focal exponents as a tuple: one value when all classes share it, else one per class."""
+    values = tuple(float(g) for g in gamma) if isinstance(gamma, (tuple, list)) else (float(gamma),)
+    if len(values) not in (1, num_classes):
+        raise ValueError(f"gamma has {len(values)} values for {num_classes} classes")
+    return values[:1] if len(set(values)) == 1 else values
+
+
+def class_statistics(
+    prep: Prepared,
+    cross_entropy: bool = False,
+    gamma: Union[float, Sequence[float]] = 0.0,
+    voxel_weight: Optional[Tensor] = None,
+) -> ClassStatistics:
+    """The :class:`ClassStatistics` of ``prep``, the cross entropy only if ``cross_entropy``.
+
+    ``gamma``: focal exponent, one value or one per class (0: plain cross entropy). ``voxel_weight``:
+    (B, 1, *S) weights ``v_i``, or (B, K, *S) per class and voxel (composed path only).
+
+    For an exclusive label map and logits the sums come from one fused pass
+    (:class:`_LabelMapStatistics`); otherwise from the dense probabilities and target. Computed once per
+    batch: the sums without the cross entropy do not depend on its options, so a later call that does not
+    ask for it (a Tversky part after a focal part) reuses an earlier result.
+    """
+    exponents = _exponents(gamma, prep.num_classes)
+    known = prep.__dict__.setdefault("_class_statistics", {})
+    key = exponents if cross_entropy else None
+    if voxel_weight is None:
+        if key in known:
+            return known[key]
+        if key is None and known:
+            return next(iter(known.values()))
+    if voxel_weight is not None and voxel_weight.ndim == prep.scores.ndim - 1:
+        voxel_weight = voxel_weight.unsqueeze(1)
+    fused = prep.labels is not None and prep.from_logits and (voxel_weight is None or voxel_weight.shape[1] == 1)
+    if fused:
+        exponent = exponents[0] if len(exponents) == 1 else exponents
+        weight = None if voxel_weight is None else voxel_weight.to(prep.scores.dtype)
+        # Autocast would run the batched products in half precision; the sums must stay in the compute dtype.
+        with torch.autocast(prep.scores.device.type, enabled=False):
+            stats = ClassStatistics(*_LabelMapStatistics.apply(prep.scores, prep.labels, prep.mask, exponent, weight,
+                                                               cross_entropy))
+    else:
+        stats = _composed_statistics(prep, cross_entropy, exponents, voxel_weight)
+    if voxel_weight is None:
+        known[key] = stats
+    return stats
+
+
+def _composed_statistics(prep: Prepared, cross_entropy: bool, exponents: tuple[float, ...],
+                         voxel_weight: Optional[Tensor]) -> ClassStatistics:
+    """:class:`ClassStatistics` from the dense probabilities and target (any target, any input), by autograd."""
+    prob, target = prep.prob, prep.target
+
+    def sums(values: Tensor) -> Tensor:
+        return values.flatten(2).sum(2)
+
+    predicted = sums(prob if prep.mask is None else prob * prep.mask)
+    terms = None
+    if cross_entropy:
+        terms = -prep.log_prob * target
+        if any(exponents):
+            exponent = exponents[0] if len(exponents) == 1 else class_table(exponents, prep)
+            terms = terms * safe_pow(1 - prob, exponent)
+        if voxel_weight is not None:
+            terms = terms * voxel_weight
+    return ClassStatistics(predicted, sums(target * prob), sums(target.detach()),
+                           None if terms is None else sums(terms))
+
+
+class _LabelMapStatistics(torch.autograd.Function):
+    """:class:`ClassStatistics` of logits ``x`` (B, K, *S) for a label map ``t`` (B, 1, *S), in one pass.
+
+    With ``p = softmax(x)``, the one-hot target ``y`` (zero rows at masked voxels) and ``p_t``/``log p_t``
+    each voxel's values at its own class, every voxel term is formed at the target class only (one value
+    per voxel), and the per-class sums are batched matrix products with ``y``:
+    ``true_positive_c = sum_i y_ic p_ti``, ``cross_entropy_c = sum_i y_ic v_i (1 - p_ti)^gamma_ti (-log p_ti)``.
+
+    Backward, with ``G``, ``T`` and ``E`` the gradients of the loss with respect to the predicted,
+    true-positive and cross-entropy sums, ``g_i = dL/d(log p_ti) = T_ti p_ti + E_ti dterm_i/d(log p_ti)``:
+
+        dL/dx_ic = g_i y_ic + p_ic (m_i (G_c - sum_k G_k p_ik) - g_i)
+
+    written into the buffer of the one-hot target, which is then no longer needed (it is rebuilt from the
+    labels if the graph is run backward again). The forward keeps ``p``, ``y`` and two voxel maps; the
+    focal modulation is differentiated as :func:`safe_pow` does. A composed autograd graph of the same
+    sums keeps several (B, K, *S) tensors and writes many more.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, labels: Tensor, mask: Optional[Tensor], exponent: Union[float, tuple],
+                voxel_weight: Optional[Tensor], cross_entropy: bool):
+        b, k = logits.shape[:2]
+        onehot = one_hot(labels, k, mask, logits.dtype)
+        flat_onehot = onehot.view(b, k, -1)
+        log_prob = F.log_softmax(logits, 1)
+        log_pt = _at_target(log_prob, onehot)
+        prob = log_prob.exp_()
+        if mask is None:
+            predicted = prob.view(b, k, -1).sum(2)
+        else:
+            predicted = torch.bmm(mask.view(b, 1, -1), prob.view(b, k, -1).transpose(1, 2)).view(b, k)
+        pt = log_pt.exp()
+
+        def class_sums(per_voxel: Tensor) -> Tensor:
+            return torch.bmm(per_voxel.view(b, 1, -1), flat_onehot.transpose(1, 2)).view(b, k)
+
+        term_slope = terms = None
+        if cross_entropy:
+            if isinstance(exponent, tuple):
+                exponent = _class_lookup(exponent, onehot)
+            if isinstance(exponent, Tensor) or exponent != 0:
+                terms, term_slope = _focal_term(log_pt, pt, exponent)
+            else:
+                terms = log_pt.neg()
+            if voxel_weight is not None:
+                voxel_weight = voxel_weight.reshape(pt.shape)
+                terms.mul_(voxel_weight)
+                term_slope = voxel_weight.neg() if term_slope is None else term_slope.mul_(voxel_weight)
+        ctx.save_for_backward(prob, labels, mask, pt, term_slope)
+        ctx.onehot, ctx.device_type = onehot, logits.device.type
+        true_positive = class_sums(pt)
+        actual = flat_onehot.sum(2)
+        ctx.mark_non_differentiable(actual)
+        ctx.set_materialize_grads(False)
+        return predicted, true_positive, actual, None if terms is None else class_sums(terms)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_predicted: Optional[Tensor], grad_tp: Optional[Tensor], _, grad_ce: Optional[Tensor]):
+        with torch.autocast(ctx.device_type, enabled=False):
+            return _LabelMapStatistics._backward(ctx, grad_predicted, grad_tp, grad_ce)
+
+    @staticmethod
+    def _backward(ctx, grad_predicted: Optional[Tensor], grad_tp: Optional[Tensor], grad_ce: Optional[Tensor]):
+        prob, labels, mask, pt, term_slope = ctx.saved_tensors
+        b, k = prob.shape[:2]
+        onehot, ctx.onehot = ctx.onehot, None
+        if onehot is None:  # a second backward through the same graph (retain_graph)
+            onehot = one_hot(labels, k, mask, prob.dtype)
+        tables = [t for t in (grad_tp, grad_ce) if t is not None]
+        at_voxel = None  # g above, (B, 1, *S)
+        if tables:
+            looked_up = torch.bmm(torch.stack(tables, 1), onehot.view(b, k, -1))  # each voxel's row of the tables
+            parts = iter(looked_up.unbind(1))
+            if grad_tp is not None:
+                at_voxel = next(parts).mul_(pt.view(b, -1))
+            if grad_ce is not None:
+                ce = next(parts)
+                ce = ce.neg_() if term_slope is None else ce.mul_(term_slope.view(b, -1))
+                at_voxel = ce if at_voxel is None else at_voxel.add_(ce)
+            at_voxel = at_voxel.view_as(pt)
+        if at_voxel is None and grad_predicted is None:
+            return None, None, None, None, None, None
+        grad = onehot.mul_(at_voxel) if at_voxel is not None else onehot.zero_()
+        if grad_predicted is None:
+            grad.addcmul_(prob, at_voxel, value=-1)
+            return grad, None, None, None, None, None
+        # m_i sum_k G_k p_ik + g_i per voxel, then class by class p_ic (m_i G_c - that): no (B, K, *S) temporary
+        shift = torch.bmm(grad_predicted.unsqueeze(1), prob.view(b, k, -1)).view_as(pt)
+        if mask is not None:
+            shift.mul_(mask)
+        if at_voxel is not None:
+            shift.add_(at_voxel)
+        scratch = torch.empty_like(shift)
+        for c in range(k):
+            per_class = grad_predicted[:, c].view(b, *([1] * (prob.ndim - 1)))
+            if mask is None:
+                torch.sub(per_class, shift, out=scratch)
+            else:
+                torch.mul(mask, per_class, out=scratch).sub_(shift)
+            grad[:, c : c + 1].addcmul_(prob[:, c : c + 1], scratch)
+        return grad, None, None, None, None, None
+
+
+def _focal_term(log_pt: Tensor, pt: Tensor, exponent: Union[float, Tensor]) -> tuple[Tensor, Tensor]:
+    """The focal term ``-log p (1 - p)^gamma`` per voxel and its derivative with respect to ``log p``.
+
+    The derivative is ``(1 - p)^gamma (gamma r - 1)`` with ``r = p log p / (1 - p)``, which lies in [-1, 0]
+    (``log p >= (p - 1) / p``). Clamping the computed ``r`` to that range keeps the derivative exact where
+    ``1 - p`` is well computed and bounded where it has lost its digits (p -> 1), without the stopped
+    gradient :func:`safe_pow` needs for a power alone (whose slope is unbounded at 0).
+    """
+    base = torch.sub(1, pt).clamp_min_(torch.finfo(pt.dtype).tiny)
+    if isinstance(exponent, Tensor):  # one exponent per voxel: exp(e log b) is several times faster than pow
+        modulation = torch.log(base).mul_(exponent).exp_()
+    else:
+        modulation = base.pow(exponent)
+    ratio = torch.mul(pt, log_pt).div_(base).clamp_(-1, 0)
+    slope = ratio.mul_(exponent).sub_(1).mul_(modulation)
+    return modulation.mul_(log_pt).neg_(), slope
+
+
+def _class_lookup(table: Sequence[float], onehot: Tensor) -> Tensor:
+    """(B, 1, *S) each voxel's entry of a per-class ``table`` (0 at masked voxels): a pass per nonzero entry."""
+    result = None
+    for c, value in enumerate(table):
+        if value:
+            column = onehot[:, c : c + 1]
+            result = torch.mul(column, value) if result is None else result.add_(column, alpha=value)
+    return torch.zeros_like(onehot[:, :1]) if result is None else result
+
+
+def _at_target(values: Tensor, onehot: Tensor) -> Tensor:
+    """(B, 1, *S) ``sum_c y_ic v_ic``: each voxel's value at its class (0 at masked voxels); a pass per class,
+    cheaper than a product with a (B, K, *S) temporary or an int64 gather for the few classes of a
+    segmentation."""
+    result = torch.mul(values[:, :1], onehot[:, :1])
+    for c in range(1, values.shape[1]):
+        result.addcmul_(values[:, c : c + 1], onehot[:, c : c + 1])
+    return result
+
+
 def confusion_sums(prep: Prepared, batch_dice: bool = False, classes: Union[slice, Tensor, None] = None) -> ConfusionSums:
     """Soft TP/FP/FN of ``prep`` per sample (B, K), or over the (global, under DDP) batch (1, K).
 
     ``classes`` selects classes first (e.g. ``prep.foreground_channels``); all classes by default.
-    FP and FN are derived from the sums of p and y; TP and the sums of y are target contractions
-    (:meth:`Prepared.class_sums`), which form no (B, K, *S) product for label maps.
+    FP and FN are derived from TP and the predicted and actual volumes of :func:`class_statistics`.
     """
-    tp = prep.class_sums(prep.prob_at_target, classes)
-    stacked = torch.stack([tp, prep.predicted_sums(classes), prep.class_sums(None, classes)])
+    stats = class_statistics(prep)
+    stacked = torch.stack([stats.true_positive, stats.predicted, stats.actual])
+    if classes is not None:
+        stacked = stacked[:, :, classes]
     if batch_dice:
         stacked = stacked.sum(1, keepdim=True)
         if _distributed():
@@ -87,18 +321,29 @@ def confusion_sums(prep: Prepared, batch_dice: bool = False, classes: Union[slic
     return ConfusionSums(tp, (predicted - tp).clamp_min(0), (actual - tp).clamp_min(0))
 
 
-class BatchLoss(NamedTuple):
+class BatchLoss:
     """A loss value in both reduced forms: ``mean`` (scalar, as the loss defines its batch mean) and
-    ``per_sample`` (B,). Parts combine linearly: ``a.scaled(w1).plus(b.scaled(w2))``."""
+    ``per_sample`` (B,). Each form is computed only when read, so a loss reduced one way builds no graph
+    for the other. Parts combine linearly: ``a.scaled(w1).plus(b.scaled(w2))``."""
 
-    mean: Tensor
-    per_sample: Tensor
+    __slots__ = ("_mean", "_per_sample")
+
+    def __init__(self, mean: Callable[[], Tensor], per_sample: Callable[[], Tensor]) -> None:
+        self._mean, self._per_sample = mean, per_sample
+
+    @property
+    def mean(self) -> Tensor:
+        return self._mean()
+
+    @property
+    def per_sample(self) -> Tensor:
+        return self._per_sample()
 
     def scaled(self, factor: float) -> "BatchLoss":
-        return BatchLoss(self.mean * factor, self.per_sample * factor)
+        return BatchLoss(lambda: self.mean * factor, lambda: self.per_sample * factor)
 
     def plus(self, other: "BatchLoss") -> "BatchLoss":
-        return BatchLoss(self.mean + other.mean, self.per_sample + other.per_sample)
+        return BatchLoss(lambda: self.mean + other.mean, lambda: self.per_sample + other.per_sample)
 
     def reduce(self, reduction: str) -> Tensor:
         """"mean": the batch mean; "sum": sum of the per-sample values; "none": per-sample values (B,)."""
@@ -121,16 +366,18 @@ def counted_mean(sums: Tensor, prep: Prepared) -> BatchLoss:
     ``mean`` divides by all counted voxels of the batch (as nnU-Net's and torch's cross entropy do);
     ``per_sample`` divides each sample by its own count. A sample without counted voxels gives 0.
     """
+    if prep.mask is None:
+        count = prep.scores[0, 0].numel()
+        return BatchLoss(lambda: sums.sum() / (count * sums.shape[0]), lambda: sums / count)
     counts = prep.voxel_counts()
-    return BatchLoss(sums.sum() / counts.sum().clamp_min(1), sums / counts.clamp_min(1))
+    return BatchLoss(lambda: sums.sum() / counts.sum().clamp_min(1), lambda: sums / counts.clamp_min(1))
 
 
 def class_mean(per_class_loss: Tensor, batch_size: int) -> BatchLoss:
     """Mean over classes of a (B, K) per-sample or (1, K) batch-level loss."""
-    per_sample = per_class_loss.mean(1)
-    if per_sample.shape[0] != batch_size:
-        per_sample = per_sample.expand(batch_size)
-    return BatchLoss(per_sample.mean(), per_sample)
+    if per_class_loss.shape[0] != batch_size:
+        return BatchLoss(per_class_loss.mean, lambda: per_class_loss.mean(1).expand(batch_size))
+    return BatchLoss(per_class_loss.mean, lambda: per_class_loss.mean(1))
 
 
 def _power(base: Tensor, exponent: Union[float, Tensor]) -> Tensor:
@@ -182,21 +429,23 @@ def safe_pow(base: Tensor, exponent: Union[float, Tensor]) -> Tensor:
     return _SafePow.apply(base, exponent)
 
 
-def per_class(value: Union[float, Sequence[float], Tensor], prep: Prepared, name: str) -> Tensor:
-    """Broadcast a scalar or per-channel sequence to a (1, K, 1, ...) tensor over ``prep``'s classes.
+def per_class(value: Union[float, Sequence[float]], prep: Prepared, name: str) -> tuple[float, ...]:
+    """A scalar or per-channel sequence as one float per class of ``prep`` (K values).
 
     For multilabel input a per-channel value applies to the channel and its complement.
     """
-    ndim = prep.scores.ndim
-    values = torch.as_tensor(value, dtype=prep.scores.dtype, device=prep.scores.device).flatten()
+    values = tuple(float(v) for v in value) if isinstance(value, (tuple, list)) else (float(value),)
     channels = prep.num_problems if prep.multilabel else prep.num_classes
-    if values.numel() == 1:
-        values = values.expand(prep.num_classes)
-    elif values.numel() != channels:
-        raise ValueError(f"{name} has {values.numel()} values but the input has {channels} channels")
-    elif prep.multilabel:
-        values = values.repeat(2)
-    return values.view(1, -1, *([1] * (ndim - 2)))
+    if len(values) == 1:
+        return values * prep.num_classes
+    if len(values) != channels:
+        raise ValueError(f"{name} has {len(values)} values but the input has {channels} channels")
+    return values * 2 if prep.multilabel else values
+
+
+def class_table(values: Sequence[float], prep: Prepared) -> Tensor:
+    """Per-class values as a (1, K, 1, ...) tensor that broadcasts against ``prep.scores``."""
+    return prep.scores.new_tensor(values).view(1, -1, *([1] * (prep.scores.ndim - 2)))
 
 
 def tversky_distance(sums: ConfusionSums, fp_weight: float, fn_weight: float, smooth: float) -> Tensor:
@@ -210,8 +459,8 @@ def tversky_distance(sums: ConfusionSums, fp_weight: float, fn_weight: float, sm
     return errors / (sums.tp + errors + smooth)
 
 
-def class_roles(prep: Prepared, common_classes, rare_classes) -> Tensor:
-    """(K,) bool, True for rare classes of ``prep``.
+def class_roles(prep: Prepared, common_classes, rare_classes) -> tuple[bool, ...]:
+    """One flag per class of ``prep``: True for rare classes.
 
     Exclusive classes: ``common_classes`` default to (0,) (the background) and ``rare_classes`` to
     the rest; giving one set makes the other its complement; giving both requires a partition.
@@ -224,9 +473,7 @@ def class_roles(prep: Prepared, common_classes, rare_classes) -> Tensor:
                 "common_classes/rare_classes apply to exclusive classes; with multilabel=True every channel is "
                 "its own binary problem (its complement common, the channel rare)"
             )
-        rare = torch.zeros(k, dtype=torch.bool, device=prep.scores.device)
-        rare[prep.foreground_channels] = True
-        return rare
+        return (False,) * prep.num_problems + (True,) * prep.num_problems
     for name, classes in (("common_classes", common_classes), ("rare_classes", rare_classes)):
         if classes is not None and any(c >= k for c in classes):
             raise ValueError(f"{name}={tuple(classes)} names a class the input lacks (it has {k} channels)")
@@ -239,9 +486,7 @@ def class_roles(prep: Prepared, common_classes, rare_classes) -> Tensor:
         if common | rare_set != set(range(k)):
             missing = sorted(set(range(k)) - common - rare_set)
             raise ValueError(f"classes {missing} are neither common nor rare; the two sets must cover all {k} classes")
-    rare = torch.zeros(k, dtype=torch.bool, device=prep.scores.device)
-    rare[sorted(rare_set)] = True
-    return rare
+    return tuple(c in rare_set for c in range(k))
 
 
 def check_class_sets(common_classes, rare_classes) -> tuple:

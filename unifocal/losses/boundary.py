@@ -113,10 +113,10 @@ def _distance_weighted_ce(prep: Prepared, penalty: Tensor) -> BatchLoss:
 
     Exclusive classes: every voxel lies in one region, so the maps add up to one voxel map, passed as
     ``modulated_cross_entropy``'s voxel weight. Multilabel: each channel's binary cross entropy has its own
-    map (channel and complement regions), which only a per-class weight can carry.
+    map (channel and complement regions), a weight per class and voxel.
     """
     if prep.multilabel:
-        return modulated_cross_entropy(prep, class_weight=1 + penalty)
+        return modulated_cross_entropy(prep, voxel_weight=1 + penalty)
     return modulated_cross_entropy(prep, voxel_weight=1 + penalty.sum(1, keepdim=True))
 
 
@@ -256,7 +256,7 @@ class ShapeAwareLoss(_LossModule):
 def boundary(prep: Prepared, *, spacing: Spacing = None) -> BatchLoss:
     """The boundary loss on a prepared batch (see :class:`BoundaryLoss`)."""
     spacing = _spacing_for(prep, spacing)
-    foreground = class_roles(prep, None, None).nonzero().flatten()
+    foreground = [c for c, rare in enumerate(class_roles(prep, None, None)) if rare]
     prob = prep.prob[:, foreground]
     regions = prep.target[:, foreground] > 0.5
     inside, outside, has_contour = region_distances(regions, spacing, dtype=prob.dtype)

@@ -16,7 +16,17 @@ import torch
 from torch import Tensor
 
 from ._inputs import Prepared, check_choice, check_unit_interval, prepare
-from ._stats import REDUCTIONS, BatchLoss, class_mean, confusion_sums, per_class, safe_pow, tversky_distance, voxel_mean
+from ._stats import (
+    REDUCTIONS,
+    BatchLoss,
+    class_mean,
+    class_table,
+    confusion_sums,
+    per_class,
+    safe_pow,
+    tversky_distance,
+    voxel_mean,
+)
 from .distribution import _LossModule, _rare_weighted, modulated_cross_entropy
 from .region import check_smooth, region_classes
 
@@ -263,7 +273,7 @@ def exponential_logarithmic(
         # -ln DSC = -log1p(-(1 - DSC)): exact as DSC -> 1; safe_pow keeps the gradient of x^gamma finite at 0.
         parts.append(class_mean(safe_pow(-torch.log1p(-distance), gamma_dice), prep.prob.shape[0]).scaled(dice_weight))
     if ce_weight > 0 or not parts:
-        weight = frequency_weights(prep) if class_weight is None else per_class(class_weight, prep, "class_weight")
+        weight = frequency_weights(prep) if class_weight is None else class_table(per_class(class_weight, prep, "class_weight"), prep)
         terms = prep.target * safe_pow(-prep.log_prob, gamma_ce) * weight
         per_voxel = terms.sum(1) / prep.num_problems
         parts.append(voxel_mean(per_voxel, prep).scaled(ce_weight))

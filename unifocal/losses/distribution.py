@@ -13,12 +13,10 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Union
 
-import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
-from ._inputs import Prepared, at_labels, check_choice, check_unit_interval, prepare
-from ._stats import REDUCTIONS, BatchLoss, _power, _power_slope, class_roles, counted_mean, per_class
+from ._inputs import Prepared, check_choice, check_unit_interval, prepare
+from ._stats import REDUCTIONS, BatchLoss, class_roles, class_statistics, counted_mean, per_class
 
 __all__ = [
     "modulated_cross_entropy",
@@ -35,79 +33,33 @@ __all__ = [
 Gamma = Union[float, Sequence[float]]
 
 
-class _FocalTerm(torch.autograd.Function):
-    """The focal term ``-log_p (1 - p)^gamma w`` elementwise, its modulation differentiated as
-    :func:`safe_pow` does, for ``log_p`` and ``p`` at the target (:meth:`Prepared.at_target`).
-
-    ``gamma`` and ``weight`` are given as :func:`modulated_cross_entropy` takes them and, for a label map
-    (``labels``), looked up at the voxels' classes here, where each per-voxel copy is released as soon as it
-    is used. The backward keeps the two partial derivatives, ``-(1 - p)^gamma w`` and
-    ``log_p w d(1 - p)^gamma / dp``; the composed operations kept six tensors.
-    """
-
-    @staticmethod
-    def forward(ctx, log_p: Tensor, p: Tensor, gamma: Union[float, Tensor], weight: Optional[Tensor],
-                labels: Optional[Tensor]) -> Tensor:
-        def at_target(values):
-            return values if labels is None or not isinstance(values, Tensor) else at_labels(values, labels)
-
-        base = 1 - p
-        exponent = at_target(gamma)
-        scale = _power(base, exponent)
-        d_p = _power_slope(base, scale, exponent).mul_(log_p)  # in the buffer of base
-        del exponent
-        if weight is not None:  # (1, K, 1, ...) or (B, K, *S): at the target it fits the terms' shape
-            weight = at_target(weight)
-            d_p, scale = d_p.mul_(weight), scale.mul_(weight)
-            del weight
-        ctx.save_for_backward(scale, d_p)
-        ctx.shapes = log_p.shape, p.shape
-        return (log_p * scale).neg_()
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor):
-        scale, d_p = ctx.saved_tensors
-        log_p_shape, p_shape = ctx.shapes
-        grad_log_p = (grad * scale).neg_().sum_to_size(log_p_shape)
-        return grad_log_p, (grad * d_p).sum_to_size(p_shape), None, None, None
-
-
 def modulated_cross_entropy(
     prep: Prepared,
-    class_weight: Optional[Tensor] = None,
-    gamma: Union[Tensor, float, None] = None,
+    class_weight: Optional[Sequence[float]] = None,
+    gamma: Union[float, Sequence[float]] = 0.0,
     voxel_weight: Optional[Tensor] = None,
 ) -> BatchLoss:
     """The shared formula above on a prepared batch.
 
-    The terms are formed at the target class only (:meth:`Prepared.at_target`: one value per voxel for
-    label maps) and contracted with the target per voxel (:meth:`Prepared.target_sum`).
+    The voxel sums are per-class sums (:func:`unifocal.losses._stats.class_statistics`); the class weights
+    apply to them, so no per-voxel weight map is formed.
 
     Args:
         prep: the prepared batch.
-        class_weight: (1, K, 1, ...) weights w_c, or None for 1; a (B, K, *S) map weights each class
-            per voxel.
-        gamma: focal exponents (a float or (1, K, 1, ...)); None or 0 for plain cross entropy.
-        voxel_weight: (B, 1, *S) or (B, *S) weights v_i (distance maps), or None.
+        class_weight: weights w_c, one per class of ``prep`` (:func:`per_class`), or None for 1.
+        gamma: focal exponents, one value or one per class; 0 for plain cross entropy.
+        voxel_weight: (B, 1, *S) or (B, *S) weights v_i (distance maps), or (B, K, *S) per class and
+            voxel; None for 1.
     """
-    log_prob = prep.log_prob_at_target
-    if gamma is not None and not (isinstance(gamma, (int, float)) and gamma == 0):
-        terms = _FocalTerm.apply(log_prob, prep.prob_at_target, gamma, class_weight, prep.labels)
-    else:
-        terms = -log_prob if class_weight is None else -log_prob * prep.at_target(class_weight)
-    per_voxel = prep.target_sum(terms)
-    if voxel_weight is not None:
-        per_voxel = per_voxel * voxel_weight.reshape(per_voxel.shape)
-    return counted_mean(per_voxel.flatten(1).sum(1) / prep.num_problems, prep)
+    sums = class_statistics(prep, cross_entropy=True, gamma=gamma, voxel_weight=voxel_weight).cross_entropy
+    if class_weight is not None:
+        sums = sums * sums.new_tensor(class_weight)
+    return counted_mean(sums.sum(1) / prep.num_problems, prep)
 
 
-def _rare_weighted(prep: Prepared, rare_weight: float, common_weight: float) -> Tensor:
-    """(1, K, 1, ...) weights: ``rare_weight`` on foreground (rare) classes, ``common_weight`` on background."""
-    rare = class_roles(prep, None, None).view(1, -1, *([1] * (prep.scores.ndim - 2)))
-    # Tensors of the compute dtype: Python scalars in torch.where would round the weights to float32.
-    rare_w, common_w = (prep.scores.new_tensor(float(w)) for w in (rare_weight, common_weight))
-    return torch.where(rare, rare_w, common_w)
+def _rare_weighted(prep: Prepared, rare_weight: float, common_weight: float) -> tuple[float, ...]:
+    """Per-class weights: ``rare_weight`` on foreground (rare) classes, ``common_weight`` on background."""
+    return tuple(rare_weight if rare else common_weight for rare in class_roles(prep, None, None))
 
 
 def check_focal_gamma(gamma: Gamma, name: str = "gamma", tversky_exponent: bool = False) -> Gamma:

@@ -341,7 +341,7 @@ def log_cosh_dice_loss(input: Tensor, target: Tensor, *, reduction: str = "mean"
     See :class:`LogCoshDiceLoss`."""
     check_choice("reduction", reduction, REDUCTIONS)
     per_sample = torch.log(torch.cosh(dice_loss(input, target, reduction="none", **dice_options)))
-    return BatchLoss(per_sample.mean(), per_sample).reduce(reduction)
+    return BatchLoss(per_sample.mean, lambda: per_sample).reduce(reduction)
 
 
 class GeneralizedDiceLoss(_RegionLoss):

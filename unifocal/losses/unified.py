@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Union
 
-import torch
 from torch import Tensor
 
 from ._inputs import Prepared, check_choice, check_unit_interval, prepare
@@ -56,23 +55,20 @@ __all__ = [
 Gamma = Union[float, Sequence[float]]
 
 
-def _focal_part(prep: Prepared, rare: Tensor, delta: float, gamma: Tensor, asymmetric: bool) -> BatchLoss:
-    shape = (1, -1) + (1,) * (prep.scores.ndim - 2)
-    rare = rare.view(shape)
-    # Tensors of the compute dtype: Python scalars in torch.where would round delta to float32.
-    class_weight = torch.where(rare, prep.scores.new_tensor(delta), prep.scores.new_tensor(1.0 - delta))
+def _focal_part(prep: Prepared, rare: tuple[bool, ...], delta: float, gamma: tuple[float, ...], asymmetric: bool) -> BatchLoss:
+    class_weight = tuple(delta if r else 1.0 - delta for r in rare)
     if asymmetric:
-        gamma = gamma.masked_fill(rare, 0.0)
+        gamma = tuple(0.0 if r else g for r, g in zip(rare, gamma))
     return modulated_cross_entropy(prep, class_weight, gamma)
 
 
 def _focal_tversky_part(
-    prep: Prepared, rare: Tensor, delta: float, gamma: Tensor, asymmetric: bool, batch_dice: bool, smooth: float
+    prep: Prepared, rare: tuple[bool, ...], delta: float, gamma: tuple[float, ...], asymmetric: bool,
+    batch_dice: bool, smooth: float
 ) -> BatchLoss:
     distance = tversky_distance(confusion_sums(prep, batch_dice), 1.0 - delta, delta, smooth)
-    exponent = 1.0 - gamma.view(1, -1)
-    if asymmetric:
-        exponent = exponent.masked_fill(~rare.view(1, -1), 1.0)
+    exponent = tuple(1.0 if asymmetric and not r else 1.0 - g for r, g in zip(rare, gamma))
+    exponent = exponent[0] if len(set(exponent)) == 1 else distance.new_tensor(exponent).view(1, -1)
     return class_mean(safe_pow(distance, exponent), prep.scores.shape[0])
 
 
@@ -91,7 +87,8 @@ def unified_focal(
     """The Unified Focal loss on a prepared batch, in both reduced forms (see the module docstring).
 
     A part whose weight is 0 is not computed, so ``weight=1`` is the pure focal loss and ``weight=0``
-    the pure focal Tversky loss.
+    the pure focal Tversky loss. Both parts share one pass over the voxels
+    (:func:`unifocal.losses._stats.class_statistics`).
     """
     rare = class_roles(prep, common_classes, rare_classes)
     gammas = per_class(gamma, prep, "gamma")
