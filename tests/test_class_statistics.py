@@ -190,3 +190,28 @@ def test_logit_check_tells_overflowing_sums_from_infinities():
     huge[0, 1, 0, 1] = float("inf")
     with pytest.raises(ValueError, match="NaN or Inf"):
         prepare(huge, torch.zeros(1, 4, 4, dtype=torch.long))
+
+
+@pytest.mark.parametrize("gamma", [0.5, (0.0, 0.75, 0.5)])
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_composed_path_soft_target_matches_definition_and_gradcheck(gamma, from_logits):
+    """Soft targets and probability inputs take the composed path (its focal sums in one Function)."""
+    g = torch.Generator().manual_seed(11)
+    logits = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)
+    target = torch.softmax(torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64), 1)
+    weights = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    e = torch.as_tensor(gamma, dtype=torch.float64).reshape(1, -1, 1, 1)
+
+    def ours(x):
+        stats = class_statistics(prepare(x, target, from_logits=from_logits), cross_entropy=True, gamma=gamma)
+        return (stats.cross_entropy * weights).sum()
+
+    def reference(x):
+        prob = F.softmax(x, 1) if from_logits else x
+        return ((target * -prob.log() * (1 - prob) ** e).sum((2, 3)) * weights).sum()
+
+    x = (logits if from_logits else F.softmax(logits, 1)).requires_grad_()
+    torch.testing.assert_close(ours(x), reference(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.autograd.grad(ours(x), x)[0], torch.autograd.grad(reference(x), x)[0],
+                               rtol=1e-9, atol=1e-12)
+    assert torch.autograd.gradcheck(ours, (x,), eps=1e-7, atol=1e-6)

@@ -148,16 +148,33 @@ def _composed_statistics(prep: Prepared, cross_entropy: bool, exponents: tuple[f
         return values.flatten(2).sum(2)
 
     predicted = sums(prob if prep.mask is None else prob * prep.mask)
-    terms = None
+    cross_entropy_sums = None
     if cross_entropy:
-        terms = -prep.log_prob * target
+        weight = target if voxel_weight is None else target * voxel_weight
         if any(exponents):
             exponent = exponents[0] if len(exponents) == 1 else class_table(exponents, prep)
-            terms = terms * safe_pow(1 - prob, exponent)
-        if voxel_weight is not None:
-            terms = terms * voxel_weight
-    return ClassStatistics(predicted, sums(target * prob), sums(target.detach()),
-                           None if terms is None else sums(terms))
+            cross_entropy_sums = _DenseFocalSums.apply(prep.log_prob, weight, exponent)
+        else:
+            cross_entropy_sums = sums(-prep.log_prob * weight)
+    return ClassStatistics(predicted, sums(target * prob), sums(target.detach()), cross_entropy_sums)
+
+
+class _DenseFocalSums(torch.autograd.Function):
+    """(B, K) sums ``sum_i w_ic (-log p_ic) (1 - p_ic)^gamma_c`` for a dense weight ``w`` (target times voxel
+    weights, no gradient), with the derivative of :func:`_focal_term`; keeps one (B, K, *S) tensor for the
+    backward (autograd's chain of the same formula keeps several)."""
+
+    @staticmethod
+    def forward(ctx, log_prob: Tensor, weight: Tensor, exponent: Union[float, Tensor]) -> Tensor:
+        terms, slope = _focal_term(log_prob, log_prob.exp(), exponent)
+        ctx.save_for_backward(slope.mul_(weight))
+        return terms.mul_(weight).flatten(2).sum(2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        (slope,) = ctx.saved_tensors
+        return slope * grad.view(*grad.shape, *([1] * (slope.ndim - 2))), None, None
 
 
 class _LabelMapStatistics(torch.autograd.Function):
