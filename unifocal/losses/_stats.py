@@ -192,8 +192,8 @@ class _LabelMapStatistics(torch.autograd.Function):
 
     written into the buffer of the one-hot target, which is then no longer needed (it is rebuilt from the
     labels if the graph is run backward again). The forward keeps ``p``, ``y`` and two voxel maps; the
-    focal modulation is differentiated as :func:`safe_pow` does. A composed autograd graph of the same
-    sums keeps several (B, K, *S) tensors and writes many more.
+    focal term's derivative is :func:`_focal_term`'s. A composed autograd graph of the same sums keeps
+    several (B, K, *S) tensors and writes many more.
     """
 
     @staticmethod
