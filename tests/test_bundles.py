@@ -99,15 +99,31 @@ def cli_args(overrides: dict) -> list[str]:
     return args
 
 
-def bundle_run(bundle: Path, config_files: list[str], overrides: dict, module: tuple[str, ...] = ("-m",)) -> str:
-    """Run ``monai.bundle run`` in ``bundle``; return its output, failing the test with it on error."""
+# Gloo on the CPU (torch 2.14.1) sometimes aborts one torchrun worker after the bundle has run to its end,
+# finalize (destroy_process_group) included: "terminate called without an active exception", SIGABRT, with no
+# Python frame left (faulthandler). Seen in about 1 of 10 runs of the DDP test here, with this package's code
+# as it is and as it was before; a known teardown race of gloo's threads (pytorch/pytorch#190489 and related).
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def bundle_run(bundle: Path, config_files: list[str], overrides: dict, module: tuple[str, ...] = ("-m",),
+               attempts: int = 1) -> str:
+    """Run ``monai.bundle run`` in ``bundle``; return its output, failing the test with it on error.
+
+    With ``attempts > 1`` a run that failed only by gloo's teardown abort (above) after the trainer finished
+    is repeated, up to ``attempts`` runs in all; any other failure fails at once.
+    """
     configs = [f"configs/{name}" for name in config_files]
     config_arg = configs[0] if len(configs) == 1 else json.dumps(configs)
     command = [sys.executable, *module, "monai.bundle", "run", "--config_file", config_arg,
                "--meta_file", "configs/metadata.json", "--bundle_root", ".", *cli_args(overrides)]
-    result = subprocess.run(command, cwd=bundle, capture_output=True, text=True, timeout=600)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{output[-6000:]}"
+    for attempt in range(1, attempts + 1):
+        result = subprocess.run(command, cwd=bundle, capture_output=True, text=True, timeout=600)
+        output = result.stdout + result.stderr
+        finished = "SupervisedTrainer - INFO - Engine run finished" in output
+        if result.returncode == 0 or attempt == attempts or not (finished and TEARDOWN_ABORT in output):
+            break
+    assert result.returncode == 0, f"{' '.join(command)} failed (run {attempt} of {attempts}):\n{output[-6000:]}"
     return output
 
 
@@ -241,7 +257,7 @@ def test_kits_multi_gpu_config_under_torchrun_on_cpu(trained_kits, tmp_path):
                  "epochs": 1, "batch_size": 1, "loss#batch_dice": True, **trained.case.small}
     del overrides["device"]  # the config picks the rank's device
     output = bundle_run(bundle, ["train.json", "multi_gpu_train.json"], overrides,
-                        module=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"))
+                        module=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"), attempts=3)
     losses = train_losses(output)  # rank 0 logs; one iteration per rank
     assert list(losses) == [1] and len(losses[1]) == 1 and math.isfinite(losses[1][0]), output[-3000:]
     assert "val_mean_dice" in output
