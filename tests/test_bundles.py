@@ -101,8 +101,8 @@ def cli_args(overrides: dict) -> list[str]:
 
 # Gloo on the CPU (torch 2.14.1) sometimes aborts one torchrun worker after the bundle has run to its end,
 # finalize (destroy_process_group) included: "terminate called without an active exception", SIGABRT, with no
-# Python frame left (faulthandler). Seen in about 1 of 10 runs of the DDP test here, with this package's code
-# as it is and as it was before; a known teardown race of gloo's threads (pytorch/pytorch#190489 and related).
+# Python frame left (faulthandler). Seen in about 1 of 10 runs of the DDP test here, with this package's loss
+# code as it is and as it was before, not in 24 runs without batch_dice; cause not found (docs/monai.md).
 TEARDOWN_ABORT = "terminate called without an active exception"
 
 

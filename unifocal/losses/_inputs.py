@@ -201,7 +201,9 @@ def _check_values(input: Tensor, from_logits: bool, multilabel: bool, labels: Op
         extremes += list(torch.aminmax(valid))
     if not extremes:
         return
-    values = torch.stack([v.to(torch.float64) for v in extremes]).tolist()
+    # float32 unless the input is float64: exact for labels below 2^24, and MPS has no float64
+    dtype = compute_dtype(input.dtype)
+    values = torch.stack([v.to(dtype) for v in extremes]).tolist()
     if from_logits and input.numel() > 0:
         total = values.pop(0)
         if not math.isfinite(total) and not all(math.isfinite(v) for v in torch.aminmax(input)):
