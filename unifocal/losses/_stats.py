@@ -35,6 +35,7 @@ __all__ = [
     "safe_pow",
     "per_class",
     "class_table",
+    "scalar_or_table",
     "REDUCTIONS",
     "tversky_distance",
     "class_roles",
@@ -152,7 +153,7 @@ def _composed_statistics(prep: Prepared, cross_entropy: bool, exponents: tuple[f
     if cross_entropy:
         weight = target if voxel_weight is None else target * voxel_weight
         if any(exponents):
-            exponent = exponents[0] if len(exponents) == 1 else class_table(exponents, prep)
+            exponent = scalar_or_table(exponents, prep.scores)
             cross_entropy_sums = _DenseFocalSums.apply(prep.log_prob, weight, exponent)
         else:
             cross_entropy_sums = sums(-prep.log_prob * weight)
@@ -291,10 +292,7 @@ def _focal_term(log_pt: Tensor, pt: Tensor, exponent: Union[float, Tensor]) -> t
     gradient :func:`safe_pow` needs for a power alone (whose slope is unbounded at 0).
     """
     base = torch.sub(1, pt).clamp_min_(torch.finfo(pt.dtype).tiny)
-    if isinstance(exponent, Tensor):  # one exponent per voxel: exp(e log b) is several times faster than pow
-        modulation = torch.log(base).mul_(exponent).exp_()
-    else:
-        modulation = base.pow(exponent)
+    modulation = _power(base, exponent)
     ratio = torch.mul(pt, log_pt).div_(base).clamp_(-1, 0)
     slope = ratio.mul_(exponent).sub_(1).mul_(modulation)
     return modulation.mul_(log_pt).neg_(), slope
@@ -460,9 +458,14 @@ def per_class(value: Union[float, Sequence[float]], prep: Prepared, name: str) -
     return values * 2 if prep.multilabel else values
 
 
-def class_table(values: Sequence[float], prep: Prepared) -> Tensor:
-    """Per-class values as a (1, K, 1, ...) tensor that broadcasts against ``prep.scores``."""
-    return prep.scores.new_tensor(values).view(1, -1, *([1] * (prep.scores.ndim - 2)))
+def class_table(values: Sequence[float], like: Tensor) -> Tensor:
+    """Per-class values as a (1, K, 1, ...) tensor that broadcasts against ``like`` ((B, K, ...))."""
+    return like.new_tensor(values).view(1, -1, *([1] * (like.ndim - 2)))
+
+
+def scalar_or_table(values: Sequence[float], like: Tensor) -> Union[float, Tensor]:
+    """One float when every class shares the value (a scalar power is cheaper), else :func:`class_table`."""
+    return float(values[0]) if len(set(values)) == 1 else class_table(values, like)
 
 
 def tversky_distance(sums: ConfusionSums, fp_weight: float, fn_weight: float, smooth: float) -> Tensor:

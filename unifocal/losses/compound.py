@@ -20,6 +20,7 @@ from ._stats import (
     REDUCTIONS,
     BatchLoss,
     class_mean,
+    class_roles,
     class_table,
     confusion_sums,
     per_class,
@@ -27,7 +28,7 @@ from ._stats import (
     tversky_distance,
     voxel_mean,
 )
-from .distribution import _LossModule, _rare_weighted, modulated_cross_entropy
+from .distribution import _LossModule, modulated_cross_entropy, role_weights
 from .region import check_smooth, region_classes
 
 __all__ = [
@@ -72,7 +73,7 @@ def _check_class_weight(class_weight: Optional[Sequence[float]]) -> Optional[tup
 
 def combo(prep: Prepared, *, alpha: float = 0.5, beta: float = 0.5, smooth: float = 1.0, batch_dice: bool = False) -> BatchLoss:
     """The Combo loss on a prepared batch (see :class:`ComboLoss`)."""
-    cross_entropy = modulated_cross_entropy(prep, _rare_weighted(prep, beta, 1.0 - beta))
+    cross_entropy = modulated_cross_entropy(prep, role_weights(class_roles(prep, None, None), beta, 1.0 - beta))
     distance = _dice_distance(prep, slice(None), batch_dice, smooth)
     dice = class_mean(1 - distance, prep.prob.shape[0])
     return cross_entropy.scaled(alpha).plus(dice.scaled(-(1.0 - alpha)))
@@ -273,7 +274,7 @@ def exponential_logarithmic(
         # -ln DSC = -log1p(-(1 - DSC)): exact as DSC -> 1; safe_pow keeps the gradient of x^gamma finite at 0.
         parts.append(class_mean(safe_pow(-torch.log1p(-distance), gamma_dice), prep.prob.shape[0]).scaled(dice_weight))
     if ce_weight > 0 or not parts:
-        weight = frequency_weights(prep) if class_weight is None else class_table(per_class(class_weight, prep, "class_weight"), prep)
+        weight = frequency_weights(prep) if class_weight is None else class_table(per_class(class_weight, prep, "class_weight"), prep.scores)
         terms = prep.target * safe_pow(-prep.log_prob, gamma_ce) * weight
         per_voxel = terms.sum(1) / prep.num_problems
         parts.append(voxel_mean(per_voxel, prep).scaled(ce_weight))

@@ -57,9 +57,9 @@ def modulated_cross_entropy(
     return counted_mean(sums.sum(1) / prep.num_problems, prep)
 
 
-def _rare_weighted(prep: Prepared, rare_weight: float, common_weight: float) -> tuple[float, ...]:
-    """Per-class weights: ``rare_weight`` on foreground (rare) classes, ``common_weight`` on background."""
-    return tuple(rare_weight if rare else common_weight for rare in class_roles(prep, None, None))
+def role_weights(rare: Sequence[bool], rare_weight: float, common_weight: float) -> tuple[float, ...]:
+    """Per-class weights from :func:`class_roles`: ``rare_weight`` on rare classes, ``common_weight`` on common."""
+    return tuple(rare_weight if is_rare else common_weight for is_rare in rare)
 
 
 def check_focal_gamma(gamma: Gamma, name: str = "gamma", tversky_exponent: bool = False) -> Gamma:
@@ -123,7 +123,7 @@ def _foreground_weighted(
     check_choice("reduction", reduction, REDUCTIONS)
     prep = prepare(input, target, from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index, mask=mask)
     gammas = per_class(gamma, prep, "gamma")
-    return modulated_cross_entropy(prep, _rare_weighted(prep, rare_weight, common_weight), gammas).reduce(reduction)
+    return modulated_cross_entropy(prep, role_weights(class_roles(prep, None, None), rare_weight, common_weight), gammas).reduce(reduction)
 
 
 def focal_loss(

@@ -33,9 +33,10 @@ from ._stats import (
     confusion_sums,
     per_class,
     safe_pow,
+    scalar_or_table,
     tversky_distance,
 )
-from .distribution import _LossModule, check_focal_gamma, modulated_cross_entropy
+from .distribution import _LossModule, check_focal_gamma, modulated_cross_entropy, role_weights
 from .region import check_smooth
 
 __all__ = [
@@ -56,7 +57,7 @@ Gamma = Union[float, Sequence[float]]
 
 
 def _focal_part(prep: Prepared, rare: tuple[bool, ...], delta: float, gamma: tuple[float, ...], asymmetric: bool) -> BatchLoss:
-    class_weight = tuple(delta if r else 1.0 - delta for r in rare)
+    class_weight = role_weights(rare, delta, 1.0 - delta)
     if asymmetric:
         gamma = tuple(0.0 if r else g for r, g in zip(rare, gamma))
     return modulated_cross_entropy(prep, class_weight, gamma)
@@ -68,8 +69,7 @@ def _focal_tversky_part(
 ) -> BatchLoss:
     distance = tversky_distance(confusion_sums(prep, batch_dice), 1.0 - delta, delta, smooth)
     exponent = tuple(1.0 if asymmetric and not r else 1.0 - g for r, g in zip(rare, gamma))
-    exponent = exponent[0] if len(set(exponent)) == 1 else distance.new_tensor(exponent).view(1, -1)
-    return class_mean(safe_pow(distance, exponent), prep.scores.shape[0])
+    return class_mean(safe_pow(distance, scalar_or_table(exponent, distance)), prep.scores.shape[0])
 
 
 def unified_focal(
