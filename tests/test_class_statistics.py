@@ -120,13 +120,31 @@ def test_second_backward_through_the_same_graph():
     torch.testing.assert_close(first, second, rtol=0, atol=0)
 
 
-def test_statistics_are_computed_once_per_batch():
+ONE_PASS_LOSSES = ["DiceLoss", "TverskyLoss", "FocalTverskyLoss", "JaccardLoss", "ComboLoss", "DiceCELoss",
+                   "CrossEntropyLoss", "FocalLoss", "UnifiedFocalLoss", "SymmetricUnifiedFocalLoss", "HybridFocalLoss",
+                   "GeneralizedDiceLoss"]
+
+
+@pytest.mark.parametrize("name", ONE_PASS_LOSSES)
+def test_one_statistics_pass_and_no_dense_softmax_per_call(name, monkeypatch):
+    """Every part of a loss is derived from one fused statistics pass over a label map; no loss forms the
+    dense probabilities besides it (DiceLoss & co. used to run a softmax only to read the batch size, and
+    DiceCELoss made two fused passes)."""
+    import unifocal.losses as losses
+    from unifocal.losses import _stats
+
     logits, labels, _ = _case(masked=False)
-    prep = prepare(logits, labels)
-    with_ce = class_statistics(prep, cross_entropy=True, gamma=0.5)
-    assert class_statistics(prep) is with_ce  # a later call without cross entropy reuses it
-    assert class_statistics(prep, cross_entropy=True, gamma=(0.5, 0.5, 0.5)) is with_ce  # same exponents
-    assert class_statistics(prep, cross_entropy=True, gamma=2.0) is not with_ce
+    calls = []
+    original = _stats._LabelMapStatistics.apply
+    monkeypatch.setattr(_stats._LabelMapStatistics, "apply", lambda *a: calls.append(1) or original(*a))
+    softmax = F.log_softmax
+    monkeypatch.setattr(F, "log_softmax", lambda *a, **k: calls.append("dense") or softmax(*a, **k))
+    expected = getattr(losses, name)()(logits.detach(), labels)  # reference value before counting
+    calls.clear()
+    value = getattr(losses, name)()(logits, labels)
+    assert [c for c in calls if c == 1] == [1]
+    assert calls.count("dense") == 1  # the fused pass's own log_softmax
+    torch.testing.assert_close(value, expected)
 
 
 def test_autocast_keeps_the_sums_in_float32():

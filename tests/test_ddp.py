@@ -24,12 +24,13 @@ WORLD = 2
 B = 4
 
 LOSSES = {
-    "unified_batch": lambda: UnifiedFocalLoss(batch_dice=True),
-    "symmetric_batch_per_class": lambda: UnifiedFocalLoss(batch_dice=True, asymmetric=False, gamma=(0.2, 0.5, 0.7)),
-    "multilabel_batch": lambda: UnifiedFocalLoss(batch_dice=True, multilabel=True),
-    "hybrid_batch": lambda: HybridFocalLoss(batch_dice=True),
-    "unified_per_sample": lambda: UnifiedFocalLoss(),
-    "dice_batch": lambda: DiceLoss(batch_dice=True, include_background=False, smooth=1e-5),
+    "unified_batch": lambda: UnifiedFocalLoss(batch_dice=True, ddp=True),
+    "symmetric_batch_per_class": lambda: UnifiedFocalLoss(batch_dice=True, asymmetric=False, gamma=(0.2, 0.5, 0.7),
+                                                          ddp=True),
+    "multilabel_batch": lambda: UnifiedFocalLoss(batch_dice=True, multilabel=True, ddp=True),
+    "hybrid_batch": lambda: HybridFocalLoss(batch_dice=True, ddp=True),
+    "unified_per_sample": lambda: UnifiedFocalLoss(ddp=True),
+    "dice_batch": lambda: DiceLoss(batch_dice=True, include_background=False, smooth=1e-5, ddp=True),
 }
 
 
@@ -76,7 +77,7 @@ def _worker(rank, port, data_path, out_path):
         results["nnunet_dice_batch"] = (value.detach(), x.grad)
         # a DDP-wrapped model: parameter gradients are averaged over ranks
         model = nn.parallel.DistributedDataParallel(conv_model())
-        loss = UnifiedFocalLoss(batch_dice=True)(model(data["image"][part]), data["labels"][part])
+        loss = UnifiedFocalLoss(batch_dice=True, ddp=True)(model(data["image"][part]), data["labels"][part])
         loss.backward()
         results["ddp_model"] = (loss.detach(), [p.grad.clone() for p in model.parameters()])
         torch.save(results, out_path.format(rank=rank))

@@ -1,14 +1,8 @@
 """Validation and preparation of (input, target) pairs, shared by every loss.
 
-Every loss in :mod:`unifocal.losses` reduces its input to one :class:`Prepared` record: class
-probabilities and log-probabilities, a one-hot (or soft) target over the same classes, an optional
-mask of the voxels that count, and the number of independent classification problems. Losses then
-only write their own formula.
-
-Label maps are kept as labels: the one-hot target (K times their size) is formed only when a loss reads
-``Prepared.target``. The per-class sums most losses are made of (soft TP, predicted and actual volumes,
-focal cross entropy) come from :func:`unifocal.losses._stats.class_statistics`, which for a label map and
-logits computes them in one fused pass without a stored one-hot target.
+Every loss reduces its input to one :class:`Prepared` record (scores in the compute dtype, the target as
+labels or dense, a mask of the voxels that count, the number of binary problems) and writes only its own
+formula over it and over the class statistics of :func:`unifocal.losses._stats.class_statistics`.
 
 Exclusive classes (default): ``prob = softmax(input)`` over ``C`` channels, background included.
 
@@ -22,34 +16,20 @@ per-channel binary losses, as the Unified Focal loss and nnU-Net's region traini
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-__all__ = ["Prepared", "prepare", "one_hot", "compute_dtype", "check_unit_interval", "check_choice"]
 
 # Probabilities are clamped at this value before a log only when they were given as probabilities
 # (from_logits=False); logits always go through log_softmax / logsigmoid.
 _TINY = {torch.float32: torch.finfo(torch.float32).tiny, torch.float64: torch.finfo(torch.float64).tiny}
 
 
-def _cached(method):
-    """A read-only property computed on first use and then kept (``functools.cached_property`` takes a lock
-    on Python < 3.12, which torch.compile cannot trace)."""
-    key = "_cached_" + method.__name__
-
-    def get(self):
-        if key not in self.__dict__:
-            self.__dict__[key] = method(self)
-        return self.__dict__[key]
-
-    return property(get, doc=method.__doc__)
-
-
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Prepared:
     """One validated batch, ready for a loss formula.
 
@@ -64,9 +44,12 @@ class Prepared:
         dense_target: (B, K, *S) one-hot or soft target, zero outside ``mask``, when the target was not a
             label map; else None. Read :attr:`target` for either form.
         from_logits: whether ``scores`` are logits.
+        ddp: the batch is one rank's share of a batch split over ``torch.distributed`` ranks (see
+            :class:`~unifocal.losses._base.SegmentationLoss`).
 
-    ``prob``, ``log_prob`` and ``target`` are formed on first use, so a loss that only needs the class
-    statistics of :func:`unifocal.losses._stats.class_statistics` never forms them for a label map.
+    The dense tensors ``log_prob``, ``prob`` and ``target`` are formed on first use and kept in the
+    ``_log_prob``, ``_prob`` and ``_target`` fields, so a loss whose statistics come from the fused pass of
+    :func:`unifocal.losses._stats.class_statistics` never forms them for a label map.
     """
 
     scores: Tensor
@@ -76,41 +59,48 @@ class Prepared:
     labels: Optional[Tensor] = None
     dense_target: Optional[Tensor] = None
     from_logits: bool = True
+    ddp: bool = False
+    _log_prob: Optional[Tensor] = field(default=None, repr=False)
+    _prob: Optional[Tensor] = field(default=None, repr=False)
+    _target: Optional[Tensor] = field(default=None, repr=False)
 
-    @_cached
+    @property
     def log_prob(self) -> Tensor:
         """(B, K, *S) log-probabilities: log_softmax / logsigmoid of logits, else the log of the clamped input."""
-        if not self.from_logits:
-            return self.scores.clamp_min(_TINY[self.scores.dtype]).log()
-        return F.logsigmoid(self.scores) if self.multilabel else F.log_softmax(self.scores, 1)
+        if self._log_prob is None:
+            if not self.from_logits:
+                self._log_prob = self.scores.clamp_min(_TINY[self.scores.dtype]).log()
+            else:
+                self._log_prob = F.logsigmoid(self.scores) if self.multilabel else F.log_softmax(self.scores, 1)
+        return self._log_prob
 
-    @_cached
+    @property
     def prob(self) -> Tensor:
         """(B, K, *S) class probabilities (``exp(log_prob)`` from logits)."""
-        return self.log_prob.exp() if self.from_logits else self.scores
+        if self._prob is None:
+            self._prob = self.log_prob.exp() if self.from_logits else self.scores
+        return self._prob
 
-    @_cached
+    @property
     def target(self) -> Tensor:
-        """(B, K, *S) one-hot or soft target, zero at voxels outside ``mask``; formed from a label map on
-        first use."""
-        if self.labels is None:
-            return self.dense_target
-        return one_hot(self.labels, self.num_classes, self.mask, self.scores.dtype)
+        """(B, K, *S) one-hot or soft target, zero at voxels outside ``mask``."""
+        if self._target is None:
+            self._target = (self.dense_target if self.labels is None
+                            else one_hot(self.labels, self.num_classes, self.mask, self.scores.dtype))
+        return self._target
+
+    @property
+    def batch_size(self) -> int:
+        return self.scores.shape[0]
 
     @property
     def num_classes(self) -> int:
         return self.scores.shape[1]
 
-    @property
-    def foreground_channels(self) -> slice:
-        """Classes that correspond to the input's own channels (all of them for exclusive input)."""
-        return slice(self.num_classes - self.num_problems, None) if self.multilabel else slice(None)
-
     def voxel_counts(self) -> Tensor:
         """(B,) number of voxels that count in each sample."""
-        b = self.scores.shape[0]
         if self.mask is None:
-            return self.scores.new_full((b,), float(self.scores[0, 0].numel()))
+            return self.scores.new_full((self.batch_size,), float(self.scores[0, 0].numel()))
         return self.mask.flatten(1).sum(1)
 
 
@@ -130,21 +120,6 @@ def one_hot(labels: Tensor, num_classes: int, mask: Optional[Tensor], dtype: tor
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64 (gradient checks); everything else is computed in float32 (AMP safety)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def check_unit_interval(name: str, value: float, *, closed_right: bool = True) -> float:
-    """Raise ValueError unless ``value`` is a finite number in [0, 1] (or [0, 1))."""
-    value = float(value)
-    upper_ok = value <= 1.0 if closed_right else value < 1.0
-    if not (value >= 0.0 and upper_ok):
-        raise ValueError(f"{name} must lie in [0, 1{']' if closed_right else ')'}; got {value}")
-    return value
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
-    return value
 
 
 def _is_compiling() -> bool:
@@ -272,6 +247,7 @@ def prepare(
     multilabel: bool = False,
     ignore_index: Optional[int] = None,
     mask: Optional[Tensor] = None,
+    ddp: bool = False,
 ) -> Prepared:
     """Validate ``input``/``target`` and turn them into a :class:`Prepared` record.
 
@@ -285,6 +261,7 @@ def prepare(
         ignore_index: label value (label-map targets) whose voxels count nowhere.
         mask: optional (B, 1, *S) or (B, *S) map, nonzero where a voxel counts; combined with
             ``ignore_index``. This is how one-hot or multilabel targets carry an ignore region.
+        ddp: recorded in the result (see :class:`Prepared`).
 
     Raises:
         ValueError: naming the problem: shapes, NaN/Inf, probabilities out of range or not summing to 1,
@@ -339,4 +316,4 @@ def prepare(
         x = torch.cat([-x, x], 1) if from_logits else torch.cat([1 - x, x], 1)
         onehot = torch.cat([(valid if valid is not None else 1) - onehot, onehot], 1)
     return Prepared(x, valid, num_channels if multilabel else 1, multilabel,
-                    labels=labels if exclusive_labels else None, dense_target=onehot, from_logits=from_logits)
+                    labels=labels if exclusive_labels else None, dense_target=onehot, from_logits=from_logits, ddp=ddp)

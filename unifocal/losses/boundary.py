@@ -30,50 +30,47 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
-from ._inputs import Prepared, check_choice, prepare
-from ._stats import REDUCTIONS, BatchLoss, class_roles, voxel_mean
-from .distribution import _LossModule, modulated_cross_entropy
-from .region import region_classes
+from ._base import SegmentationLoss, check_bool, check_number, check_numbers, functional
+from ._inputs import Prepared
+from ._stats import BatchLoss, class_roles, class_statistics, region_classes, voxel_mean
+from .distribution import modulated_cross_entropy
 
 __all__ = [
-    "check_spacing",
-    "region_distances",
-    "distance_penalized_cross_entropy",
-    "distance_penalized_ce_loss",
-    "shape_aware",
-    "shape_aware_loss",
-    "boundary",
-    "boundary_loss",
-    "hausdorff_dt",
-    "hausdorff_dt_loss",
     "DistancePenalizedCELoss",
     "ShapeAwareLoss",
     "BoundaryLoss",
     "HausdorffDTLoss",
+    "distance_penalized_ce_loss",
+    "shape_aware_loss",
+    "boundary_loss",
+    "hausdorff_dt_loss",
 ]
 
 Spacing = Optional[Sequence[float]]
 
-
-def check_spacing(spacing: Spacing) -> Optional[tuple]:
-    """None, or a sequence of finite spacings > 0 (one per spatial axis); returned as a tuple."""
-    if spacing is None:
-        return None
-    if isinstance(spacing, (int, float)):
-        raise ValueError(f"spacing must be a sequence with one value per spatial axis; got {spacing!r}")
-    values = tuple(float(s) for s in spacing)
-    if not values or any(not 0 < s < float("inf") for s in values):
-        raise ValueError(f"spacing must hold finite values > 0, one per spatial axis; got {spacing!r}")
-    return values
+_COMMON_ARGS = """
+        spacing: optional voxel spacing, one value > 0 per spatial axis, for distances in physical units
+            (default: one voxel = 1).
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss
+            (:class:`~unifocal.losses._base.SegmentationLoss`); "mean" is over all counted voxels of the batch.
+"""
 
 
-def _spacing_for(prep: Prepared, spacing: Spacing) -> Optional[tuple]:
-    spacing = check_spacing(spacing)
-    spatial = prep.prob.ndim - 2
-    if spacing is not None and len(spacing) != spatial:
-        raise ValueError(f"spacing has {len(spacing)} values but the input has {spatial} spatial axes "
-                         f"(shape {tuple(prep.prob.shape)})")
-    return spacing
+class _DistanceLoss(SegmentationLoss):
+    """A loss with distance maps of the target: the voxel ``spacing`` they are measured in."""
+
+    def __init__(self, spacing: Spacing = None, **options) -> None:
+        super().__init__(**options)
+        if spacing is not None and not isinstance(spacing, (list, tuple, np.ndarray)):
+            raise ValueError(f"spacing must be a sequence with one value per spatial axis; got {spacing!r}")
+        self.spacing = None if spacing is None else check_numbers("spacing", spacing, 0.0, low_open=True, scalar=False)
+
+    def spacing_for(self, prep: Prepared) -> Optional[tuple]:
+        spatial = prep.scores.ndim - 2
+        if self.spacing is not None and len(self.spacing) != spatial:
+            raise ValueError(f"spacing has {len(self.spacing)} values but the input has {spatial} spatial axes "
+                             f"(shape {tuple(prep.scores.shape)})")
+        return self.spacing
 
 
 @torch.no_grad()
@@ -115,60 +112,11 @@ def _distance_weighted_ce(prep: Prepared, penalty: Tensor) -> BatchLoss:
     ``modulated_cross_entropy``'s voxel weight. Multilabel: each channel's binary cross entropy has its own
     map (channel and complement regions), a weight per class and voxel.
     """
-    if prep.multilabel:
-        return modulated_cross_entropy(prep, voxel_weight=1 + penalty)
-    return modulated_cross_entropy(prep, voxel_weight=1 + penalty.sum(1, keepdim=True))
+    weight = 1 + (penalty if prep.multilabel else penalty.sum(1, keepdim=True))
+    return modulated_cross_entropy(class_statistics(prep, cross_entropy=True, voxel_weight=weight), prep)
 
 
-# --- Distance-map penalised cross entropy ----------------------------------------------------------------------
-
-
-def distance_penalized_cross_entropy(prep: Prepared, *, spacing: Spacing = None) -> BatchLoss:
-    """Distance-map penalised cross entropy on a prepared batch (see :class:`DistancePenalizedCELoss`)."""
-    spacing = _spacing_for(prep, spacing)
-    regions = prep.target > 0.5
-    inside, _, has_contour = region_distances(regions, spacing, outside=False, dtype=prep.prob.dtype)
-    has_contour = _expand(has_contour, inside.ndim)
-    dims = tuple(range(2, inside.ndim))
-    far = inside.amax(dims, keepdim=True)
-    near = torch.where(regions, inside, torch.full_like(inside, float("inf"))).amin(dims, keepdim=True)
-    near = torch.where(has_contour, near, torch.zeros_like(near))
-    span = far - near
-    scaled = 1 - (inside - near) / span.clamp_min(torch.finfo(span.dtype).tiny)
-    penalty = torch.where(span > 0, scaled, torch.ones_like(scaled))
-    penalty = torch.where(regions & has_contour, penalty, torch.zeros_like(penalty))
-    return _distance_weighted_ce(prep, penalty)
-
-
-def distance_penalized_ce_loss(
-    input: Tensor,
-    target: Tensor,
-    *,
-    spacing: Spacing = None,
-    from_logits: bool = True,
-    multilabel: bool = False,
-    ignore_index: Optional[int] = None,
-    mask: Optional[Tensor] = None,
-    reduction: str = "mean",
-) -> Tensor:
-    """Functional form of :class:`DistancePenalizedCELoss`."""
-    check_choice("reduction", reduction, REDUCTIONS)
-    check_spacing(spacing)
-    prep = prepare(input, target, from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index, mask=mask)
-    return distance_penalized_cross_entropy(prep, spacing=spacing).reduce(reduction)
-
-
-_COMMON_ARGS = """
-        spacing: optional voxel spacing, one value per spatial axis, for distances in physical units
-            (default: one voxel = 1).
-        from_logits: input holds logits (default) rather than probabilities.
-        multilabel: independent sigmoid channels (regions) instead of softmax classes.
-        ignore_index: label value to ignore (label-map targets); ``forward(..., mask=)`` for others.
-        reduction: "mean" (over all counted voxels of the batch), "sum" or "none" (per-sample means, (B,)).
-"""
-
-
-class DistancePenalizedCELoss(_LossModule):
+class DistancePenalizedCELoss(_DistanceLoss):
     __doc__ = r"""Distance-map penalised cross entropy (Caliva, Iriondo, Martinez, Majumdar, Pedoia, "Distance map
     loss penalty term for semantic segmentation", MIDL 2019).
 
@@ -178,52 +126,30 @@ class DistancePenalizedCELoss(_LossModule):
     ``d_i`` is the distance from voxel ``i`` to the nearest voxel of another label (the ``inside`` map of
     its target region, module docstring) and ``d_min, d_max`` its extremes over that region, per sample:
     the inverted, normalised distance map, 1 on the region's contour falling to 0 at its deepest voxels,
-    so voxels at the boundaries count up to twice. Ma et al.'s SegLoss code normalises ``(d_max - d)/d_max``
-    instead, which gives the contour ``1 - 1/d_max`` and a one-voxel-thin structure no penalty at all; here
-    such a structure is all contour (``D = 1``). A region without contour (a class filling the sample, e.g.
+    so voxels at the boundaries count up to twice. SegLossOdyssey's ``compute_edts_forPenalizedLoss`` (Ma et al.)
+    computes the same map, ``(d_max - d) / max(d_max - d)`` with ``d_min = 1`` on the contour, but divides 0
+    by 0 (NaN) on a one-voxel-thin structure, which here is all contour (``D = 1``). A region without contour (a class filling the sample, e.g.
     the background of an all-background sample) gets ``D = 0``: plain cross entropy. With
     ``multilabel=True`` each channel's binary cross entropy uses the maps of the channel and its complement.
 
     Args:""" + _COMMON_ARGS
 
-    def __init__(self, spacing: Spacing = None, from_logits: bool = True, multilabel: bool = False,
-                 ignore_index: Optional[int] = None, reduction: str = "mean") -> None:
-        super().__init__(spacing=check_spacing(spacing), from_logits=from_logits, multilabel=multilabel,
-                         ignore_index=ignore_index, reduction=reduction)
-
-    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        return distance_penalized_ce_loss(input, target, mask=mask, **self.options)
-
-
-# --- Shape-aware cross entropy ---------------------------------------------------------------------------------
-
-
-def shape_aware(prep: Prepared, *, spacing: Spacing = None) -> BatchLoss:
-    """Shape-aware cross entropy on a prepared batch (see :class:`ShapeAwareLoss`)."""
-    spacing = _spacing_for(prep, spacing)
-    inside, _, _ = region_distances(prep.target > 0.5, spacing, outside=False, dtype=prep.prob.dtype)
-    return _distance_weighted_ce(prep, inside)
+    def compute(self, prep: Prepared) -> BatchLoss:
+        regions = prep.target > 0.5
+        inside, _, has_contour = region_distances(regions, self.spacing_for(prep), outside=False, dtype=prep.prob.dtype)
+        has_contour = _expand(has_contour, inside.ndim)
+        dims = tuple(range(2, inside.ndim))
+        far = inside.amax(dims, keepdim=True)
+        near = torch.where(regions, inside, torch.full_like(inside, float("inf"))).amin(dims, keepdim=True)
+        near = torch.where(has_contour, near, torch.zeros_like(near))
+        span = far - near
+        scaled = 1 - (inside - near) / span.clamp_min(torch.finfo(span.dtype).tiny)
+        penalty = torch.where(span > 0, scaled, torch.ones_like(scaled))
+        penalty = torch.where(regions & has_contour, penalty, torch.zeros_like(penalty))
+        return _distance_weighted_ce(prep, penalty)
 
 
-def shape_aware_loss(
-    input: Tensor,
-    target: Tensor,
-    *,
-    spacing: Spacing = None,
-    from_logits: bool = True,
-    multilabel: bool = False,
-    ignore_index: Optional[int] = None,
-    mask: Optional[Tensor] = None,
-    reduction: str = "mean",
-) -> Tensor:
-    """Functional form of :class:`ShapeAwareLoss`."""
-    check_choice("reduction", reduction, REDUCTIONS)
-    check_spacing(spacing)
-    prep = prepare(input, target, from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index, mask=mask)
-    return shape_aware(prep, spacing=spacing).reduce(reduction)
-
-
-class ShapeAwareLoss(_LossModule):
+class ShapeAwareLoss(_DistanceLoss):
     __doc__ = r"""Shape-aware loss: cross entropy weighted by the distance to the ground-truth contour (after
     Hayder, He, Salzmann, "Boundary-aware instance segmentation", CVPR 2017, in the form of Jadon's survey,
     CIBCB 2020: :math:`L = \sum_i CE_i + \sum_i E_i\, CE_i`).
@@ -236,58 +162,22 @@ class ShapeAwareLoss(_LossModule):
     object, or a hole deep inside it, costs more than a misplaced boundary voxel, which steers training
     towards the right shape. The weights are not normalised (their scale is the structure size: with
     large structures consider a smaller learning rate or combining with a region loss). A sample with a
-    single label has no contour and gives plain cross entropy. With ``multilabel=True`` each channel's
+    single label has no contour and gives plain cross entropy. Jadon defines ``E_i`` through the *predicted*
+    contour (the distance between the predicted and the ground-truth contours); this loss uses the distance
+    to the ground-truth contour alone, so that the weights depend only on the target: no thresholded
+    prediction (whose contour has no gradient and jumps between steps) enters the loss, and a sample's
+    weights stay fixed through training. :class:`HausdorffDTLoss` weights errors by the distances to both
+    contours. With ``multilabel=True`` each channel's
     binary cross entropy uses the maps of the channel and its complement.
 
     Args:""" + _COMMON_ARGS
 
-    def __init__(self, spacing: Spacing = None, from_logits: bool = True, multilabel: bool = False,
-                 ignore_index: Optional[int] = None, reduction: str = "mean") -> None:
-        super().__init__(spacing=check_spacing(spacing), from_logits=from_logits, multilabel=multilabel,
-                         ignore_index=ignore_index, reduction=reduction)
-
-    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        return shape_aware_loss(input, target, mask=mask, **self.options)
+    def compute(self, prep: Prepared) -> BatchLoss:
+        inside, _, _ = region_distances(prep.target > 0.5, self.spacing_for(prep), outside=False, dtype=prep.prob.dtype)
+        return _distance_weighted_ce(prep, inside)
 
 
-# --- Boundary loss ---------------------------------------------------------------------------------------------
-
-
-def boundary(prep: Prepared, *, spacing: Spacing = None) -> BatchLoss:
-    """The boundary loss on a prepared batch (see :class:`BoundaryLoss`)."""
-    spacing = _spacing_for(prep, spacing)
-    foreground = [c for c, rare in enumerate(class_roles(prep, None, None)) if rare]
-    prob = prep.prob[:, foreground]
-    regions = prep.target[:, foreground] > 0.5
-    inside, outside, has_contour = region_distances(regions, spacing, dtype=prob.dtype)
-    # Kervadec's one_hot2dist: distance outside, -(distance - 1) inside (0 on the inner contour).
-    signed = outside - torch.where(regions, inside - 1, torch.zeros_like(inside))
-    signed = signed * _expand(has_contour, signed.ndim)
-    per_voxel = (prob * signed).sum(1) / prob.shape[1]
-    if prep.mask is not None:
-        per_voxel = per_voxel * prep.mask[:, 0]
-    return voxel_mean(per_voxel, prep)
-
-
-def boundary_loss(
-    input: Tensor,
-    target: Tensor,
-    *,
-    spacing: Spacing = None,
-    from_logits: bool = True,
-    multilabel: bool = False,
-    ignore_index: Optional[int] = None,
-    mask: Optional[Tensor] = None,
-    reduction: str = "mean",
-) -> Tensor:
-    """Functional form of :class:`BoundaryLoss`."""
-    check_choice("reduction", reduction, REDUCTIONS)
-    check_spacing(spacing)
-    prep = prepare(input, target, from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index, mask=mask)
-    return boundary(prep, spacing=spacing).reduce(reduction)
-
-
-class BoundaryLoss(_LossModule):
+class BoundaryLoss(_DistanceLoss):
     __doc__ = r"""Boundary loss (Kervadec, Bouchtiba, Desrosiers, Granger, Dolz, Ben Ayed, "Boundary loss for
     highly unbalanced segmentation", MIDL 2019 / Medical Image Analysis 67 (2021) 101851).
 
@@ -310,64 +200,21 @@ class BoundaryLoss(_LossModule):
 
     Args:""" + _COMMON_ARGS
 
-    def __init__(self, spacing: Spacing = None, from_logits: bool = True, multilabel: bool = False,
-                 ignore_index: Optional[int] = None, reduction: str = "mean") -> None:
-        super().__init__(spacing=check_spacing(spacing), from_logits=from_logits, multilabel=multilabel,
-                         ignore_index=ignore_index, reduction=reduction)
-
-    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        return boundary_loss(input, target, mask=mask, **self.options)
-
-
-# --- Hausdorff distance loss via distance transforms ---------------------------------------------------------
-
-
-def hausdorff_dt(prep: Prepared, *, alpha: float = 2.0, include_background: bool = True,
-                 spacing: Spacing = None) -> BatchLoss:
-    """The Hausdorff distance-transform loss on a prepared batch (see :class:`HausdorffDTLoss`)."""
-    spacing = _spacing_for(prep, spacing)
-    classes = region_classes(prep, include_background)
-    prob, onehot = prep.prob[:, classes], prep.target[:, classes]
-    counted = prob if prep.mask is None else prob * prep.mask
-    k = prob.shape[1]
-    regions = torch.cat([counted.detach() > 0.5, onehot > 0.5], 1)
-    inside, outside, _ = region_distances(regions, spacing, dtype=prob.dtype)
-    field = (inside + outside).pow(alpha)
-    per_voxel = ((prob - onehot).square() * (field[:, :k] + field[:, k:])).sum(1) / k
-    if prep.mask is not None:
-        per_voxel = per_voxel * prep.mask[:, 0]
-    return voxel_mean(per_voxel, prep)
+    def compute(self, prep: Prepared) -> BatchLoss:
+        foreground = [c for c, rare in enumerate(class_roles(prep)) if rare]
+        prob = prep.prob[:, foreground]
+        regions = prep.target[:, foreground] > 0.5
+        inside, outside, has_contour = region_distances(regions, self.spacing_for(prep), dtype=prob.dtype)
+        # Kervadec's one_hot2dist: distance outside, -(distance - 1) inside (0 on the inner contour).
+        signed = outside - torch.where(regions, inside - 1, torch.zeros_like(inside))
+        signed = signed * _expand(has_contour, signed.ndim)
+        per_voxel = (prob * signed).sum(1) / prob.shape[1]
+        if prep.mask is not None:
+            per_voxel = per_voxel * prep.mask[:, 0]
+        return voxel_mean(per_voxel, prep)
 
 
-def _check_alpha(alpha: float) -> float:
-    alpha = float(alpha)
-    if not 0 < alpha < float("inf"):
-        raise ValueError(f"alpha must be a finite number > 0 (the distance exponent); got {alpha}")
-    return alpha
-
-
-def hausdorff_dt_loss(
-    input: Tensor,
-    target: Tensor,
-    *,
-    alpha: float = 2.0,
-    include_background: bool = True,
-    spacing: Spacing = None,
-    from_logits: bool = True,
-    multilabel: bool = False,
-    ignore_index: Optional[int] = None,
-    mask: Optional[Tensor] = None,
-    reduction: str = "mean",
-) -> Tensor:
-    """Functional form of :class:`HausdorffDTLoss`."""
-    check_choice("reduction", reduction, REDUCTIONS)
-    alpha = _check_alpha(alpha)
-    check_spacing(spacing)
-    prep = prepare(input, target, from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index, mask=mask)
-    return hausdorff_dt(prep, alpha=alpha, include_background=include_background, spacing=spacing).reduce(reduction)
-
-
-class HausdorffDTLoss(_LossModule):
+class HausdorffDTLoss(_DistanceLoss):
     __doc__ = r"""Hausdorff distance loss via distance transforms (Karimi & Salcudean, "Reducing the Hausdorff
     distance in medical image segmentation with convolutional neural networks", IEEE TMI 39(2) 2020, 499-513;
     arXiv 2019), mean over classes.
@@ -391,12 +238,26 @@ class HausdorffDTLoss(_LossModule):
         alpha: exponent > 0 of the distances (default 2).
         include_background: keep channel 0 (default True).""" + _COMMON_ARGS
 
-    def __init__(self, alpha: float = 2.0, include_background: bool = True, spacing: Spacing = None,
-                 from_logits: bool = True, multilabel: bool = False, ignore_index: Optional[int] = None,
-                 reduction: str = "mean") -> None:
-        super().__init__(alpha=_check_alpha(alpha), include_background=include_background,
-                         spacing=check_spacing(spacing), from_logits=from_logits, multilabel=multilabel,
-                         ignore_index=ignore_index, reduction=reduction)
+    def __init__(self, alpha: float = 2.0, include_background: bool = True, **options) -> None:
+        super().__init__(**options)
+        self.alpha = check_number("alpha", alpha, 0.0, low_open=True, why=" (the distance exponent)")
+        self.include_background = check_bool("include_background", include_background)
 
-    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        return hausdorff_dt_loss(input, target, mask=mask, **self.options)
+    def compute(self, prep: Prepared) -> BatchLoss:
+        classes = region_classes(prep, self.include_background)
+        prob, onehot = prep.prob[:, classes], prep.target[:, classes]
+        counted = prob if prep.mask is None else prob * prep.mask
+        k = prob.shape[1]
+        regions = torch.cat([counted.detach() > 0.5, onehot > 0.5], 1)
+        inside, outside, _ = region_distances(regions, self.spacing_for(prep), dtype=prob.dtype)
+        field = (inside + outside).pow(self.alpha)
+        per_voxel = ((prob - onehot).square() * (field[:, :k] + field[:, k:])).sum(1) / k
+        if prep.mask is not None:
+            per_voxel = per_voxel * prep.mask[:, 0]
+        return voxel_mean(per_voxel, prep)
+
+
+distance_penalized_ce_loss = functional(DistancePenalizedCELoss)
+shape_aware_loss = functional(ShapeAwareLoss)
+boundary_loss = functional(BoundaryLoss)
+hausdorff_dt_loss = functional(HausdorffDTLoss)
