@@ -11,8 +11,9 @@ loss (see docs/nnunet.md):
   the loss runs with ``multilabel=True`` and that channel becomes its ``mask`` (1 where a voxel counts).
 - deep supervision: a list of outputs (full resolution first) and a list of targets downsampled by
   nnU-Net; the weights follow nnU-Net's scheme by default (``UNIFOCAL_DS_WEIGHTS`` for others).
-- ``batch_dice`` comes from the plans; under DDP the batch-level TP/FP/FN are all-reduced across ranks by
-  the core losses (:func:`unifocal.losses._stats.confusion_sums`), as nnU-Net does for its batch Dice.
+- ``batch_dice`` comes from the plans; under DDP the losses are built with ``ddp=True``: batch-level
+  TP/FP/FN are all-reduced across ranks and voxel means use the global voxel count, as nnU-Net's
+  ``ddp=is_ddp`` does for its batch Dice.
 
 Nothing here imports nnunetv2; :meth:`TrainerState.from_trainer` only reads trainer attributes.
 """
@@ -87,10 +88,10 @@ class TrainerState:
         )
 
     def mode_kwargs(self) -> dict:
-        """``multilabel`` / ``ignore_index`` for the core losses."""
+        """``multilabel`` / ``ignore_index`` and ``ddp`` (global-batch statistics across ranks) for the core losses."""
         if self.has_regions:
-            return {"multilabel": True}
-        return {"multilabel": False, "ignore_index": self.ignore_label}
+            return {"multilabel": True, "ddp": self.is_ddp}
+        return {"multilabel": False, "ignore_index": self.ignore_label, "ddp": self.is_ddp}
 
 
 def _unified(asymmetric: bool) -> Callable[[dict, TrainerState], nn.Module]:

@@ -233,3 +233,50 @@ def test_composed_path_soft_target_matches_definition_and_gradcheck(gamma, from_
     torch.testing.assert_close(torch.autograd.grad(ours(x), x)[0], torch.autograd.grad(reference(x), x)[0],
                                rtol=1e-9, atol=1e-12)
     assert torch.autograd.gradcheck(ours, (x,), eps=1e-7, atol=1e-6)
+
+
+def _fused_loss(x, labels, mask):
+    stats = class_statistics(prepare(x, labels, mask=mask), cross_entropy=True, gamma=(0.0, 0.5, 0.5))
+    return (stats.cross_entropy * 0.3).sum() + stats.true_positive.sum() - stats.predicted[:, 2].sum()
+
+
+def test_saved_tensor_hooks_see_everything_the_fused_backward_needs():
+    """save_on_cpu packs every tensor the backward uses (nothing hides in ctx), and the gradient is unchanged."""
+    logits, labels, mask = _case(seed=11)
+    (expected,) = torch.autograd.grad(_fused_loss(logits, labels, mask), logits)
+    packed = []
+
+    def pack(tensor):
+        packed.append(tensor.shape)
+        return tensor.clone()
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        value = _fused_loss(logits, labels, mask)
+    b, k, *spatial = logits.shape
+    assert (b, k, *spatial) in packed and (b, 1, *spatial) in packed  # p, and the labels / mask / voxel maps
+    (hooked,) = torch.autograd.grad(value, logits)
+    torch.testing.assert_close(hooked, expected, rtol=0, atol=0)
+    with torch.autograd.graph.save_on_cpu():
+        value = _fused_loss(logits, labels, mask)
+    torch.testing.assert_close(torch.autograd.grad(value, logits)[0], expected, rtol=0, atol=0)
+
+
+def test_activation_checkpointing_gives_the_same_gradient():
+    from torch.utils.checkpoint import checkpoint
+
+    logits, labels, mask = _case(seed=12)
+    (expected,) = torch.autograd.grad(_fused_loss(logits, labels, mask), logits)
+    value = checkpoint(_fused_loss, logits, labels, mask, use_reentrant=False)
+    torch.testing.assert_close(torch.autograd.grad(value, logits)[0], expected, rtol=1e-14, atol=0)
+
+
+def test_double_backward_and_torch_func_fail_with_a_clear_message():
+    logits, labels, mask = _case(seed=13)
+    with pytest.raises(RuntimeError, match="do not support double backward"):
+        torch.autograd.grad(_fused_loss(logits, labels, mask), logits, create_graph=True)
+    dense = torch.zeros_like(logits).scatter_(1, labels.long(), 1.0)
+    with pytest.raises(RuntimeError, match="do not support double backward"):  # the composed path's focal sums
+        torch.autograd.grad(class_statistics(prepare(logits, dense), True, 0.5).cross_entropy.sum(), logits,
+                            create_graph=True)
+    with pytest.raises(RuntimeError, match="setup_context"):
+        torch.func.grad(lambda x: _fused_loss(x, labels, mask))(logits.detach())

@@ -20,7 +20,6 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from ._inputs import Prepared, one_hot
 
@@ -138,6 +137,21 @@ def _composed_statistics(prep: Prepared, cross_entropy: bool, exponents: tuple[f
     return ClassStatistics(predicted, sums(target * prob), sums(target.detach()), cross_entropy_sums)
 
 
+def _first_order(backward: Callable) -> Callable:
+    """A hand-written backward that runs without building a graph and refuses double backward
+    (``create_graph=True``) with a clear error, where torch's ``once_differentiable`` returns gradients
+    silently treated as constants when the incoming gradients need none."""
+
+    def checked(ctx, *grads):
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            raise RuntimeError("the fused statistics of unifocal.losses do not support double backward "
+                               "(create_graph=True, gradient penalties); compute such terms with another loss")
+        with torch.no_grad():
+            return backward(ctx, *grads)
+
+    return checked
+
+
 class _DenseFocalSums(torch.autograd.Function):
     """(B, K) sums ``sum_i w_ic (-log p_ic) (1 - p_ic)^gamma_c`` for a dense weight ``w`` (target times voxel
     weights, no gradient); keeps one (B, K, *S) tensor for the backward (autograd's chain of the same
@@ -151,7 +165,7 @@ class _DenseFocalSums(torch.autograd.Function):
         return terms.mul_(weight).flatten(2).sum(2)
 
     @staticmethod
-    @once_differentiable
+    @_first_order
     def backward(ctx, grad: Tensor):
         # dL/d(log p_ic) = G_bc w_ic (1 - p_ic)^gamma_c (gamma_c r_ic - 1),  r = p log p / (1 - p)  (_focal_term)
         (slope,) = ctx.saved_tensors
@@ -166,12 +180,10 @@ class _LabelMapStatistics(torch.autograd.Function):
     per voxel), and the per-class sums are batched matrix products with ``y``:
     ``true_positive_c = sum_i y_ic p_ti``, ``cross_entropy_c = sum_i y_ic v_i (1 - p_ti)^gamma_ti (-log p_ti)``.
 
-    Everything the backward needs goes through ``save_for_backward`` (``p``, the labels, the mask and two
-    voxel maps), so saved-tensor hooks (``torch.autograd.graph.save_on_cpu``, activation checkpointing) and
-    autograd's version checks see it; the one-hot target is rebuilt from the labels in the backward, where
-    its buffer becomes the gradient. Double backward is not supported (``once_differentiable``); the
-    ``torch.func`` transforms are not either (torch says so: the function has no ``setup_context``).
-    A composed autograd graph of the same sums keeps several (B, K, *S) tensors and writes many more.
+    Everything the backward needs is saved through ``save_for_backward`` (saved-tensor hooks such as
+    ``save_on_cpu`` and checkpointing see it); the one-hot target is rebuilt from the labels in the backward,
+    where its buffer becomes the gradient. Double backward is not supported (a clear error),
+    nor are the ``torch.func`` transforms (torch raises: the function has no ``setup_context``).
     """
 
     @staticmethod
@@ -213,7 +225,7 @@ class _LabelMapStatistics(torch.autograd.Function):
         return predicted, true_positive, actual, None if terms is None else class_sums(terms)
 
     @staticmethod
-    @once_differentiable
+    @_first_order
     def backward(ctx, grad_predicted: Optional[Tensor], grad_tp: Optional[Tensor], _, grad_ce: Optional[Tensor]):
         with torch.autocast(ctx.device_type, enabled=False):
             return _LabelMapStatistics._backward(ctx, grad_predicted, grad_tp, grad_ce)
@@ -437,12 +449,8 @@ def scalar_or_table(values: Sequence[float], like: Tensor) -> Union[float, Tenso
 
 
 def tversky_distance(sums: ConfusionSums, fp_weight: float, fn_weight: float, smooth: float) -> Tensor:
-    """``1 - TI`` with ``TI = (TP + s) / (TP + fp_weight FP + fn_weight FN + s)``.
-
-    Computed as ``(a FP + b FN) / (TP + a FP + b FN + s)`` so that it stays exact as TI -> 1, where
-    ``1 - TI`` would cancel. Weights 0.5/0.5 give the Dice loss (with smoothing 2s in the usual form),
-    1/1 the Jaccard loss.
-    """
+    """``1 - TI`` with ``TI = (TP + s) / (TP + fp_weight FP + fn_weight FN + s)``, computed as
+    ``(a FP + b FN) / (TP + a FP + b FN + s)``, exact as TI -> 1 where ``1 - TI`` would cancel."""
     errors = fp_weight * sums.fp + fn_weight * sums.fn
     return errors / (sums.tp + errors + smooth)
 
@@ -452,15 +460,10 @@ def class_roles(prep: Prepared, common_classes=None, rare_classes=None) -> tuple
 
     Exclusive classes: ``common_classes`` default to (0,) (the background) and ``rare_classes`` to
     the rest; giving one set makes the other its complement; giving both requires a partition.
-    Multilabel input: each channel is rare and its complement common; the sets must be left unset.
+    Multilabel input: each channel is rare and its complement common (the sets are unset there).
     """
     k = prep.num_classes
     if prep.multilabel:
-        if common_classes is not None or rare_classes is not None:
-            raise ValueError(
-                "common_classes/rare_classes apply to exclusive classes; with multilabel=True every channel is "
-                "its own binary problem (its complement common, the channel rare)"
-            )
         return (False,) * prep.num_problems + (True,) * prep.num_problems
     for name, classes in (("common_classes", common_classes), ("rare_classes", rare_classes)):
         if classes is not None and any(c >= k for c in classes):

@@ -5,20 +5,13 @@
     boundary loss (Kervadec 2019):            L = (1/N) sum_i mean_{c >= 1} phi_ic p_ic, phi signed distance
     Hausdorff DT loss (Karimi 2019):          L = (1/N) sum_i mean_c (p_ic - y_ic)^2 (dp_ic^a + dy_ic^a)
 
-Distance maps. Every map is computed from binary regions with ``scipy.ndimage.distance_transform_edt``
-(``sampling=spacing``: pass the voxel spacing to measure in physical units) on the CPU, once per batch,
-and carries no gradient. The regions are the target's classes (``y > 0.5`` of the prepared one-hot
-target: label ``c`` for exclusive classes, each channel and its complement with ``multilabel=True``) and,
-for the Hausdorff loss only, the prediction thresholded at ``p > 0.5``. Per region:
-
-- ``inside``: at a voxel of the region, the distance to the nearest voxel outside it (one voxel spacing
-  on the region's contour); 0 elsewhere.
-- ``outside``: at a voxel outside the region, the distance to the nearest voxel of it; 0 inside.
-
-A region that is empty or fills the whole sample has no contour: both maps are 0 there (as in MONAI and
-Kervadec's code), so these losses stay finite with finite gradients on all-background samples and on
-absent classes. What that means for each loss is in its docstring. Ignored voxels (``ignore_index`` /
-``mask``) belong to no region (they border every class, like an unknown label) and contribute no loss.
+Distance maps come from binary regions with ``scipy.ndimage.distance_transform_edt`` (``sampling=spacing``
+for physical units), on the CPU, once per batch, without gradient: the target's classes (``y > 0.5``; each
+channel and its complement with ``multilabel=True``) and, for the Hausdorff loss, the prediction at
+``p > 0.5``. ``inside``: at a voxel of a region, the distance to the nearest voxel outside it (one spacing on
+the contour), 0 elsewhere; ``outside``: at a voxel outside, the distance to the region, 0 inside. An empty or
+full region has no contour and both maps 0, so the losses stay finite on absent classes. Ignored voxels
+belong to no region and contribute no loss. Choices and peers: docs/losses-literature.md.
 """
 
 from __future__ import annotations
@@ -123,14 +116,10 @@ class DistancePenalizedCELoss(_DistanceLoss):
     .. math:: L = -\frac{1}{N} \sum_i (1 + D_i) \sum_c y_{ic} \log p_{ic}, \qquad
               D_i = 1 - \frac{d_i - d_{min}}{d_{max} - d_{min}}
 
-    ``d_i`` is the distance from voxel ``i`` to the nearest voxel of another label (the ``inside`` map of
-    its target region, module docstring) and ``d_min, d_max`` its extremes over that region, per sample:
-    the inverted, normalised distance map, 1 on the region's contour falling to 0 at its deepest voxels,
-    so voxels at the boundaries count up to twice. SegLossOdyssey's ``compute_edts_forPenalizedLoss`` (Ma et al.)
-    computes the same map, ``(d_max - d) / max(d_max - d)`` with ``d_min = 1`` on the contour, but divides 0
-    by 0 (NaN) on a one-voxel-thin structure, which here is all contour (``D = 1``). A region without contour (a class filling the sample, e.g.
-    the background of an all-background sample) gets ``D = 0``: plain cross entropy. With
-    ``multilabel=True`` each channel's binary cross entropy uses the maps of the channel and its complement.
+    ``d_i`` is the ``inside`` distance of voxel ``i`` in its target region and ``d_min, d_max`` its extremes
+    over the region, per sample: 1 on the contour falling to 0 at the deepest voxels. SegLossOdyssey's
+    ``compute_edts_forPenalizedLoss`` computes the same map but gives NaN (0 / 0) on a one-voxel-thin
+    structure, which here is all contour (``D = 1``). A region without contour gets ``D = 0``.
 
     Args:""" + _COMMON_ARGS
 
@@ -156,19 +145,11 @@ class ShapeAwareLoss(_DistanceLoss):
 
     .. math:: L = -\frac{1}{N} \sum_i (1 + d_i) \sum_c y_{ic} \log p_{ic}
 
-    ``d_i`` is the distance from voxel ``i`` to the nearest voxel of another target label (one voxel
-    spacing on the contour, growing away from it; in physical units with ``spacing``). Confident correct
-    voxels cost little whatever their weight, so the weight acts on errors: a false positive far from the
-    object, or a hole deep inside it, costs more than a misplaced boundary voxel, which steers training
-    towards the right shape. The weights are not normalised (their scale is the structure size: with
-    large structures consider a smaller learning rate or combining with a region loss). A sample with a
-    single label has no contour and gives plain cross entropy. Jadon defines ``E_i`` through the *predicted*
-    contour (the distance between the predicted and the ground-truth contours); this loss uses the distance
-    to the ground-truth contour alone, so that the weights depend only on the target: no thresholded
-    prediction (whose contour has no gradient and jumps between steps) enters the loss, and a sample's
-    weights stay fixed through training. :class:`HausdorffDTLoss` weights errors by the distances to both
-    contours. With ``multilabel=True`` each channel's
-    binary cross entropy uses the maps of the channel and its complement.
+    ``d_i`` is the ``inside`` distance of voxel ``i`` in its target region (not normalised: its scale is the
+    structure size), so errors far from the contour (a far false positive, a hole deep inside) cost most.
+    Jadon defines ``E_i`` through the predicted contour; here the weight depends on the target only, so no
+    thresholded prediction (without gradient, jumping between steps) enters the loss and a sample's weights
+    stay fixed; :class:`HausdorffDTLoss` uses both contours. A sample with a single label gives plain CE.
 
     Args:""" + _COMMON_ARGS
 
@@ -184,19 +165,11 @@ class BoundaryLoss(_DistanceLoss):
     .. math:: L = \frac{1}{N} \sum_i \operatorname{mean}_{c \in F} \phi_{ic}\, p_{ic}, \qquad
               \phi_c = \begin{cases} d^{out}_c & \text{outside class } c \\ -(d^{in}_c - 1) & \text{inside} \end{cases}
 
-    over the foreground classes ``F`` (every class but the background; every channel with
-    ``multilabel=True``), with the signed distance map ``phi_c`` of the target (Kervadec's ``one_hot2dist``):
-    probability mass outside the object costs its distance to it, mass inside earns its depth. The minimum
-    is negative. A class absent from the sample (or filling it) has ``phi = 0``: the loss neither rewards
-    nor penalises it there, so an all-background sample gives 0 with zero gradient.
-
-    Use it with a region loss: Kervadec et al. train ``L_GDL + a L_B``, raising ``a`` from 0.01 by 0.01 per
-    epoch (or rebalancing ``(1 - a) L_GDL + a L_B``). On its own it gives no signal on samples without
-    foreground and, from scratch, tends to collapse to empty predictions (the paper's observation), so it is
-    not meant to be trained alone. ``spacing`` measures distances in
-    physical units (the ``-1`` on the inner contour stays one unit, as in Kervadec's code). Equal to
-    ``monai.losses.BoundaryLoss(softmax=True, include_background=False)`` for exclusive classes without
-    spacing, and to ``sigmoid=True, include_background=True`` in multilabel mode.
+    over the foreground classes ``F`` (every channel with ``multilabel=True``), with Kervadec's signed
+    distance map ``phi_c`` of the target (``-1`` stays one unit with ``spacing``). A class absent from the
+    sample (or filling it) has ``phi = 0``: an all-background sample gives 0 with zero gradient. Train it
+    with a region loss (Kervadec et al.: ``L_GDL + a L_B``, ``a`` raised from 0.01 by 0.01 per epoch); alone
+    it tends to collapse to empty predictions.
 
     Args:""" + _COMMON_ARGS
 
@@ -216,23 +189,16 @@ class BoundaryLoss(_DistanceLoss):
 
 class HausdorffDTLoss(_DistanceLoss):
     __doc__ = r"""Hausdorff distance loss via distance transforms (Karimi & Salcudean, "Reducing the Hausdorff
-    distance in medical image segmentation with convolutional neural networks", IEEE TMI 39(2) 2020, 499-513;
-    arXiv 2019), mean over classes.
+    distance in medical image segmentation with convolutional neural networks", IEEE TMI 39(2) 2020, 499-513),
+    mean over classes.
 
     .. math:: L = \frac{1}{N} \sum_i \operatorname{mean}_c (p_{ic} - y_{ic})^2 \big(d^{p}_{ic}{}^{\alpha}
               + d^{y}_{ic}{}^{\alpha}\big)
 
-    ``d^y_c`` is the unsigned distance to the contour of target class ``c`` (``inside + outside``, module
-    docstring) and ``d^p_c`` the same for the prediction thresholded at ``p_c > 0.5``; both carry no
-    gradient. Errors far from either contour, which drive the Hausdorff distance, cost most. A class absent
-    from (or filling) the target has ``d^y = 0``; its loss then comes from the prediction's own contour
-    (finite; zero when the prediction is empty too). Typically combined with a Dice loss, as Karimi &
-    Salcudean do.
-
-    Relation to MONAI: equal to ``monai.losses.HausdorffDTLoss(alpha, softmax=True, to_onehot_y=True,
-    include_background=...)`` (``sigmoid=True`` in multilabel mode) without spacing. The default here
-    keeps the background (``include_background=True``, like the other losses of the package; MONAI's default
-    is False), because with ``multilabel=True`` dropping channel 0 would drop a real region.
+    ``d^y_c`` is the unsigned distance to the contour of target class ``c`` (``inside + outside``) and
+    ``d^p_c`` the same for the prediction at ``p_c > 0.5``, both without gradient: errors far from either
+    contour, which drive the Hausdorff distance, cost most. Keeps the background by default (MONAI's default
+    drops it), as with ``multilabel=True`` channel 0 is a real region.
 
     Args:
         alpha: exponent > 0 of the distances (default 2).

@@ -15,26 +15,22 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ._base import SegmentationLoss, check_bool, check_number, check_numbers, check_unit_interval, functional
+from ._base import check_number, check_numbers, check_unit_interval, functional
 from ._inputs import Prepared
 from ._stats import (
     BatchLoss,
-    ClassStatistics,
     class_mean,
     class_roles,
     class_statistics,
     class_table,
-    confusion_sums,
     per_class,
-    region_classes,
     role_weights,
     safe_pow,
-    tversky_distance,
     voxel_mean,
     weighted_sum,
 )
 from .distribution import modulated_cross_entropy
-from .region import check_smooth
+from .region import _RegionLoss
 
 __all__ = [
     "ComboLoss",
@@ -47,54 +43,30 @@ __all__ = [
 
 _COMMON_ARGS = """
         smooth: Dice smoothing (> 0, default 1), as :class:`~unifocal.losses.DiceLoss`.
+        include_background: keep channel 0 in the Dice part (default True).
         batch_dice: Dice over the batch (nnU-Net's batch_dice); over all ranks with ``ddp=True``.
         from_logits, multilabel, ignore_index, reduction, ddp: as every loss
             (:class:`~unifocal.losses._base.SegmentationLoss`).
 """
 
 
-class _CompoundLoss(SegmentationLoss):
-    """A cross-entropy part and a Dice part over the classes :meth:`dice_classes` selects."""
-
-    include_background = True
-
-    def __init__(self, *, smooth: float = 1.0, batch_dice: bool = False, **options) -> None:
-        super().__init__(**options)
-        self.smooth = check_smooth(smooth)
-        self.batch_dice = check_bool("batch_dice", batch_dice)
-
-    def dice_classes(self, prep: Prepared) -> slice:
-        return region_classes(prep, self.include_background)
-
-    def dice_distance(self, stats: ClassStatistics, prep: Prepared) -> Tensor:
-        """(B, K') or (1, K') soft Dice loss ``1 - DSC_c`` per class."""
-        sums = confusion_sums(stats, prep, self.batch_dice, self.dice_classes(prep))
-        return tversky_distance(sums, 0.5, 0.5, self.smooth / 2)
-
-
 def _check_class_weight(class_weight) -> Optional[tuple[float, ...]]:
     return None if class_weight is None else check_numbers("class_weight", class_weight, 0.0, scalar=False)
 
 
-class ComboLoss(_CompoundLoss):
-    r"""Combo loss (Taghanaki, Zheng, Zhou, Georgescu, Sharma, Xu, Comaniciu, Hamarneh, "Combo loss: Handling
+class ComboLoss(_RegionLoss):
+    __doc__ = r"""Combo loss (Taghanaki, Zheng, Zhou, Georgescu, Sharma, Xu, Comaniciu, Hamarneh, "Combo loss: Handling
     input and output imbalance in multi-organ segmentation", CMIG 75 (2019) 24-33).
 
     .. math:: L = \alpha\, \Big(-\frac{1}{N} \sum_i \sum_c b_c\, y_{ic} \log p_{ic}\Big)
               - (1 - \alpha)\, \operatorname{mean}_c \frac{2 TP_c + s}{2 TP_c + FP_c + FN_c + s}
 
-    with ``b_c = beta`` on the foreground classes and ``1 - beta`` on the background: Taghanaki's modified
-    cross entropy ``beta y log p + (1 - beta)(1 - y) log(1 - p)``, where ``beta > 0.5`` penalises false
-    negatives more than false positives. The Dice coefficient is averaged over all classes, background
-    included (as mlyg's ``combo_loss``; in multilabel mode over every channel and its complement), where
-    Taghanaki et al. average the foreground (structure) classes only; with the background the Dice term is
-    larger and changes less with small structures. The Unified Focal identity below depends on this choice. The loss
-    lies in [-(1 - alpha), inf): it is negative for good predictions, as in the paper.
-
-    Unified Focal special case (tested to float64 round-off): ``UnifiedFocalLoss(weight=0.5, gamma=0,
-    delta=0.5, smooth=s / 2)`` equals ``ComboLoss(alpha=0.5, beta=0.5, smooth=s) + 0.5`` (the Unified Focal
-    loss writes the Tversky smoothing in the form ``(TP + s') / (TP + FN/2 + FP/2 + s')``, i.e. ``s = 2 s'``).
-    mlyg's reference code puts its ``beta`` on channel 0 (the background); this class follows the paper.
+    ``b_c = beta`` on the foreground and ``1 - beta`` on the background (Taghanaki's modified cross entropy;
+    ``beta > 0.5`` punishes false negatives more). The Dice mean includes the background by default (as
+    mlyg's ``combo_loss``; every channel and its complement with ``multilabel=True``), where Taghanaki et al.
+    average the foreground only: ``include_background=False`` gives the paper's form. The identity
+    ``UnifiedFocalLoss(weight=0.5, gamma=0, delta=0.5, smooth=s / 2) == ComboLoss(smooth=s) + 0.5`` (tested)
+    holds for the default. The loss is negative for good predictions, as in the paper.
 
     Args:
         alpha: weight in [0, 1] of the cross-entropy part (default 0.5).
@@ -105,47 +77,42 @@ class ComboLoss(_CompoundLoss):
         self.alpha = check_unit_interval("alpha", alpha)
         self.beta = check_unit_interval("beta", beta)
 
-    def dice_classes(self, prep: Prepared) -> slice:
-        return slice(None)
+    def classes(self, prep: Prepared) -> slice:
+        """Every class, or with ``include_background=False`` the foreground: classes 1.. (exclusive), the
+        channels without their complements (multilabel)."""
+        if self.include_background:
+            return slice(None)
+        return slice(prep.num_classes - prep.num_problems if prep.multilabel else 1, None)
 
     def compute(self, prep: Prepared) -> BatchLoss:
         stats = class_statistics(prep, cross_entropy=True)
         cross_entropy = modulated_cross_entropy(stats, prep, role_weights(class_roles(prep), self.beta, 1 - self.beta))
-        dice = class_mean(1 - self.dice_distance(stats, prep), prep.batch_size)
+        dice = class_mean(1 - self.dice_distance(self.confusion(prep, stats)), prep.batch_size)
         return cross_entropy.scaled(self.alpha).plus(dice.scaled(-(1.0 - self.alpha)))
 
 
-class DiceCELoss(_CompoundLoss):
-    r"""Soft Dice loss plus cross entropy, the default compound loss of nnU-Net and MONAI.
+class DiceCELoss(_RegionLoss):
+    __doc__ = r"""Soft Dice loss plus cross entropy, the default compound loss of nnU-Net and MONAI.
 
     .. math:: L = \lambda_{dice}\, \operatorname{mean}_c \Big[1 - \frac{2 TP_c + s}{2 TP_c + FP_c + FN_c + s}\Big]
-              + \lambda_{ce} \Big(-\frac{1}{N} \sum_i \sum_c w_c\, y_{ic} \log p_{ic}\Big)
+              + \lambda_{ce}\, CE
 
-    The Dice part is :class:`~unifocal.losses.DiceLoss`, the CE part :class:`~unifocal.losses.CrossEntropyLoss`
-    (binary cross entropy averaged over channels with ``multilabel=True``; with ``class_weight``, torch's
-    weighted mean: divided by the summed weights of the targets' classes). Both parts come from one pass of
-    class statistics.
-
-    Relation to MONAI: equal to ``monai.losses.DiceCELoss(softmax=True, to_onehot_y=True, smooth_nr=s,
-    smooth_dr=s, lambda_dice=..., lambda_ce=...)`` for exclusive classes and to ``sigmoid=True`` for a single
-    sigmoid channel. Differences: MONAI applies ``weight`` to the Dice part too (here ``class_weight`` is the
-    CE's only), uses softmax cross entropy for multi-channel sigmoid input (here per-channel BCE), and offers
-    ``squared_pred``/``jaccard`` (use :class:`~unifocal.losses.DiceLoss` + CE for those). nnU-Net's
-    ``DC_and_CE_loss`` uses ``include_background=False``, batch Dice and its own smoothing.
+    with :class:`~unifocal.losses.DiceLoss` and :class:`~unifocal.losses.CrossEntropyLoss` (per-channel BCE with
+    ``multilabel=True``; with ``class_weight`` torch's weighted mean), both from one pass of class statistics.
+    Equal to MONAI's ``DiceCELoss(softmax=True, to_onehot_y=True, smooth_nr=s, smooth_dr=s)`` (differences:
+    docs/losses-literature.md); nnU-Net's ``DC_and_CE_loss`` is ``include_background=False`` with batch Dice.
 
     Args:
         lambda_dice: weight (>= 0) of the Dice part (default 1).
         lambda_ce: weight (>= 0) of the cross-entropy part (default 1).
-        class_weight: optional per-class CE weights (>= 0, one per channel).
-        include_background: keep channel 0 in the Dice part (default True).""" + _COMMON_ARGS
+        class_weight: optional per-class CE weights (>= 0, one per channel).""" + _COMMON_ARGS
 
     def __init__(self, lambda_dice: float = 1.0, lambda_ce: float = 1.0, class_weight: Optional[Sequence[float]] = None,
-                 include_background: bool = True, **options) -> None:
+                 **options) -> None:
         super().__init__(**options)
         self.lambda_dice = check_number("lambda_dice", lambda_dice, 0.0)
         self.lambda_ce = check_number("lambda_ce", lambda_ce, 0.0)
         self.class_weight = _check_class_weight(class_weight)
-        self.include_background = check_bool("include_background", include_background)
 
     def compute(self, prep: Prepared) -> BatchLoss:
         stats = class_statistics(prep, cross_entropy=self.lambda_ce > 0)
@@ -155,7 +122,7 @@ class DiceCELoss(_CompoundLoss):
             return modulated_cross_entropy(stats, prep, weight, weighted_mean=True)
 
         def dice() -> BatchLoss:
-            return class_mean(self.dice_distance(stats, prep), prep.batch_size)
+            return class_mean(self.dice_distance(self.confusion(prep, stats)), prep.batch_size)
 
         return weighted_sum([(self.lambda_dice, dice), (self.lambda_ce, cross_entropy)])
 
@@ -175,23 +142,17 @@ def frequency_weights(prep: Prepared) -> Tensor:
     return weights.view(1, -1, *([1] * (prep.scores.ndim - 2)))
 
 
-class ExponentialLogarithmicLoss(_CompoundLoss):
-    r"""Exponential logarithmic loss (Wong, Moradi, Tang, Syeda-Mahmood, "3D segmentation with exponential
+class ExponentialLogarithmicLoss(_RegionLoss):
+    __doc__ = r"""Exponential logarithmic loss (Wong, Moradi, Tang, Syeda-Mahmood, "3D segmentation with exponential
     logarithmic loss for highly unbalanced object sizes", MICCAI 2018).
 
     .. math:: L = w_{dice}\, \operatorname{mean}_c \big(-\ln DSC_c\big)^{\gamma_{dice}}
               + w_{ce}\, \frac{1}{N} \sum_i \sum_l y_{il}\, w_l \big(-\ln p_{il}\big)^{\gamma_{ce}},
               \qquad DSC_c = \frac{2 TP_c + s}{2 TP_c + FP_c + FN_c + s}
 
-    Exponents below 1 raise the loss of well-segmented classes and confident voxels (``x^gamma > x`` for
-    ``x < 1``), which keeps small structures in play. Label weights ``w_l`` (Wong's choice):
-    ``w_l = (sum_k f_k / f_l)^0.5`` with ``f_k`` the voxel count of class ``k`` in the current batch
-    (counted voxels only; per channel against its complement in multilabel mode; see
-    :func:`frequency_weights`). Wong et al. count frequencies over the training set: pass those weights as
-    ``class_weight`` (e.g. from :mod:`unifocal.gamma`'s class frequencies) for batch-independent weights.
-    Defaults are the paper's: ``w_dice = 0.8``, ``w_ce = 0.2``, ``gamma_dice = gamma_ce = 0.3``, ``s = 1``.
-    Gradients of ``x^gamma`` are stopped below ``x = 1e-6`` (a perfect class or a saturated voxel),
-    where they would be infinite.
+    Label weights ``w_l = (sum_k f_k / f_l)^0.5`` from the class frequencies ``f`` of the current batch
+    (:func:`frequency_weights`); Wong et al. count them over the training set: pass those as
+    ``class_weight``. Defaults are the paper's; the gradient of ``x^gamma`` is stopped below ``x = 1e-6``.
 
     Args:
         dice_weight: w_dice >= 0 (default 0.8).
@@ -199,23 +160,20 @@ class ExponentialLogarithmicLoss(_CompoundLoss):
         gamma_dice: exponent > 0 of the Dice part (default 0.3).
         gamma_ce: exponent > 0 of the cross-entropy part (default 0.3).
         class_weight: fixed label weights w_l (one per channel; in multilabel mode a channel's weight applies
-            to its complement too), or None for the batch frequency weights.
-        include_background: keep channel 0 in the Dice part (default True).""" + _COMMON_ARGS
+            to its complement too), or None for the batch frequency weights.""" + _COMMON_ARGS
 
     def __init__(self, dice_weight: float = 0.8, ce_weight: float = 0.2, gamma_dice: float = 0.3,
-                 gamma_ce: float = 0.3, class_weight: Optional[Sequence[float]] = None, include_background: bool = True,
-                 **options) -> None:
+                 gamma_ce: float = 0.3, class_weight: Optional[Sequence[float]] = None, **options) -> None:
         super().__init__(**options)
         self.dice_weight = check_number("dice_weight", dice_weight, 0.0)
         self.ce_weight = check_number("ce_weight", ce_weight, 0.0)
         self.gamma_dice = check_number("gamma_dice", gamma_dice, 0.0, low_open=True)
         self.gamma_ce = check_number("gamma_ce", gamma_ce, 0.0, low_open=True)
         self.class_weight = _check_class_weight(class_weight)
-        self.include_background = check_bool("include_background", include_background)
 
     def compute(self, prep: Prepared) -> BatchLoss:
         def dice() -> BatchLoss:
-            distance = self.dice_distance(class_statistics(prep), prep)
+            distance = self.dice_distance(self.confusion(prep))
             # -ln DSC = -log1p(-(1 - DSC)): exact as DSC -> 1; safe_pow keeps the gradient of x^gamma finite at 0.
             return class_mean(safe_pow(-torch.log1p(-distance), self.gamma_dice), prep.batch_size)
 

@@ -26,6 +26,7 @@ from ._base import SegmentationLoss, check_bool, check_number, check_unit_interv
 from ._inputs import Prepared
 from ._stats import (
     BatchLoss,
+    ClassStatistics,
     ConfusionSums,
     class_mean,
     class_statistics,
@@ -68,7 +69,8 @@ _COMMON_ARGS = """
 
 
 class _RegionLoss(SegmentationLoss):
-    """A loss of the soft confusion sums of the selected classes: ``per_class(sums)`` averaged over classes."""
+    """A loss of the soft confusion sums of the selected classes (:meth:`classes`): ``per_class(sums)``
+    averaged over classes, unless ``compute`` says otherwise."""
 
     def __init__(self, *, smooth: float = 1.0, include_background: bool = True, batch_dice: bool = False,
                  **options) -> None:
@@ -77,10 +79,18 @@ class _RegionLoss(SegmentationLoss):
         self.include_background = check_bool("include_background", include_background)
         self.batch_dice = check_bool("batch_dice", batch_dice)
 
-    def confusion(self, prep: Prepared) -> ConfusionSums:
-        """TP/FP/FN of the selected classes, (B, K') or (1, K') with ``batch_dice``."""
-        return confusion_sums(class_statistics(prep), prep, self.batch_dice,
-                              region_classes(prep, self.include_background))
+    def classes(self, prep: Prepared) -> slice:
+        return region_classes(prep, self.include_background)
+
+    def confusion(self, prep: Prepared, stats: Optional[ClassStatistics] = None) -> ConfusionSums:
+        """TP/FP/FN of the selected classes, (B, K') or (1, K') with ``batch_dice``, from ``stats`` (by
+        default the statistics of a pass that computes no cross entropy)."""
+        stats = class_statistics(prep) if stats is None else stats
+        return confusion_sums(stats, prep, self.batch_dice, self.classes(prep))
+
+    def dice_distance(self, sums: ConfusionSums) -> Tensor:
+        """``1 - DSC_c = 1 - (2 TP_c + s) / (2 TP_c + FP_c + FN_c + s)`` per class."""
+        return tversky_distance(sums, 0.5, 0.5, self.smooth / 2)
 
     def per_class(self, sums: ConfusionSums) -> Tensor:
         raise NotImplementedError
@@ -113,7 +123,7 @@ class DiceLoss(_RegionLoss):
         self.squared = check_bool("squared", squared)
 
     def per_class(self, sums: ConfusionSums) -> Tensor:
-        return tversky_distance(sums, 0.5, 0.5, self.smooth / 2)
+        return self.dice_distance(sums)
 
     def compute(self, prep: Prepared) -> BatchLoss:
         if not self.squared:
@@ -194,14 +204,9 @@ class FocalTverskyLoss(TverskyLoss):
 
 def generalized_dice_weights(volumes: Tensor) -> Tensor:
     """Sudre's class weights ``w_c = 1 / V_c^2`` from target volumes ``V`` (B, K) or (1, K), normalised to
-    sum to 1 over classes (no gradient).
-
-    The loss only depends on the ratios of the weights, except through the smoothing: normalised, ``smooth``
-    keeps the meaning "about one voxel" of the other region losses, where raw ``1 / V^2`` weights make any
-    fixed smoothing dominate large volumes. Absent-class guard (as MONAI): a class absent from the target
-    (``V_c = 0``, where ``1 / V_c^2`` is infinite) gets the weight of the rarest present class, so false
-    positives on it cost as much as on the rarest structure; when no class is present (everything ignored,
-    or ``include_background=False`` on a background-only sample) all weights are equal.
+    sum to 1 over classes (no gradient; normalised, ``smooth`` keeps meaning "about one voxel"). A class
+    absent from the target gets the weight of the rarest present class (MONAI's guard); when no class is
+    present all weights are equal.
     """
     volumes = volumes.detach()
     present = volumes > 0
@@ -219,17 +224,10 @@ class GeneralizedDiceLoss(_RegionLoss):
     .. math:: L = 1 - \frac{2 \sum_c w_c TP_c + s}{\sum_c w_c (2 TP_c + FP_c + FN_c) + s}, \qquad
               w_c \propto \frac{1}{V_c^2},\ V_c = \sum_i y_{ic}
 
-    One value per sample (or per batch with ``batch_dice=True``): the classes are pooled before the ratio,
-    each weighted by the inverse square of its target volume, so small structures count as much as large ones.
-    The weights are normalised to sum to 1 and carry no gradient; a class absent from the target gets the
-    weight of the rarest present class (MONAI's guard), all classes equal weights when none is present
-    (:func:`generalized_dice_weights`).
-
-    Relation to MONAI: equal to ``monai.losses.GeneralizedDiceLoss(w_type="square", smooth_nr=s W,
-    smooth_dr=s W)`` with ``W = sum_c 1 / V_c^2`` (after the guard), i.e. the same loss with the smoothing
-    measured in voxels instead of in units of the raw weights; MONAI's default ``1e-5`` on raw weights
-    outweighs the overlap terms once volumes exceed ~1e5 voxels. On a sample where no selected class is
-    present MONAI returns 0 (no gradient) and this loss still penalises false positives.
+    One value per sample (per batch with ``batch_dice``): the classes are pooled, each weighted by the
+    inverse square of its target volume (:func:`generalized_dice_weights`: normalised to sum 1, so ``s``
+    stays "about one voxel", no gradient, MONAI's guard for absent classes). Equal to MONAI's
+    ``GeneralizedDiceLoss(w_type="square", smooth_nr=s W, smooth_dr=s W)``, ``W = sum_c 1 / V_c^2``.
 
     Args:""" + _COMMON_ARGS
 
@@ -243,17 +241,14 @@ class GeneralizedDiceLoss(_RegionLoss):
 
 
 class SensitivitySpecificityLoss(SegmentationLoss):
-    r"""Sensitivity-specificity loss (Brosch, Yoo, Tang, Li, Traboulsee, Tam, "Deep convolutional encoder
+    __doc__ = r"""Sensitivity-specificity loss (Brosch, Yoo, Tang, Li, Traboulsee, Tam, "Deep convolutional encoder
     networks for multiple sclerosis lesion segmentation", MICCAI 2015), mean over classes.
 
     .. math:: L = \operatorname{mean}_c \Big[ r\, \frac{\sum_i (y_{ic} - p_{ic})^2\, y_{ic}}{\sum_i y_{ic} + s}
               + (1 - r)\, \frac{\sum_i (y_{ic} - p_{ic})^2 (1 - y_{ic})}{\sum_i (1 - y_{ic}) + s} \Big]
 
-    The first term is the mean squared error over the class's voxels (sensitivity), the second over all
-    other voxels (specificity); ``r`` (Brosch's "sensitivity ratio") trades them off.
-    Brosch et al. found values of 0.01-0.10 to behave alike and use 0.05: since the specificity term is a
-    mean over the (many) background voxels, it needs the larger weight. NiftyNet sums over classes; this
-    loss averages them (the Dice-family convention). Ignored voxels count in neither term.
+    The squared error over the class's voxels (sensitivity) and over all others (specificity), traded off by
+    Brosch's "sensitivity ratio" ``r`` (0.01-0.10 behave alike; 0.05). Ignored voxels count in neither term.
 
     Args:
         sensitivity_weight: r in [0, 1] (default 0.05).
@@ -284,14 +279,9 @@ class SensitivitySpecificityLoss(SegmentationLoss):
 
 
 class LogCoshDiceLoss(DiceLoss):
-    __doc__ = r"""Log-cosh Dice loss (Jadon, "A survey of loss functions for semantic segmentation", CIBCB 2020).
-
-    .. math:: L = \log\cosh\big(L_{Dice}\big), \qquad
-              L_{Dice} = \operatorname{mean}_c \Big[1 - \frac{2 TP_c + s}{2 TP_c + FP_c + FN_c + s}\Big]
-
-    Applied to each sample's soft Dice loss (:class:`DiceLoss`, same options), then reduced over samples.
-    ``log cosh`` is a smooth, bounded reshaping (``x^2/2`` near 0, derivative ``tanh x``): on [0, 1] it
-    damps the Dice loss, most near 0, where the Dice gradient is noisiest.
+    __doc__ = r"""Log-cosh Dice loss (Jadon, "A survey of loss functions for semantic segmentation", CIBCB 2020):
+    :math:`L = \log\cosh(L_{Dice})` of each sample's soft Dice loss (:class:`DiceLoss`, same options), then
+    reduced over samples; ``x^2/2`` near 0 with derivative ``tanh x``, a smooth damping of the Dice loss.
 
     Args:
         squared: squared-denominator Dice (Milletari 2016).""" + _COMMON_ARGS

@@ -69,7 +69,7 @@ def _focal_tversky_part(stats: ClassStatistics, prep: Prepared, delta: float, ex
 
 
 class UnifiedFocalLoss(SegmentationLoss):
-    r"""Unified Focal loss (Yeung et al. 2022), asymmetric (default) or symmetric.
+    __doc__ = r"""Unified Focal loss (Yeung et al. 2022), asymmetric (default) or symmetric.
 
     .. math:: L_{UF} = \lambda L_{F} + (1 - \lambda) L_{FT}
 
@@ -159,7 +159,7 @@ class SymmetricUnifiedFocalLoss(UnifiedFocalLoss):
 
 
 class AsymmetricFocalLoss(UnifiedFocalLoss):
-    r"""Modified asymmetric focal loss (the focal part of the asymmetric Unified Focal loss):
+    __doc__ = r"""Modified asymmetric focal loss (the focal part of the asymmetric Unified Focal loss):
 
     .. math:: L_{maF} = \frac{1}{N} \sum_i \Big[\sum_{c \in R} \delta\, CE_{ic}
               + \sum_{c \in K} (1 - \delta)(1 - p_{ic})^{\gamma_c} CE_{ic}\Big]
@@ -173,7 +173,7 @@ class AsymmetricFocalLoss(UnifiedFocalLoss):
 
 
 class SymmetricFocalLoss(UnifiedFocalLoss):
-    r"""Modified symmetric focal loss: :math:`\frac{1}{N}\sum_i \sum_c w_c (1 - p_{ic})^{\gamma_c} CE_{ic}`,
+    __doc__ = r"""Modified symmetric focal loss: :math:`\frac{1}{N}\sum_i \sum_c w_c (1 - p_{ic})^{\gamma_c} CE_{ic}`,
     ``w_c = delta`` on rare and ``1 - delta`` on common classes; with delta = alpha and gamma = 2 the
     alpha-balanced focal loss of Lin et al. Defaults delta=0.7, gamma=2 (mlyg)."""
 
@@ -182,7 +182,7 @@ class SymmetricFocalLoss(UnifiedFocalLoss):
 
 
 class AsymmetricFocalTverskyLoss(UnifiedFocalLoss):
-    r"""Modified asymmetric focal Tversky loss:
+    __doc__ = r"""Modified asymmetric focal Tversky loss:
     :math:`\operatorname{mean}_c [c \in K: 1 - TI_c;\ c \in R: (1 - TI_c)^{1 - \gamma_c}]`.
     Defaults delta=0.7, gamma=0.75 as mlyg's ``asymmetric_focal_tversky_loss``."""
 
@@ -191,7 +191,7 @@ class AsymmetricFocalTverskyLoss(UnifiedFocalLoss):
 
 
 class SymmetricFocalTverskyLoss(UnifiedFocalLoss):
-    r"""Modified symmetric focal Tversky loss :math:`\operatorname{mean}_c (1 - TI_c)^{1 - \gamma_c}`;
+    __doc__ = r"""Modified symmetric focal Tversky loss :math:`\operatorname{mean}_c (1 - TI_c)^{1 - \gamma_c}`;
     ``1 - gamma = 1/gamma_FT`` gives Abraham & Khan's focal Tversky loss. Defaults delta=0.7, gamma=0.75 (mlyg)."""
 
     def __init__(self, delta: float = 0.7, gamma: Gamma = 0.75, **kwargs) -> None:
@@ -199,7 +199,7 @@ class SymmetricFocalTverskyLoss(UnifiedFocalLoss):
 
 
 class HybridFocalLoss(SegmentationLoss):
-    r"""Hybrid Focal loss (Yeung et al. 2022, section 2.4): the symmetric focal and focal Tversky losses,
+    __doc__ = r"""Hybrid Focal loss (Yeung et al. 2022, section 2.4): the symmetric focal and focal Tversky losses,
     each with its own parameters (the Unified Focal loss ties them).
 
     .. math:: L_{HF} = \lambda L_{mF}(\delta_F, \gamma_F) + (1 - \lambda) L_{mFT}(\delta_{FT}, \gamma_{FT})
