@@ -66,12 +66,6 @@ def check_unit_interval(name: str, value) -> float:
     return check_number(name, value, 0.0, 1.0)
 
 
-def check_choice(name: str, value, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
-    return value
-
-
 def check_label(name: str, value) -> Optional[int]:
     """None or an integer label value (a bool or a float is not a label)."""
     if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_))):
@@ -98,12 +92,13 @@ class SegmentationLoss(nn.Module):
         ignore_index: label value (label-map targets) whose voxels count nowhere; ``forward(..., mask=)``
             marks ignored voxels for any target.
         reduction: "mean" (the batch mean as the loss defines it), "sum" or "none" (per-sample values, (B,)).
-        ddp: this call sees one rank's share of a batch split over ``torch.distributed`` ranks: batch-level
-            sums (``batch_dice``) are all-reduced and voxel means divide by the global count of counted
-            voxels, so that the ranks' mean loss and, after DDP's gradient averaging, the parameter
-            gradients equal those of one process on the whole batch. Off by default: no collective is
-            ever run unless asked (a loss computed on one rank alone must not wait for the others).
-            Without an initialised process group of several ranks it has no effect.
+        ddp: each call sees one rank's share of a batch split over ``torch.distributed`` ranks: batch sums
+            (``batch_dice``) are all-reduced and voxel means divide by the global count of counted voxels, so
+            the ranks' mean loss and (after DDP's averaging) the parameter gradients are those of the whole
+            batch. Off by default: no collective runs unless asked, so a loss computed on one rank alone never
+            waits; no effect without a process group of several ranks.
+
+    Gradients are first order: the hand-written backward passes refuse double backward (``create_graph``).
     """
 
     def __init__(self, *, from_logits: bool = True, multilabel: bool = False, ignore_index: Optional[int] = None,
@@ -112,7 +107,9 @@ class SegmentationLoss(nn.Module):
         self.from_logits = check_bool("from_logits", from_logits)
         self.multilabel = check_bool("multilabel", multilabel)
         self.ignore_index = check_label("ignore_index", ignore_index)
-        self.reduction = check_choice("reduction", reduction, REDUCTIONS)
+        if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
+        self.reduction = reduction
         self.ddp = check_bool("ddp", ddp)
 
     def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:

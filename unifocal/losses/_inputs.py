@@ -97,12 +97,6 @@ class Prepared:
     def num_classes(self) -> int:
         return self.scores.shape[1]
 
-    def voxel_counts(self) -> Tensor:
-        """(B,) number of voxels that count in each sample."""
-        if self.mask is None:
-            return self.scores.new_full((self.batch_size,), float(self.scores[0, 0].numel()))
-        return self.mask.flatten(1).sum(1)
-
 
 def one_hot(labels: Tensor, num_classes: int, mask: Optional[Tensor], dtype: torch.dtype) -> Tensor:
     """(B, K, *S) one-hot target of a (B, 1, *S) integer label map, zero where ``mask`` is 0.

@@ -1,19 +1,15 @@
 """Shared arithmetic: the per-class statistics of a batch, soft confusion sums, reductions, a safe power.
 
-Every per-voxel sum the losses of the family need is a per-class sum: TP, the predicted and actual
-volumes, and the (focal) cross entropy of each class. A loss asks :func:`class_statistics` once per call
-for what it needs and derives every part from the :class:`ClassStatistics` it gets back; for a label map
-and logits they come from one fused pass with a hand-written backward (:class:`_LabelMapStatistics`).
-
-Soft confusion sums per class ``c``, over the voxels that count (:func:`confusion_sums`):
-``TP_c = sum_i y_ic p_ic``, ``FP_c = sum_i (1 - y_ic) p_ic``, ``FN_c = sum_i y_ic (1 - p_ic)``.
-They are summed over the spatial axes per sample, or over the batch too with ``batch_dice=True``; when the
-loss was built with ``ddp=True`` the batch sums are all-reduced across ranks (as nnU-Net's batch Dice
-does with ``ddp=True``), so every rank sees the statistics of the global batch.
+A loss asks :func:`class_statistics` once per call for the per-class sums it needs (TP, predicted and
+actual volumes, the focal cross entropy; one fused pass for a label map and logits) and derives every part
+from that :class:`ClassStatistics`. Soft confusion sums (:func:`confusion_sums`) per class ``c`` over the
+counted voxels: ``TP_c = sum_i y_ic p_ic``, ``FP_c = sum_i (1 - y_ic) p_ic``, ``FN_c = sum_i y_ic (1 - p_ic)``,
+per sample, or over the batch with ``batch_dice`` (over all ranks with ``ddp``).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
@@ -94,15 +90,10 @@ def class_statistics(
     gamma: Union[float, Sequence[float]] = 0.0,
     voxel_weight: Optional[Tensor] = None,
 ) -> ClassStatistics:
-    """The :class:`ClassStatistics` of ``prep``, the cross entropy only if ``cross_entropy``.
-
-    ``gamma``: focal exponent, one value or one per class (0: plain cross entropy). ``voxel_weight``:
-    (B, 1, *S) weights ``v_i``, or (B, K, *S) per class and voxel (composed path only).
-
-    For an exclusive label map and logits the sums come from one fused pass
-    (:class:`_LabelMapStatistics`); otherwise from the dense probabilities and target. A loss calls this
-    once per batch, asking for everything its parts need.
-    """
+    """The :class:`ClassStatistics` of ``prep``, the cross entropy only if ``cross_entropy``, with focal
+    exponent ``gamma`` (one or one per class; 0: plain cross entropy) and voxel weights ``voxel_weight``
+    ((B, 1, *S), or (B, K, *S) per class and voxel). From one fused pass for an exclusive label map and
+    logits (:class:`_LabelMapStatistics`), else from the dense probabilities and target."""
     exponents = _exponents(gamma, prep.num_classes)
     if voxel_weight is not None and voxel_weight.ndim == prep.scores.ndim - 1:
         voxel_weight = voxel_weight.unsqueeze(1)
@@ -146,7 +137,9 @@ def _first_order(backward: Callable) -> Callable:
         if torch.is_grad_enabled() and not torch.compiler.is_compiling():
             raise RuntimeError("the fused statistics of unifocal.losses do not support double backward "
                                "(create_graph=True, gradient penalties); compute such terms with another loss")
-        with torch.no_grad():
+        # autocast would run the batched products in half precision; the gradients stay in the compute dtype
+        device = next((g.device.type for g in grads if g is not None), "cpu")
+        with torch.no_grad(), torch.autocast(device, enabled=False):
             return backward(ctx, *grads)
 
     return checked
@@ -217,7 +210,6 @@ class _LabelMapStatistics(torch.autograd.Function):
                 terms.mul_(voxel_weight)
                 term_slope = voxel_weight.neg() if term_slope is None else term_slope.mul_(voxel_weight)
         ctx.save_for_backward(prob, labels, mask, pt, term_slope)
-        ctx.device_type = logits.device.type
         true_positive = class_sums(pt)
         actual = flat_onehot.sum(2)
         ctx.mark_non_differentiable(actual)
@@ -227,11 +219,6 @@ class _LabelMapStatistics(torch.autograd.Function):
     @staticmethod
     @_first_order
     def backward(ctx, grad_predicted: Optional[Tensor], grad_tp: Optional[Tensor], _, grad_ce: Optional[Tensor]):
-        with torch.autocast(ctx.device_type, enabled=False):
-            return _LabelMapStatistics._backward(ctx, grad_predicted, grad_tp, grad_ce)
-
-    @staticmethod
-    def _backward(ctx, grad_predicted: Optional[Tensor], grad_tp: Optional[Tensor], grad_ce: Optional[Tensor]):
         # With G, T, E the gradients of the loss w.r.t. the predicted, true-positive and cross-entropy sums,
         # m the mask and g_i = dL/d(log p_ti) = T_ti p_ti + E_ti dterm_i/d(log p_ti) (term slope: _focal_term):
         #     dL/dx_ic = g_i y_ic + p_ic (m_i (G_c - sum_k G_k p_ik) - g_i)
@@ -327,48 +314,32 @@ def confusion_sums(stats: ClassStatistics, prep: Prepared, batch_dice: bool = Fa
     return ConfusionSums(tp, (predicted - tp).clamp_min(0), (actual - tp).clamp_min(0))
 
 
-class BatchLoss:
-    """A loss value in both reduced forms: ``mean`` (scalar, as the loss defines its batch mean) and
-    ``per_sample`` (B,). Each form is computed only when read, so a loss reduced one way builds no graph
-    for the other. Parts combine linearly: ``a.scaled(w1).plus(b.scaled(w2))``."""
+class BatchLoss(NamedTuple):
+    """A loss value in both reduced forms, each computed only when called, so a loss reduced one way builds
+    no graph for the other: ``mean()`` (scalar, the batch mean as the loss defines it) and ``per_sample()``
+    (B,). Parts combine linearly (:func:`weighted_sum`)."""
 
-    __slots__ = ("_mean", "_per_sample")
-
-    def __init__(self, mean: Callable[[], Tensor], per_sample: Callable[[], Tensor]) -> None:
-        self._mean, self._per_sample = mean, per_sample
-
-    @property
-    def mean(self) -> Tensor:
-        return self._mean()
-
-    @property
-    def per_sample(self) -> Tensor:
-        return self._per_sample()
+    mean: Callable[[], Tensor]
+    per_sample: Callable[[], Tensor]
 
     def scaled(self, factor: float) -> "BatchLoss":
-        return BatchLoss(lambda: self.mean * factor, lambda: self.per_sample * factor)
+        return BatchLoss(lambda: self.mean() * factor, lambda: self.per_sample() * factor)
 
     def plus(self, other: "BatchLoss") -> "BatchLoss":
-        return BatchLoss(lambda: self.mean + other.mean, lambda: self.per_sample + other.per_sample)
+        return BatchLoss(lambda: self.mean() + other.mean(), lambda: self.per_sample() + other.per_sample())
 
     def reduce(self, reduction: str) -> Tensor:
         """"mean": the batch mean; "sum": sum of the per-sample values; "none": per-sample values (B,)."""
         if reduction == "mean":
-            return self.mean
-        if reduction == "sum":
-            return self.per_sample.sum()
-        return self.per_sample
+            return self.mean()
+        return self.per_sample().sum() if reduction == "sum" else self.per_sample()
 
 
 def weighted_sum(parts: Sequence[tuple[float, Callable[[], BatchLoss]]]) -> BatchLoss:
     """``sum_j w_j part_j`` of the parts whose weight is not 0 (a part with weight 0 is not computed; with
     every weight 0 the first part, times 0)."""
-    kept = [(w, part) for w, part in parts if w != 0] or list(parts[:1])
-    total = None
-    for weight, part in kept:
-        term = part().scaled(weight)
-        total = term if total is None else total.plus(term)
-    return total
+    kept = [part().scaled(w) for w, part in parts if w != 0] or [parts[0][1]().scaled(0.0)]
+    return functools.reduce(BatchLoss.plus, kept)
 
 
 def voxel_mean(per_voxel: Tensor, prep: Prepared) -> BatchLoss:
@@ -387,7 +358,10 @@ def counted_mean(sums: Tensor, prep: Prepared, totals: Optional[Tensor] = None) 
     if totals is None and prep.mask is None and not _distributed(prep):
         count = prep.scores[0, 0].numel()
         return BatchLoss(lambda: sums.sum() / (count * sums.shape[0]), lambda: sums / count)
-    totals = prep.voxel_counts() if totals is None else totals.detach()
+    if totals is None:
+        totals = prep.scores.new_full((prep.batch_size,), float(prep.scores[0, 0].numel())) if prep.mask is None \
+            else prep.mask.flatten(1).sum(1)
+    totals = totals.detach()
     tiny = torch.finfo(totals.dtype).tiny
     return BatchLoss(lambda: sums.sum() / _global_share(totals.sum(), prep).clamp_min(tiny),
                      lambda: sums / totals.clamp_min(tiny))

@@ -28,16 +28,8 @@ from ._inputs import Prepared
 from ._stats import BatchLoss, class_roles, class_statistics, region_classes, voxel_mean
 from .distribution import modulated_cross_entropy
 
-__all__ = [
-    "DistancePenalizedCELoss",
-    "ShapeAwareLoss",
-    "BoundaryLoss",
-    "HausdorffDTLoss",
-    "distance_penalized_ce_loss",
-    "shape_aware_loss",
-    "boundary_loss",
-    "hausdorff_dt_loss",
-]
+__all__ = ["DistancePenalizedCELoss", "ShapeAwareLoss", "BoundaryLoss", "HausdorffDTLoss",
+           "distance_penalized_ce_loss", "shape_aware_loss", "boundary_loss", "hausdorff_dt_loss"]
 
 Spacing = Optional[Sequence[float]]
 
@@ -54,8 +46,6 @@ class _DistanceLoss(SegmentationLoss):
 
     def __init__(self, spacing: Spacing = None, **options) -> None:
         super().__init__(**options)
-        if spacing is not None and not isinstance(spacing, (list, tuple, np.ndarray)):
-            raise ValueError(f"spacing must be a sequence with one value per spatial axis; got {spacing!r}")
         self.spacing = None if spacing is None else check_numbers("spacing", spacing, 0.0, low_open=True, scalar=False)
 
     def spacing_for(self, prep: Prepared) -> Optional[tuple]:
@@ -94,17 +84,9 @@ def region_distances(
     return back(inside), None if beyond is None else back(beyond), back(has_contour)
 
 
-def _expand(per_region: Tensor, ndim: int) -> Tensor:
-    return per_region.view(*per_region.shape, *([1] * (ndim - 2)))
-
-
 def _distance_weighted_ce(prep: Prepared, penalty: Tensor) -> BatchLoss:
-    """Cross entropy with weight ``1 + penalty`` where ``penalty`` (B, K, *S) is a map per target region.
-
-    Exclusive classes: every voxel lies in one region, so the maps add up to one voxel map, passed as
-    ``modulated_cross_entropy``'s voxel weight. Multilabel: each channel's binary cross entropy has its own
-    map (channel and complement regions), a weight per class and voxel.
-    """
+    """Cross entropy with weight ``1 + penalty``, ``penalty`` (B, K, *S) a map per target region: summed to
+    one voxel map for exclusive classes (each voxel lies in one region), per class and voxel for multilabel."""
     weight = 1 + (penalty if prep.multilabel else penalty.sum(1, keepdim=True))
     return modulated_cross_entropy(class_statistics(prep, cross_entropy=True, voxel_weight=weight), prep)
 
@@ -126,7 +108,7 @@ class DistancePenalizedCELoss(_DistanceLoss):
     def compute(self, prep: Prepared) -> BatchLoss:
         regions = prep.target > 0.5
         inside, _, has_contour = region_distances(regions, self.spacing_for(prep), outside=False, dtype=prep.prob.dtype)
-        has_contour = _expand(has_contour, inside.ndim)
+        has_contour = has_contour[(...,) + (None,) * (inside.ndim - 2)]
         dims = tuple(range(2, inside.ndim))
         far = inside.amax(dims, keepdim=True)
         near = torch.where(regions, inside, torch.full_like(inside, float("inf"))).amin(dims, keepdim=True)
@@ -180,7 +162,7 @@ class BoundaryLoss(_DistanceLoss):
         inside, outside, has_contour = region_distances(regions, self.spacing_for(prep), dtype=prob.dtype)
         # Kervadec's one_hot2dist: distance outside, -(distance - 1) inside (0 on the inner contour).
         signed = outside - torch.where(regions, inside - 1, torch.zeros_like(inside))
-        signed = signed * _expand(has_contour, signed.ndim)
+        signed = signed * has_contour[(...,) + (None,) * (signed.ndim - 2)]
         per_voxel = (prob * signed).sum(1) / prob.shape[1]
         if prep.mask is not None:
             per_voxel = per_voxel * prep.mask[:, 0]

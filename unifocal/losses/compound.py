@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ._base import check_number, check_numbers, check_unit_interval, functional
+from ._base import check_number, check_unit_interval, functional
 from ._inputs import Prepared
 from ._stats import (
     BatchLoss,
@@ -29,17 +29,11 @@ from ._stats import (
     voxel_mean,
     weighted_sum,
 )
-from .distribution import modulated_cross_entropy
+from .distribution import check_class_weight, modulated_cross_entropy
 from .region import _RegionLoss
 
-__all__ = [
-    "ComboLoss",
-    "DiceCELoss",
-    "ExponentialLogarithmicLoss",
-    "combo_loss",
-    "dice_ce_loss",
-    "exponential_logarithmic_loss",
-]
+__all__ = ["ComboLoss", "DiceCELoss", "ExponentialLogarithmicLoss", "combo_loss", "dice_ce_loss",
+           "exponential_logarithmic_loss"]
 
 _COMMON_ARGS = """
         smooth: Dice smoothing (> 0, default 1), as :class:`~unifocal.losses.DiceLoss`.
@@ -48,10 +42,6 @@ _COMMON_ARGS = """
         from_logits, multilabel, ignore_index, reduction, ddp: as every loss
             (:class:`~unifocal.losses._base.SegmentationLoss`).
 """
-
-
-def _check_class_weight(class_weight) -> Optional[tuple[float, ...]]:
-    return None if class_weight is None else check_numbers("class_weight", class_weight, 0.0, scalar=False)
 
 
 class ComboLoss(_RegionLoss):
@@ -112,7 +102,7 @@ class DiceCELoss(_RegionLoss):
         super().__init__(**options)
         self.lambda_dice = check_number("lambda_dice", lambda_dice, 0.0)
         self.lambda_ce = check_number("lambda_ce", lambda_ce, 0.0)
-        self.class_weight = _check_class_weight(class_weight)
+        self.class_weight = check_class_weight(class_weight)
 
     def compute(self, prep: Prepared) -> BatchLoss:
         stats = class_statistics(prep, cross_entropy=self.lambda_ce > 0)
@@ -128,12 +118,9 @@ class DiceCELoss(_RegionLoss):
 
 
 def frequency_weights(prep: Prepared) -> Tensor:
-    """Wong et al.'s label weights ``w_l = (sum_k f_k / f_l)^0.5`` from the batch's target (no gradient).
-
-    ``f_l`` is the number of counted voxels of class ``l`` in the whole batch; with ``multilabel=True`` each
-    channel is weighed within its own binary problem (channel against complement). A class absent from the
-    batch gets weight 0, which is never used: no voxel carries its label. Returns (1, K, 1, ...).
-    """
+    """Wong et al.'s label weights ``w_l = (sum_k f_k / f_l)^0.5``, (1, K, 1, ...), from the counted voxels
+    ``f_l`` of class ``l`` in the batch (per channel against its complement with ``multilabel=True``; 0 for
+    an absent class, whose weight is never used). No gradient."""
     dims = (0, *range(2, prep.target.ndim))
     frequency = prep.target.detach().sum(dims)
     total = frequency.sum() / prep.num_problems
@@ -169,7 +156,7 @@ class ExponentialLogarithmicLoss(_RegionLoss):
         self.ce_weight = check_number("ce_weight", ce_weight, 0.0)
         self.gamma_dice = check_number("gamma_dice", gamma_dice, 0.0, low_open=True)
         self.gamma_ce = check_number("gamma_ce", gamma_ce, 0.0, low_open=True)
-        self.class_weight = _check_class_weight(class_weight)
+        self.class_weight = check_class_weight(class_weight)
 
     def compute(self, prep: Prepared) -> BatchLoss:
         def dice() -> BatchLoss:

@@ -97,8 +97,9 @@ class DeepSupervisionLoss(nn.Module):
     def forward(self, outputs: Union[Tensor, Sequence[Tensor]], target: Union[Tensor, Sequence[Tensor]],
                 mask: Union[Tensor, Sequence[Tensor], None] = None, **kwargs) -> Tensor:
         if isinstance(outputs, Tensor):
-            if self.stacked_dim is None:
-                return self._loss(outputs, _first(target), _first(mask), kwargs)
+            if self.stacked_dim is None:  # no deep supervision: one output, one target (first of a list)
+                first = [t if t is None or isinstance(t, Tensor) else t[0] for t in (target, mask)]
+                return self._loss(outputs, *first, kwargs)
             outputs = outputs.unbind(self.stacked_dim)
         targets = _per_output("targets", target, outputs)
         masks = [None] * len(outputs) if mask is None else _per_output("masks", mask, outputs)
@@ -121,7 +122,3 @@ def _per_output(name: str, given: Union[Tensor, Sequence[Tensor]], outputs: Sequ
     if len(given) != len(outputs):
         raise ValueError(f"{len(outputs)} deep supervision outputs but {len(given)} {name}")
     return given
-
-
-def _first(given: Union[Tensor, Sequence[Tensor], None]) -> Optional[Tensor]:
-    return given if given is None or isinstance(given, Tensor) else given[0]

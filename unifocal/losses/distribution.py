@@ -19,16 +19,8 @@ from ._base import SegmentationLoss, check_number, check_numbers, check_unit_int
 from ._inputs import Prepared
 from ._stats import BatchLoss, ClassStatistics, class_roles, class_statistics, counted_mean, per_class, role_weights
 
-__all__ = [
-    "CrossEntropyLoss",
-    "WeightedCrossEntropyLoss",
-    "BalancedCrossEntropyLoss",
-    "FocalLoss",
-    "cross_entropy_loss",
-    "weighted_cross_entropy_loss",
-    "balanced_cross_entropy_loss",
-    "focal_loss",
-]
+__all__ = ["CrossEntropyLoss", "WeightedCrossEntropyLoss", "BalancedCrossEntropyLoss", "FocalLoss",
+           "cross_entropy_loss", "weighted_cross_entropy_loss", "balanced_cross_entropy_loss", "focal_loss"]
 
 Gamma = Union[float, Sequence[float]]
 
@@ -64,6 +56,10 @@ def check_focal_gamma(gamma: Gamma, name: str = "gamma", tversky_exponent: bool 
     return check_numbers(name, gamma, 0.0)
 
 
+def check_class_weight(class_weight) -> Optional[tuple[float, ...]]:
+    return None if class_weight is None else check_numbers("class_weight", class_weight, 0.0, scalar=False)
+
+
 class _ForegroundWeightedCrossEntropy(SegmentationLoss):
     """Cross entropy with weight ``rare_weight`` on the foreground classes (every class but the background;
     every channel with ``multilabel=True``), ``common_weight`` on the background, focal exponent ``gamma``."""
@@ -97,8 +93,7 @@ class CrossEntropyLoss(SegmentationLoss):
 
     def __init__(self, class_weight: Optional[Sequence[float]] = None, **options) -> None:
         super().__init__(**options)
-        self.class_weight = None if class_weight is None else check_numbers("class_weight", class_weight, 0.0,
-                                                                             scalar=False)
+        self.class_weight = check_class_weight(class_weight)
 
     def compute(self, prep: Prepared) -> BatchLoss:
         weight = None if self.class_weight is None else per_class(self.class_weight, prep, "class_weight")

@@ -36,22 +36,9 @@ from ._stats import (
     tversky_distance,
 )
 
-__all__ = [
-    "DiceLoss",
-    "JaccardLoss",
-    "TverskyLoss",
-    "FocalTverskyLoss",
-    "GeneralizedDiceLoss",
-    "SensitivitySpecificityLoss",
-    "LogCoshDiceLoss",
-    "dice_loss",
-    "jaccard_loss",
-    "tversky_loss",
-    "focal_tversky_loss",
-    "generalized_dice_loss",
-    "sensitivity_specificity_loss",
-    "log_cosh_dice_loss",
-]
+__all__ = ["DiceLoss", "JaccardLoss", "TverskyLoss", "FocalTverskyLoss", "GeneralizedDiceLoss",
+           "SensitivitySpecificityLoss", "LogCoshDiceLoss", "dice_loss", "jaccard_loss", "tversky_loss",
+           "focal_tversky_loss", "generalized_dice_loss", "sensitivity_specificity_loss", "log_cosh_dice_loss"]
 
 
 def check_smooth(smooth) -> float:
@@ -287,7 +274,7 @@ class LogCoshDiceLoss(DiceLoss):
         squared: squared-denominator Dice (Milletari 2016).""" + _COMMON_ARGS
 
     def compute(self, prep: Prepared) -> BatchLoss:
-        per_sample = torch.log(torch.cosh(super().compute(prep).per_sample))
+        per_sample = torch.log(torch.cosh(super().compute(prep).per_sample()))
         return BatchLoss(per_sample.mean, lambda: per_sample)
 
 

@@ -11,10 +11,8 @@ Classes split into common classes K (default: the background) and rare classes R
     Unified Focal:                L_UF = lambda L_F + (1 - lambda) L_FT      (lambda = ``weight``)
 
 Here ``lambda`` weights the cross-entropy-based part, as in the paper and MONAI; mlyg's reference code
-puts its ``weight`` on the Tversky part instead (the same at the default 0.5). Unlike the public ports
-this implementation works for any number of classes, 2D and 3D, multilabel (region) input, takes logits,
-computes in float32 under autocast, gives an absent class predicted absent a loss of 0, and keeps the
-gradient of ``(1 - TI)^(1 - gamma)`` finite as TI -> 1.
+puts its ``weight`` on the Tversky part instead (the same at the default 0.5). Differences from the public
+ports (any number of classes, regions, logits, absent classes, bounded gradients): docs/losses.md.
 """
 
 from __future__ import annotations
@@ -40,18 +38,9 @@ from ._stats import (
 from .distribution import check_focal_gamma, modulated_cross_entropy
 from .region import check_smooth
 
-__all__ = [
-    "UnifiedFocalLoss",
-    "AsymmetricUnifiedFocalLoss",
-    "SymmetricUnifiedFocalLoss",
-    "AsymmetricFocalLoss",
-    "SymmetricFocalLoss",
-    "AsymmetricFocalTverskyLoss",
-    "SymmetricFocalTverskyLoss",
-    "HybridFocalLoss",
-    "unified_focal_loss",
-    "hybrid_focal_loss",
-]
+__all__ = ["UnifiedFocalLoss", "AsymmetricUnifiedFocalLoss", "SymmetricUnifiedFocalLoss",
+           "AsymmetricFocalLoss", "SymmetricFocalLoss", "AsymmetricFocalTverskyLoss",
+           "SymmetricFocalTverskyLoss", "HybridFocalLoss", "unified_focal_loss", "hybrid_focal_loss"]
 
 Gamma = Union[float, Sequence[float]]
 
@@ -66,6 +55,15 @@ def _focal_tversky_part(stats: ClassStatistics, prep: Prepared, delta: float, ex
     """``mean_c (1 - TI_c)^exponent_c`` with delta on false negatives."""
     distance = tversky_distance(confusion_sums(stats, prep, batch_dice), 1.0 - delta, delta, smooth)
     return class_mean(safe_pow(distance, scalar_or_table(exponent, distance)), prep.batch_size)
+
+
+def _unified(loss, prep: Prepared, rare: tuple[bool, ...], focal: tuple, tversky: tuple) -> BatchLoss:
+    """``weight`` times the focal part (delta, gamma) plus ``1 - weight`` times the focal Tversky part (delta,
+    exponent), both from one statistics pass; a part with weight 0 is not computed."""
+    stats = class_statistics(prep, cross_entropy=loss.weight > 0, gamma=focal[1])
+    return weighted_sum([(loss.weight, lambda: _focal_part(stats, prep, rare, focal[0])),
+                         (1.0 - loss.weight,
+                          lambda: _focal_tversky_part(stats, prep, *tversky, loss.batch_dice, loss.smooth))])
 
 
 class UnifiedFocalLoss(SegmentationLoss):
@@ -135,12 +133,7 @@ class UnifiedFocalLoss(SegmentationLoss):
         # asymmetric: the focal modulation suppresses common classes only, the Tversky power enhances rare only
         focal_gamma = tuple(0.0 if self.asymmetric and r else g for r, g in zip(rare, gamma))
         exponent = tuple(1.0 if self.asymmetric and not r else 1.0 - g for r, g in zip(rare, gamma))
-        stats = class_statistics(prep, cross_entropy=self.weight > 0, gamma=focal_gamma)
-        return weighted_sum([
-            (self.weight, lambda: _focal_part(stats, prep, rare, self.delta)),
-            (1.0 - self.weight,
-             lambda: _focal_tversky_part(stats, prep, self.delta, exponent, self.batch_dice, self.smooth)),
-        ])
+        return _unified(self, prep, rare, (self.delta, focal_gamma), (self.delta, exponent))
 
 
 class AsymmetricUnifiedFocalLoss(UnifiedFocalLoss):
@@ -225,14 +218,8 @@ class HybridFocalLoss(SegmentationLoss):
         self.smooth = check_smooth(smooth)
 
     def compute(self, prep: Prepared) -> BatchLoss:
-        rare = class_roles(prep)
-        stats = class_statistics(prep, cross_entropy=self.weight > 0, gamma=self.focal_gamma)
         exponent = (1.0 - self.tversky_gamma,) * prep.num_classes
-        return weighted_sum([
-            (self.weight, lambda: _focal_part(stats, prep, rare, self.focal_delta)),
-            (1.0 - self.weight,
-             lambda: _focal_tversky_part(stats, prep, self.tversky_delta, exponent, self.batch_dice, self.smooth)),
-        ])
+        return _unified(self, prep, class_roles(prep), (self.focal_delta, self.focal_gamma), (self.tversky_delta, exponent))
 
 
 unified_focal_loss = functional(UnifiedFocalLoss)
