@@ -7,7 +7,10 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
+import unifocal.losses as losses
+from unifocal.losses import _stats
 from unifocal.losses._inputs import one_hot, prepare
 from unifocal.losses._stats import _class_lookup, _composed_statistics, _exponents, _focal_term, class_statistics
 
@@ -130,9 +133,6 @@ def test_one_statistics_pass_and_no_dense_softmax_per_call(name, monkeypatch):
     """Every part of a loss is derived from one fused statistics pass over a label map; no loss forms the
     dense probabilities besides it (DiceLoss & co. used to run a softmax only to read the batch size, and
     DiceCELoss made two fused passes)."""
-    import unifocal.losses as losses
-    from unifocal.losses import _stats
-
     logits, labels, _ = _case(masked=False)
     calls = []
     original = _stats._LabelMapStatistics.apply
@@ -262,8 +262,6 @@ def test_saved_tensor_hooks_see_everything_the_fused_backward_needs():
 
 
 def test_activation_checkpointing_gives_the_same_gradient():
-    from torch.utils.checkpoint import checkpoint
-
     logits, labels, mask = _case(seed=12)
     (expected,) = torch.autograd.grad(_fused_loss(logits, labels, mask), logits)
     value = checkpoint(_fused_loss, logits, labels, mask, use_reentrant=False)

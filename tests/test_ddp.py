@@ -25,6 +25,7 @@ from unifocal.losses import CrossEntropyLoss, DiceCELoss, DiceLoss, HybridFocalL
 
 WORLD = 2
 B = 4
+IGNORE = 9
 
 LOSSES = {
     "unified_batch": lambda: UnifiedFocalLoss(batch_dice=True, ddp=True),
@@ -39,7 +40,6 @@ LOSSES = {
     "ignore_weighted_ce": lambda: CrossEntropyLoss(class_weight=(0.2, 1.0, 3.0), ignore_index=IGNORE, ddp=True),
     "masked_multilabel_dice_ce": lambda: DiceCELoss(batch_dice=True, multilabel=True, ddp=True),
 }
-IGNORE = 9
 
 
 def make_data(seed=0):

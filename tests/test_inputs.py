@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +10,8 @@ import torch.nn.functional as F
 from unifocal.losses import (
     AsymmetricFocalTverskyLoss,
     CrossEntropyLoss,
+    DeepSupervisionLoss,
+    DiceCELoss,
     DiceLoss,
     FocalLoss,
     FocalTverskyLoss,
@@ -16,6 +19,7 @@ from unifocal.losses import (
     SymmetricFocalLoss,
     TverskyLoss,
     UnifiedFocalLoss,
+    deep_supervision_weights,
     unified_focal_loss,
 )
 
@@ -385,8 +389,6 @@ def test_settings_are_validated_at_construction_without_coercion(make, message):
 
 
 def test_deep_supervision_weights_must_be_finite_with_a_finite_sum():
-    from unifocal.losses import DeepSupervisionLoss, deep_supervision_weights
-
     for weights in ([1.0, math.inf, 0.0], [1.0, math.nan, 0.0], [1e308, 1e308, 0.0]):
         with pytest.raises(ValueError, match="deep supervision weights"):
             DeepSupervisionLoss(UnifiedFocalLoss(), weights=weights)
@@ -397,7 +399,6 @@ def test_deep_supervision_weights_must_be_finite_with_a_finite_sum():
 
 
 def test_numpy_settings_are_accepted():
-    np = pytest.importorskip("numpy")
     x, y = case()
     loss = UnifiedFocalLoss(gamma=np.array([0.2, 0.5, 0.5]), rare_classes=np.array([1, 2]), batch_dice=np.bool_(True))
     assert loss.options["gamma"] == (0.2, 0.5, 0.5) and loss.options["rare_classes"] == (1, 2)
@@ -409,8 +410,6 @@ def test_numpy_settings_are_accepted():
 # Class-weighted cross entropy: torch's weighted mean
 # ---------------------------------------------------------------------------------------------------
 def test_class_weighted_cross_entropy_is_torch_weighted_mean():
-    from unifocal.losses import DiceCELoss
-
     x, y = case(b=3, c=3, spatial=(6, 7), seed=4)
     x = x.double()
     weight = torch.tensor([0.2, 1.0, 3.0], dtype=torch.float64)

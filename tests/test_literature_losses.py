@@ -95,6 +95,13 @@ def test_combo_hand_computed():
     ce = ((1 - beta) * -(math.log(0.9) + math.log(0.6) + math.log(0.8)) + beta * -math.log(0.6)) / 4
     expected = alpha * ce - (1 - alpha) * (DICE0 + DICE1) / 2
     close(L.ComboLoss(alpha=alpha, beta=beta, from_logits=False)(P4, Y4), expected)
+    # Taghanaki et al.'s form: the Dice of the foreground only
+    close(L.ComboLoss(alpha=alpha, beta=beta, include_background=False, from_logits=False)(P4, Y4),
+          alpha * ce - (1 - alpha) * DICE1)
+    # multilabel: the channel's Dice only, without its complement's (channel = the foreground probability)
+    fg, y = P4[:, 1:], Y4.bool()
+    close(L.ComboLoss(alpha=alpha, beta=beta, include_background=False, multilabel=True, from_logits=False)(fg, y),
+          alpha * ce - (1 - alpha) * DICE1)
 
 
 def test_dice_ce_hand_computed():
