@@ -252,6 +252,10 @@ def test_saved_tensor_hooks_see_everything_the_fused_backward_needs():
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         value = _fused_loss(logits, labels, mask)
+        stats = class_statistics(prepare(logits, labels, mask=mask), cross_entropy=True, gamma=0.5)
+    node = stats.true_positive.grad_fn  # the Function's ctx: no tensor kept beside save_for_backward
+    assert type(node).__name__ == "_LabelMapStatisticsBackward"
+    assert not [name for name, v in vars(node).items() if isinstance(v, torch.Tensor)]
     b, k, *spatial = logits.shape
     assert (b, k, *spatial) in packed and (b, 1, *spatial) in packed  # p, and the labels / mask / voxel maps
     (hooked,) = torch.autograd.grad(value, logits)
