@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import unifocal.losses as L
+from unifocal.losses._base import functional
 
 LOSSES = {
     "GeneralizedDiceLoss": L.GeneralizedDiceLoss,
@@ -468,3 +469,19 @@ def test_bad_inputs_raise_at_forward():
         L.combo_loss(x, y, alpha=3)
     with pytest.raises(ValueError, match="include_background=False leaves no channel"):
         L.GeneralizedDiceLoss(include_background=False, multilabel=True)(x[:, :1], (y > 0).double())
+
+
+FUNCTIONALS = sorted(n for n in L.__all__ if n.endswith("_loss") and n != "deep_supervision_weights")
+
+
+@pytest.mark.parametrize("name", FUNCTIONALS)
+def test_every_functional_is_its_module(name):
+    """Each functional form is generated from its class: same name (snake case), same value."""
+    classes = {cls.__name__: cls for cls in (getattr(L, n) for n in L.__all__) if isinstance(cls, type)}
+    module = next(cls for cls_name, cls in classes.items()
+                  if getattr(L, name).__doc__.startswith(f"Functional form of :class:`{cls_name}`"))
+    assert getattr(L, name).__name__ == functional(module).__name__ == name
+    x, y = random_case((5, 4), seed=3)
+    mask = torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(4)) > 0.3
+    torch.testing.assert_close(getattr(L, name)(x, y, mask=mask, reduction="none"),
+                               module(reduction="none")(x, y, mask=mask), rtol=0, atol=0)

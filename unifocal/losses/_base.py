@@ -139,7 +139,8 @@ def functional(loss_class: type) -> Callable[..., Tensor]:
     def loss(input: Tensor, target: Tensor, *, mask: Optional[Tensor] = None, **options) -> Tensor:
         return loss_class(**options)(input, target, mask=mask)
 
-    loss.__name__ = loss.__qualname__ = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", loss_class.__name__).lower()
+    words = r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])"  # DiceCELoss -> dice_ce_loss
+    loss.__name__ = loss.__qualname__ = re.sub(words, "_", loss_class.__name__).lower()
     loss.__module__ = loss_class.__module__
     loss.__doc__ = (f"Functional form of :class:`{loss_class.__name__}`: ``{loss_class.__name__}(**options)(input, "
                     "target, mask=mask)``, with the options and defaults documented there.")

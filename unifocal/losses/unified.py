@@ -219,7 +219,8 @@ class HybridFocalLoss(SegmentationLoss):
 
     def compute(self, prep: Prepared) -> BatchLoss:
         exponent = (1.0 - self.tversky_gamma,) * prep.num_classes
-        return _unified(self, prep, class_roles(prep), (self.focal_delta, self.focal_gamma), (self.tversky_delta, exponent))
+        return _unified(self, prep, class_roles(prep), (self.focal_delta, self.focal_gamma),
+                        (self.tversky_delta, exponent))
 
 
 unified_focal_loss = functional(UnifiedFocalLoss)
