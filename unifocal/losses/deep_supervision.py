@@ -51,8 +51,10 @@ def deep_supervision_weights(num_outputs: int, scheme: Weights = "nnunet") -> li
 
 
 def _resize_target(target: Tensor, size: torch.Size) -> Tensor:
-    """Nearest-neighbour resize of a (B, 1 or C, *S) target to spatial ``size`` (as nnU-Net's
-    DownsampleSegForDSTransform does), keeping its dtype."""
+    """Nearest-neighbour resize of a (B, 1 or C, *S) target, or a (B, *S) label map, to spatial ``size`` (as
+    nnU-Net's DownsampleSegForDSTransform does), keeping its dtype and form."""
+    if target.ndim == len(size) + 1:
+        return _resize_target(target.unsqueeze(1), size).squeeze(1)
     if target.shape[2:] == size:
         return target
     return F.interpolate(target.float(), size=tuple(size), mode="nearest-exact").to(target.dtype)
