@@ -1,7 +1,8 @@
 """torch.compile: a compiled loss gives the eager loss's value and gradient and rejects the same inputs.
 
-The input checks read data back to the host, which cannot be traced; they run outside the compiled graph
-(they were skipped under compile, and a label 7 with 2 classes or NaN logits gave a loss without error).
+Eager, a bad input is a ValueError naming the offending value; compiled, the same conditions are asserted
+inside the graph and raise a RuntimeError with the same message, without the value (the checks were
+skipped under compile: a label 7 with 2 classes or NaN logits gave a loss without error).
 """
 
 import pytest
@@ -33,15 +34,15 @@ def inf_logit(logits, labels):
     return logits, labels
 
 
-BAD_INPUTS = [(bad_label, r"target label values must lie in \[0, 2\).*; found 7"),
+BAD_INPUTS = [(bad_label, r"target label values must lie in \[0, 2\)"),
               (nan_logit, "input contains NaN or Inf values"),
               (inf_logit, "input contains NaN or Inf values")]
 
 
 def check_like_eager(loss, backend, logits, labels, **kwargs):
-    """The compiled ``loss`` equals the eager one (value and gradient) on a valid batch and raises the eager
-    ValueError on every bad variant of it."""
-    compiled = torch.compile(loss, backend=backend)
+    """The compiled ``loss`` equals the eager one (value and gradient) on a valid batch; on every bad variant
+    of it the eager loss raises a ValueError and the compiled one a RuntimeError, with the same message."""
+    compiled = torch.compile(loss, backend=backend, fullgraph=True)  # one graph: the checks break none
     results = []
     for function in (loss, compiled):
         x = logits.clone().requires_grad_()
@@ -51,8 +52,8 @@ def check_like_eager(loss, backend, logits, labels, **kwargs):
     torch.testing.assert_close(results[1], results[0], rtol=1e-5, atol=1e-6)
     for make_bad, message in BAD_INPUTS:
         bad = make_bad(logits, labels)
-        for function in (loss, compiled):
-            with pytest.raises(ValueError, match=message):
+        for function, error in ((loss, ValueError), (compiled, RuntimeError)):
+            with pytest.raises(error, match=message):
                 function(*bad, **kwargs)
 
 
@@ -69,9 +70,25 @@ def test_compiled_multilabel_target_is_checked():
     compiled = torch.compile(loss, backend="eager")
     torch.testing.assert_close(compiled(logits, regions), loss(logits, regions))
     regions[0, 0, 0, 0, 0] = 2
-    for function in (loss, compiled):
-        with pytest.raises(ValueError, match=r"must hold values in \[0, 1\]; found \[0, 2\]"):
+    for function, error in ((loss, ValueError), (compiled, RuntimeError)):
+        with pytest.raises(error, match=r"target must hold values in \[0, 1\]"):
             function(logits, regions)
+
+
+@pytest.mark.parametrize("make_bad, message", [
+    (lambda p, y: (p * 0.9, y), "probabilities that sum to 1"),
+    (lambda p, y: (p, y.double().index_fill_(1, torch.tensor([0]), 0.5)), "integer class indices"),
+], ids=["probabilities not summing to 1", "fractional float label"])
+def test_compiled_probability_and_float_label_checks(make_bad, message):
+    logits, labels = batch()
+    loss = DiceLoss(from_logits=False)
+    compiled = torch.compile(loss, backend="eager", fullgraph=True)
+    probabilities = logits.softmax(1)
+    torch.testing.assert_close(compiled(probabilities, labels.double()), loss(probabilities, labels.double()))
+    bad = make_bad(probabilities, labels)
+    for function, error in ((loss, ValueError), (compiled, RuntimeError)):
+        with pytest.raises(error, match=message):
+            function(*bad)
 
 
 @pytest.mark.slow

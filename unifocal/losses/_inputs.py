@@ -176,17 +176,51 @@ def _label_map(input: Tensor, target: Tensor) -> Optional[Tensor]:
     )
 
 
-@torch.compiler.disable
 def _check_inputs(input: Tensor, from_logits: bool, multilabel: bool, labels: Optional[Tensor], dense: Optional[Tensor],
                   num_classes: int, ignore_index: Optional[int]) -> None:
     """Every check of the values of ``input`` and the target (a label map ``labels`` or a ``dense`` target).
 
-    Data-dependent checks cannot be traced: under ``torch.compile`` this function runs eagerly outside the
-    graph (a graph break), so that a compiled loss rejects exactly the inputs the eager one does.
+    Eager: a ValueError naming the problem and the offending value. Under ``torch.compile`` a value read
+    back to the host would split the loss into several graphs (about twice its compiled time on the CPU),
+    so the same conditions are asserted inside the graph (:func:`_assert_values`): a compiled loss rejects
+    the same inputs, with a RuntimeError carrying the message without the value.
     """
+    if torch.compiler.is_compiling():
+        _assert_values(input, from_logits, multilabel, labels, dense, num_classes, ignore_index)
+        return
     _check_values(input, from_logits, multilabel, labels, num_classes, ignore_index)
     if dense is not None:
         _check_dense_target(dense)
+
+
+def _assert_values(input: Tensor, from_logits: bool, multilabel: bool, labels: Optional[Tensor],
+                   dense: Optional[Tensor], num_classes: int, ignore_index: Optional[int]) -> None:
+    """The conditions of :func:`_check_values` and :func:`_check_dense_target` as assertions compiled into
+    the graph (``torch._assert_async``: no host synchronisation; on CUDA a failure is a device-side assert,
+    as for an out-of-range class in torch's cross_entropy)."""
+    conditions = [(torch.isfinite(input).all(), "input contains NaN or Inf values")]
+    if not from_logits:
+        low, high = torch.aminmax(input)
+        conditions.append(((low >= 0) & (high <= 1), "from_logits=False expects probabilities in [0, 1]"))
+        if not multilabel:
+            deviation = (input.sum(1, dtype=torch.float32) - 1).abs().max()
+            conditions.append((deviation <= _sum_tolerance(input.dtype), "from_logits=False with exclusive classes "
+                               "expects probabilities that sum to 1 over the class axis (dim 1)"))
+    if labels is not None and labels.dtype != torch.bool:
+        if labels.is_floating_point():
+            conditions.append((torch.isfinite(labels).all(), "target contains NaN or Inf values"))
+            conditions.append(((labels == labels.round()).all(), "a label-map target must hold integer class indices"))
+        valid = labels if ignore_index is None else labels.masked_fill(_ignored(labels, ignore_index), 0)
+        low, high = torch.aminmax(valid)
+        hint = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
+        conditions.append(((low >= 0) & (high < num_classes), f"target label values must lie in [0, {num_classes}){hint}"))
+    if dense is not None and dense.dtype != torch.bool:
+        if dense.is_floating_point():
+            conditions.append((torch.isfinite(dense).all(), "target contains NaN or Inf values"))
+        low, high = torch.aminmax(dense)
+        conditions.append(((low >= 0) & (high <= 1), "a one-hot/soft (B, C, *S) target must hold values in [0, 1]"))
+    for condition, message in conditions:
+        torch._assert_async(condition, message)
 
 
 def _check_values(input: Tensor, from_logits: bool, multilabel: bool, labels: Optional[Tensor], num_classes: int,
@@ -252,13 +286,17 @@ def _check_probabilities(input: Tensor, low: float, high: float, multilabel: boo
         )
     if not multilabel:
         deviation = (input.sum(1, dtype=torch.float32) - 1).abs().max()
-        tolerance = 1e-2 if input.dtype in (torch.float16, torch.bfloat16) else 1e-3
-        if deviation > tolerance:
+        if deviation > _sum_tolerance(input.dtype):
             raise ValueError(
                 f"from_logits=False with exclusive classes expects probabilities that sum to 1 over the "
                 f"class axis (dim 1); the sums deviate by up to {deviation.item():.4g}. Pass logits with "
                 f"from_logits=True, or use multilabel=True for independent (sigmoid) channels"
             )
+
+
+def _sum_tolerance(dtype: torch.dtype) -> float:
+    """How far probabilities given in ``dtype`` may sum away from 1 (half precision rounds each of them)."""
+    return 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-3
 
 
 def _check_dense_target(target: Tensor) -> None:
