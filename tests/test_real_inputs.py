@@ -70,7 +70,7 @@ OPTIONS = {
 
 INPUT_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 LABEL_DTYPES = [torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64]
-LAYOUTS = ["contiguous", "fortran", "permuted", "channels_last", "sliced", "expanded"]
+LAYOUTS = ["fortran", "permuted", "channels_last", "sliced", "expanded", "contiguous"]
 # (value, gradient) tolerance relative to the largest reference magnitude: float64 input is computed in
 # float64, everything else in float32 (the gradient is returned in the input dtype)
 TOLERANCE = {torch.float64: (1e-9, 1e-9), torch.float32: (2e-5, 1e-4), torch.float16: (2e-5, 2e-3),
@@ -109,25 +109,25 @@ def cases(draw):
     options = dict(options(channels) if callable(options) else options)
     dtype = draw(st.sampled_from(INPUT_DTYPES))
     # probabilities rounded to half precision no longer sum to 1 within the float64 reference's tolerance
-    options["from_logits"] = dtype in (torch.float16, torch.bfloat16) or draw(st.booleans())
+    options["from_logits"] = dtype in (torch.float16, torch.bfloat16) or draw(st.sampled_from([True, True, False]))
     options["multilabel"] = mode == "multilabel"
     options["reduction"] = draw(st.sampled_from(["mean", "sum", "none"]))
-    spatial = tuple(draw(st.lists(st.integers(1, 5), min_size=1, max_size=3)))
+    spatial = tuple(draw(st.lists(st.integers(2, 5), min_size=1, max_size=3)))
     case = dict(
         name=name, mode=mode, channels=channels, options=options, dtype=dtype,
-        batch=draw(st.integers(1, 2)), spatial=spatial,
+        batch=draw(st.sampled_from([2, 1])), spatial=spatial,
         label_dtype=draw(st.sampled_from(LABEL_DTYPES)),
         target_dtype=draw(st.sampled_from([torch.bool, torch.uint8, torch.float32, dtype])),
         channel_axis=draw(st.booleans()),
         layouts={part: draw(st.sampled_from(LAYOUTS)) for part in ("input", "target", "mask")},
-        deep_supervision=draw(st.integers(0, 3)) == 0,
+        deep_supervision=draw(st.sampled_from([False, True, False])),
         seed=draw(st.integers(0, 2**31 - 1)),
     )
-    if mode == "labels" and draw(st.booleans()):
+    if mode == "labels" and draw(st.sampled_from([True, False])):
         info = torch.iinfo(case["label_dtype"])
         ignore = draw(st.sampled_from([v for v in (-1, channels, 100, 255) if info.min <= v <= info.max]))
         options["ignore_index"] = ignore
-    case["mask"] = not case["deep_supervision"] and draw(st.booleans())
+    case["mask"] = not case["deep_supervision"] and draw(st.sampled_from([True, False]))
     case["mask_dtype"] = draw(st.sampled_from([torch.bool, torch.uint8, torch.float32]))
     return case
 
@@ -201,7 +201,7 @@ def check(case):
     expected = evaluate(loss, ref_input, ref_target, None if mask is None else reference(mask, False),
                         case["deep_supervision"])
     if isinstance(expected, Exception):
-        assert type(got) is type(expected), f"reference raised {expected!r}, the case gave {got!r}"
+        assert type(got) is type(expected) and str(got) == str(expected), f"reference raised {expected!r}, the case gave {got!r}"
         return
     assert not isinstance(got, Exception), f"the contiguous float64 reference gives a loss, the case raised {got!r}"
     value_tol, grad_tol = TOLERANCE[case["dtype"]]
@@ -210,7 +210,7 @@ def check(case):
     torch.testing.assert_close(grad, ref_grad, rtol=0, atol=grad_tol * float(ref_grad.abs().max()) + 1e-12)
 
 
-@settings(max_examples=250, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_every_loss_on_real_inputs_equals_the_contiguous_float64_loss(case):
     check(case)
