@@ -14,7 +14,7 @@ import inspect
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -201,7 +201,7 @@ def check(case):
     expected = evaluate(loss, ref_input, ref_target, None if mask is None else reference(mask, False),
                         case["deep_supervision"])
     if isinstance(expected, Exception):
-        assert type(got) is type(expected) and str(got) == str(expected), f"reference raised {expected!r}, the case gave {got!r}"
+        assert (type(got), str(got)) == (type(expected), str(expected)), f"reference: {expected!r}, case: {got!r}"
         return
     assert not isinstance(got, Exception), f"the contiguous float64 reference gives a loss, the case raised {got!r}"
     value_tol, grad_tol = TOLERANCE[case["dtype"]]
@@ -284,3 +284,11 @@ def test_empty_input_is_a_clear_error(name, shape):
     for loss in (getattr(losses, name)(), DeepSupervisionLoss(getattr(losses, name)())):
         with pytest.raises(ValueError, match=rf"input of shape \({', '.join(map(str, shape))}\) is empty"):
             loss(logits, labels)
+
+
+def test_deep_supervision_resizes_a_label_map_without_channel_axis():
+    """One full-resolution (B, *S) label map for several outputs (F.interpolate raised on it)."""
+    logits, labels = _batch(3, (4, 6, 8))
+    outputs = [logits, logits[:, :, ::2, ::2, ::2]]
+    loss = DeepSupervisionLoss(AsymmetricUnifiedFocalLoss(), weights="exp")
+    torch.testing.assert_close(loss(outputs, labels), loss(outputs, labels[:, None]), rtol=1e-12, atol=1e-12)

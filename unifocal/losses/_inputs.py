@@ -65,9 +65,9 @@ class Prepared:
             label map; else None. Read :attr:`target` for either form.
         from_logits: whether ``scores`` are logits.
 
-    Every tensor is contiguous (a copy of a strided input). ``prob``, ``log_prob`` and ``target`` are formed
-    on first use, so a loss that only needs the class
-    statistics of :func:`unifocal.losses._stats.class_statistics` never forms them for a label map.
+    ``prob``, ``log_prob`` and ``target`` are formed on first use, so a loss that only needs the class
+    statistics of :func:`unifocal.losses._stats.class_statistics` never forms them for a label map. Every
+    tensor is contiguous (a copy of a strided input), as the fused statistics' flat views need.
     """
 
     scores: Tensor
@@ -123,9 +123,10 @@ def one_hot(labels: Tensor, num_classes: int, mask: Optional[Tensor], dtype: tor
     else in int64 (float64 for float labels): in a narrower dtype they would wrap (uint8 class 256 + k
     would match label k).
     """
-    exact = 2 / torch.finfo(labels.dtype).eps if labels.is_floating_point() else torch.iinfo(labels.dtype).max
-    index_dtype = labels.dtype if num_classes - 1 <= exact else (torch.float64 if labels.is_floating_point() else torch.int64)
-    classes = torch.arange(num_classes, device=labels.device, dtype=index_dtype)
+    floating = labels.is_floating_point()
+    exact = 2 / torch.finfo(labels.dtype).eps if floating else torch.iinfo(labels.dtype).max
+    wide = torch.float64 if floating else torch.int64
+    classes = torch.arange(num_classes, device=labels.device, dtype=labels.dtype if num_classes - 1 <= exact else wide)
     classes = classes.view(1, num_classes, *([1] * (labels.ndim - 2)))
     shape = (labels.shape[0], num_classes, *labels.shape[2:])
     onehot = torch.eq(labels, classes, out=torch.empty(shape, dtype=dtype, device=labels.device))
@@ -150,6 +151,10 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}; got {value!r}")
     return value
+
+
+def _is_compiling() -> bool:
+    return bool(getattr(torch, "compiler", None) and torch.compiler.is_compiling())
 
 
 def _label_map(input: Tensor, target: Tensor) -> Optional[Tensor]:
@@ -180,12 +185,12 @@ def _check_inputs(input: Tensor, from_logits: bool, multilabel: bool, labels: Op
                   num_classes: int, ignore_index: Optional[int]) -> None:
     """Every check of the values of ``input`` and the target (a label map ``labels`` or a ``dense`` target).
 
-    Eager: a ValueError naming the problem and the offending value. Under ``torch.compile`` a value read
-    back to the host would split the loss into several graphs (about twice its compiled time on the CPU),
-    so the same conditions are asserted inside the graph (:func:`_assert_values`): a compiled loss rejects
-    the same inputs, with a RuntimeError carrying the message without the value.
+    Eager: a ValueError naming the problem and the offending value. Under ``torch.compile`` reading a value
+    back to the host would break the graph (the loss became nine graphs, and ``fullgraph=True`` failed), so
+    the same conditions are asserted inside the graph (:func:`_assert_values`): a compiled loss rejects the
+    same inputs, with a RuntimeError carrying the message without the value.
     """
-    if torch.compiler.is_compiling():
+    if _is_compiling():
         _assert_values(input, from_logits, multilabel, labels, dense, num_classes, ignore_index)
         return
     _check_values(input, from_logits, multilabel, labels, num_classes, ignore_index)
@@ -213,7 +218,8 @@ def _assert_values(input: Tensor, from_logits: bool, multilabel: bool, labels: O
         valid = labels if ignore_index is None else labels.masked_fill(_ignored(labels, ignore_index), 0)
         low, high = torch.aminmax(valid)
         hint = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
-        conditions.append(((low >= 0) & (high < num_classes), f"target label values must lie in [0, {num_classes}){hint}"))
+        conditions.append(((low >= 0) & (high < num_classes),
+                           f"target label values must lie in [0, {num_classes}){hint}"))
     if dense is not None and dense.dtype != torch.bool:
         if dense.is_floating_point():
             conditions.append((torch.isfinite(dense).all(), "target contains NaN or Inf values"))
@@ -381,8 +387,8 @@ def prepare(
                   ignore_index)
 
     dtype = compute_dtype(input.dtype)
-    # Every tensor of the record is contiguous, as the fused statistics' flat views need: strided inputs
-    # (Fortran-ordered arrays, permuted or expanded views, channels_last) are copied, contiguous ones are not.
+    # The record's tensors are contiguous: strided inputs (Fortran-ordered arrays, permuted or expanded views,
+    # channels_last) are copied once here, contiguous ones are not copied.
     x = input.to(dtype).contiguous()
     valid = None if mask is None else _mask(mask, input, dtype)
     onehot = None
