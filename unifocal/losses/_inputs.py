@@ -49,7 +49,8 @@ class Prepared:
 
     The dense tensors ``log_prob``, ``prob`` and ``target`` are formed on first use and kept in the
     ``_log_prob``, ``_prob`` and ``_target`` fields, so a loss whose statistics come from the fused pass of
-    :func:`unifocal.losses._stats.class_statistics` never forms them for a label map.
+    :func:`unifocal.losses._stats.class_statistics` never forms them for a label map. Every
+    tensor is contiguous (a copy of a strided input), as the fused statistics' flat views need.
     """
 
     scores: Tensor
@@ -102,9 +103,14 @@ def one_hot(labels: Tensor, num_classes: int, mask: Optional[Tensor], dtype: tor
     """(B, K, *S) one-hot target of a (B, 1, *S) integer label map, zero where ``mask`` is 0.
 
     One comparison pass written straight into the float result (faster than a scatter into zeros, and no
-    int64 copy of the labels).
+    int64 copy of the labels). The class indices are formed in the label dtype when it holds all of them,
+    else in int64 (float64 for float labels): in a narrower dtype they would wrap (uint8 class 256 + k
+    would match label k).
     """
-    classes = torch.arange(num_classes, device=labels.device, dtype=labels.dtype)
+    floating = labels.is_floating_point()
+    exact = 2 / torch.finfo(labels.dtype).eps if floating else torch.iinfo(labels.dtype).max
+    wide = torch.float64 if floating else torch.int64
+    classes = torch.arange(num_classes, device=labels.device, dtype=labels.dtype if num_classes - 1 <= exact else wide)
     classes = classes.view(1, num_classes, *([1] * (labels.ndim - 2)))
     shape = (labels.shape[0], num_classes, *labels.shape[2:])
     onehot = torch.eq(labels, classes, out=torch.empty(shape, dtype=dtype, device=labels.device))
@@ -144,6 +150,54 @@ def _label_map(input: Tensor, target: Tensor) -> Optional[Tensor]:
     )
 
 
+def _check_inputs(input: Tensor, from_logits: bool, multilabel: bool, labels: Optional[Tensor], dense: Optional[Tensor],
+                  num_classes: int, ignore_index: Optional[int]) -> None:
+    """Every check of the values of ``input`` and the target (a label map ``labels`` or a ``dense`` target).
+
+    Eager: a ValueError naming the problem and the offending value. Under ``torch.compile`` reading a value
+    back to the host would break the graph (the loss became nine graphs, and ``fullgraph=True`` failed), so
+    the same conditions are asserted inside the graph (:func:`_assert_values`): a compiled loss rejects the
+    same inputs, with a RuntimeError carrying the message without the value.
+    """
+    if _is_compiling():
+        _assert_values(input, from_logits, multilabel, labels, dense, num_classes, ignore_index)
+        return
+    _check_values(input, from_logits, multilabel, labels, num_classes, ignore_index)
+    if dense is not None:
+        _check_dense_target(dense)
+
+
+def _assert_values(input: Tensor, from_logits: bool, multilabel: bool, labels: Optional[Tensor],
+                   dense: Optional[Tensor], num_classes: int, ignore_index: Optional[int]) -> None:
+    """The conditions of :func:`_check_values` and :func:`_check_dense_target` as assertions compiled into
+    the graph (``torch._assert_async``: no host synchronisation; on CUDA a failure is a device-side assert,
+    as for an out-of-range class in torch's cross_entropy)."""
+    conditions = [(torch.isfinite(input).all(), "input contains NaN or Inf values")]
+    if not from_logits:
+        low, high = torch.aminmax(input)
+        conditions.append(((low >= 0) & (high <= 1), "from_logits=False expects probabilities in [0, 1]"))
+        if not multilabel:
+            deviation = (input.sum(1, dtype=torch.float32) - 1).abs().max()
+            conditions.append((deviation <= _sum_tolerance(input.dtype), "from_logits=False with exclusive classes "
+                               "expects probabilities that sum to 1 over the class axis (dim 1)"))
+    if labels is not None and labels.dtype != torch.bool:
+        if labels.is_floating_point():
+            conditions.append((torch.isfinite(labels).all(), "target contains NaN or Inf values"))
+            conditions.append(((labels == labels.round()).all(), "a label-map target must hold integer class indices"))
+        valid = labels if ignore_index is None else labels.masked_fill(_ignored(labels, ignore_index), 0)
+        low, high = torch.aminmax(valid)
+        hint = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
+        conditions.append(((low >= 0) & (high < num_classes),
+                           f"target label values must lie in [0, {num_classes}){hint}"))
+    if dense is not None and dense.dtype != torch.bool:
+        if dense.is_floating_point():
+            conditions.append((torch.isfinite(dense).all(), "target contains NaN or Inf values"))
+        low, high = torch.aminmax(dense)
+        conditions.append(((low >= 0) & (high <= 1), "a one-hot/soft (B, C, *S) target must hold values in [0, 1]"))
+    for condition, message in conditions:
+        torch._assert_async(condition, message)
+
+
 def _check_values(input: Tensor, from_logits: bool, multilabel: bool, labels: Optional[Tensor], num_classes: int,
                   ignore_index: Optional[int]) -> None:
     """Raise ValueError for NaN/Inf input, probabilities out of range, or labels outside [0, C).
@@ -154,9 +208,7 @@ def _check_values(input: Tensor, from_logits: bool, multilabel: bool, labels: Op
     the extremes looked at, to tell an infinity in the input from a sum that overflowed. Probabilities are
     checked by their extremes, which their range check needs anyway.
     """
-    if input.numel() == 0:
-        extremes = []
-    elif from_logits:
+    if from_logits:
         extremes = [input.sum(dtype=compute_dtype(input.dtype))]
     else:
         extremes = list(torch.aminmax(input))
@@ -166,18 +218,16 @@ def _check_values(input: Tensor, from_logits: bool, multilabel: bool, labels: Op
                 raise ValueError("target contains NaN or Inf values")
             if not (labels == labels.round()).all():
                 raise ValueError("a label-map target must hold integer class indices; found fractional values")
-        valid = labels if ignore_index is None else labels.masked_fill(labels == ignore_index, 0)
+        valid = labels if ignore_index is None else labels.masked_fill(_ignored(labels, ignore_index), 0)
         extremes += list(torch.aminmax(valid))
-    if not extremes:
-        return
     # float32 unless the input is float64: exact for labels below 2^24, and MPS has no float64
     dtype = compute_dtype(input.dtype)
     values = torch.stack([v.to(dtype) for v in extremes]).tolist()
-    if from_logits and input.numel() > 0:
+    if from_logits:
         total = values.pop(0)
         if not math.isfinite(total) and not all(math.isfinite(v) for v in torch.aminmax(input)):
             raise ValueError("input contains NaN or Inf values")
-    elif input.numel() > 0:
+    else:
         low, high = values[:2]
         values = values[2:]
         if not (math.isfinite(low) and math.isfinite(high)):
@@ -193,6 +243,16 @@ def _check_values(input: Tensor, from_logits: bool, multilabel: bool, labels: Op
             )
 
 
+def _ignored(labels: Tensor, ignore_index: int) -> Tensor:
+    """Where ``labels`` equal ``ignore_index``: nowhere when the label dtype cannot hold it (torch's comparison
+    would wrap it, and uint8 labels == -1 would match 255)."""
+    if not labels.is_floating_point():
+        info = torch.iinfo(labels.dtype)
+        if not info.min <= ignore_index <= info.max:
+            return torch.zeros_like(labels, dtype=torch.bool)
+    return labels == ignore_index
+
+
 def _check_probabilities(input: Tensor, low: float, high: float, multilabel: bool) -> None:
     if low < 0 or high > 1:
         raise ValueError(
@@ -201,13 +261,17 @@ def _check_probabilities(input: Tensor, low: float, high: float, multilabel: boo
         )
     if not multilabel:
         deviation = (input.sum(1, dtype=torch.float32) - 1).abs().max()
-        tolerance = 1e-2 if input.dtype in (torch.float16, torch.bfloat16) else 1e-3
-        if deviation > tolerance:
+        if deviation > _sum_tolerance(input.dtype):
             raise ValueError(
                 f"from_logits=False with exclusive classes expects probabilities that sum to 1 over the "
                 f"class axis (dim 1); the sums deviate by up to {deviation.item():.4g}. Pass logits with "
                 f"from_logits=True, or use multilabel=True for independent (sigmoid) channels"
             )
+
+
+def _sum_tolerance(dtype: torch.dtype) -> float:
+    """How far probabilities given in ``dtype`` may sum away from 1 (half precision rounds each of them)."""
+    return 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-3
 
 
 def _check_dense_target(target: Tensor) -> None:
@@ -230,7 +294,7 @@ def _mask(mask: Tensor, input: Tensor, dtype: torch.dtype) -> Tensor:
     if tuple(mask.shape) != shape:
         raise ValueError(f"mask shape {tuple(mask.shape)} does not match {shape} (B, 1, *S) for input {tuple(input.shape)}")
     # 0/1: a voxel counts or not (a weighted mask would enter products of the prediction and the target twice)
-    return (mask != 0).to(dtype)
+    return (mask != 0).to(dtype).contiguous()
 
 
 def prepare(
@@ -267,6 +331,11 @@ def prepare(
         raise ValueError(f"input must be (B, C, *spatial) with at least one spatial dim; got shape {tuple(input.shape)}")
     if not input.is_floating_point():
         raise TypeError(f"input must be a floating-point tensor; got {input.dtype}")
+    if input.numel() == 0:
+        # torch's cross_entropy returns NaN (0 / 0) for an empty batch, which would silently poison an
+        # optimiser step; no loss here has a value without a voxel.
+        raise ValueError(f"input of shape {tuple(input.shape)} is empty: a loss needs at least one sample, "
+                         f"one channel and one voxel (an empty batch has no loss)")
     num_channels = input.shape[1]
     if not multilabel and num_channels < 2:
         raise ValueError(
@@ -285,24 +354,22 @@ def prepare(
         )
     exclusive_labels = labels is not None and not multilabel
     dense = None if exclusive_labels else (target if labels is None else labels)
-    if not _is_compiling():
-        _check_values(input, from_logits, multilabel, labels if exclusive_labels else None, num_channels, ignore_index)
-        if not exclusive_labels:
-            _check_dense_target(dense)
+    _check_inputs(input, from_logits, multilabel, labels if exclusive_labels else None, dense, num_channels,
+                  ignore_index)
 
     dtype = compute_dtype(input.dtype)
-    x = input.to(dtype)
+    # The record's tensors are contiguous: strided inputs (Fortran-ordered arrays, permuted or expanded views,
+    # channels_last) are copied once here, contiguous ones are not copied.
+    x = input.to(dtype).contiguous()
     valid = None if mask is None else _mask(mask, input, dtype)
     onehot = None
     if exclusive_labels:
+        labels = (labels.to(torch.uint8) if labels.dtype == torch.bool else labels).contiguous()
         if ignore_index is not None:
-            ignored = labels == ignore_index
-            keep = (~ignored).to(dtype)
+            keep = (~_ignored(labels, ignore_index)).to(dtype)
             valid = keep if valid is None else valid * keep
-        if labels.dtype == torch.bool:
-            labels = labels.to(torch.uint8)
     else:
-        onehot = dense.to(dtype)
+        onehot = dense.to(dtype).contiguous()
         if valid is not None:
             onehot = onehot * valid
 
