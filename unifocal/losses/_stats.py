@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from ._inputs import Prepared, check_choice, one_hot
+from ._region_stats import region_statistics
 
 __all__ = [
     "ClassStatistics",
@@ -111,7 +112,9 @@ def class_statistics(
     (B, 1, *S) weights ``v_i``, or (B, K, *S) per class and voxel (composed path only).
 
     For an exclusive label map and logits the sums come from one fused pass
-    (:class:`_LabelMapStatistics`); otherwise from the dense probabilities and target. Computed once per
+    (:class:`_LabelMapStatistics`), for region logits from their sigmoid channels
+    (:func:`unifocal.losses._region_stats.region_statistics`); otherwise from the dense probabilities and
+    target. Computed once per
     batch: the sums without the cross entropy do not depend on its options, so a later call that does not
     ask for it (a Tversky part after a focal part) reuses an earlier result.
     """
@@ -125,8 +128,12 @@ def class_statistics(
             return next(iter(known.values()))
     if voxel_weight is not None and voxel_weight.ndim == prep.scores.ndim - 1:
         voxel_weight = voxel_weight.unsqueeze(1)
-    fused = prep.labels is not None and prep.from_logits and (voxel_weight is None or voxel_weight.shape[1] == 1)
-    if fused:
+    fused = prep.from_logits and (voxel_weight is None or voxel_weight.shape[1] == 1)
+    if fused and prep.multilabel:
+        weight = None if voxel_weight is None else voxel_weight.to(prep.scores.dtype)
+        stats = ClassStatistics(*region_statistics(prep.scores, prep.dense_target, prep.mask, exponents, weight,
+                                                   cross_entropy))
+    elif fused and prep.labels is not None:
         exponent = exponents[0] if len(exponents) == 1 else exponents
         weight = None if voxel_weight is None else voxel_weight.to(prep.scores.dtype)
         # Autocast would run the batched products in half precision; the sums must stay in the compute dtype.
