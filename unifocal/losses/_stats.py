@@ -114,9 +114,8 @@ def class_statistics(
     For an exclusive label map and logits the sums come from one fused pass
     (:class:`_LabelMapStatistics`), for region logits from their sigmoid channels
     (:func:`unifocal.losses._region_stats.region_statistics`); otherwise from the dense probabilities and
-    target. Computed once per
-    batch: the sums without the cross entropy do not depend on its options, so a later call that does not
-    ask for it (a Tversky part after a focal part) reuses an earlier result.
+    target. Computed once per batch: the sums without the cross entropy do not depend on its options, so a
+    later call that does not ask for it (a Tversky part after a focal part) reuses an earlier result.
     """
     exponents = _exponents(gamma, prep.num_classes)
     known = prep.__dict__.setdefault("_class_statistics", {})
