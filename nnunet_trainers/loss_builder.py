@@ -361,7 +361,8 @@ def build_loss(resolved: ResolvedLoss, state: TrainerState) -> nn.Module:
     """The training loss module for ``resolved`` on a trainer in ``state``.
 
     Returns ``DeepSupervisionLoss(NnUNetTargetAdapter(loss), weights)`` with deep supervision, else the
-    adapter alone; called as ``loss(output, target)`` like nnU-Net's own losses.
+    adapter alone; called as ``loss(output, target)`` like nnU-Net's own losses. When the trainer compiles
+    (``state.compiled``), the loss is ``torch.compile``d, as nnU-Net compiles its Dice loss.
 
     Raises:
         SettingsError: when the loss rejects a parameter value (the message names its source).
@@ -373,6 +374,8 @@ def build_loss(resolved: ResolvedLoss, state: TrainerState) -> nn.Module:
         given = {k: resolved.sources[k] for k in resolved.params if k in resolved.sources}
         where = ", ".join(f"{k} from {s}" for k, s in given.items()) or "defaults"
         raise SettingsError(f"invalid settings for the {spec.name} loss ({where}): {error}") from None
+    if state.compiled:  # as nnUNetTrainer._build_loss compiles its Dice loss when _do_i_compile()
+        inner = torch.compile(inner)
     loss: nn.Module = NnUNetTargetAdapter(inner, state.has_regions, state.ignore_label is not None)
     if state.deep_supervision:
         loss = L.DeepSupervisionLoss(loss, weights=list(resolved.ds_weights))

@@ -10,7 +10,9 @@ Multi-label / region mode (``multilabel=True``): channel ``c`` is a binary probl
 probability ``sigmoid(x_c)``. It is represented as ``K = 2C`` exclusive "classes": the ``C``
 complements ("not c", probability ``1 - p_c``) first, then the ``C`` channels themselves, with
 ``num_problems = C``. A loss that sums over classes and divides by ``num_problems`` then averages the
-per-channel binary losses, as the Unified Focal loss and nnU-Net's region training do.
+per-channel binary losses, as the Unified Focal loss and nnU-Net's region training do. The record keeps
+the C channels; the 2C-class tensors are formed only when a loss reads them, and the class statistics
+of region logits come from the C channels directly (:mod:`unifocal.losses._region_stats`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
+from ._region_stats import complement_first
 
 # Probabilities are clamped at this value before a log only when they were given as probabilities
 # (from_logits=False); logits always go through log_softmax / logsigmoid.
@@ -34,15 +37,16 @@ class Prepared:
     """One validated batch, ready for a loss formula.
 
     Attributes:
-        scores: (B, K, *S) the input in the compute dtype (float32, or float64 for float64 input): logits
-            (``from_logits``) or probabilities; for multilabel input the K = 2C complement-first form.
+        scores: (B, C, *S) the input in the compute dtype (float32, or float64 for float64 input): logits
+            (``from_logits``) or probabilities; K = C classes, or K = 2C for multilabel input
+            (:attr:`class_scores`).
         mask: (B, 1, *S) 1 where a voxel counts, 0 where it is ignored; None when every voxel counts.
         num_problems: 1 for exclusive classes, C for multilabel input (K = 2C).
         multilabel: whether the input was multilabel.
         labels: (B, 1, *S) integer class of each voxel for an exclusive label-map target (any value at
             ignored voxels), else None.
-        dense_target: (B, K, *S) one-hot or soft target, zero outside ``mask``, when the target was not a
-            label map; else None. Read :attr:`target` for either form.
+        dense_target: (B, C, *S) one-hot or soft target, zero outside ``mask``, when the target was not a
+            label map; else None. Read :attr:`target` for the K classes.
         from_logits: whether ``scores`` are logits.
         ddp: the batch is one rank's share of a batch split over ``torch.distributed`` ranks (see
             :class:`~unifocal.losses._base.SegmentationLoss`).
@@ -61,33 +65,49 @@ class Prepared:
     dense_target: Optional[Tensor] = None
     from_logits: bool = True
     ddp: bool = False
+    _class_scores: Optional[Tensor] = field(default=None, repr=False)
     _log_prob: Optional[Tensor] = field(default=None, repr=False)
     _prob: Optional[Tensor] = field(default=None, repr=False)
     _target: Optional[Tensor] = field(default=None, repr=False)
+
+    @property
+    def class_scores(self) -> Tensor:
+        """(B, K, *S) ``scores`` per class: for multilabel input the complement-first form (``-x`` / ``1 - p``
+        before each channel's own value), formed on first use."""
+        if not self.multilabel:
+            return self.scores
+        if self._class_scores is None:
+            self._class_scores = complement_first(self.scores, 0.0 if self.from_logits else 1.0)
+        return self._class_scores
 
     @property
     def log_prob(self) -> Tensor:
         """(B, K, *S) log-probabilities: log_softmax / logsigmoid of logits, else the log of the clamped input."""
         if self._log_prob is None:
             if not self.from_logits:
-                self._log_prob = self.scores.clamp_min(_TINY[self.scores.dtype]).log()
+                self._log_prob = self.class_scores.clamp_min(_TINY[self.scores.dtype]).log()
             else:
-                self._log_prob = F.logsigmoid(self.scores) if self.multilabel else F.log_softmax(self.scores, 1)
+                self._log_prob = F.logsigmoid(self.class_scores) if self.multilabel else F.log_softmax(self.scores, 1)
         return self._log_prob
 
     @property
     def prob(self) -> Tensor:
         """(B, K, *S) class probabilities (``exp(log_prob)`` from logits)."""
         if self._prob is None:
-            self._prob = self.log_prob.exp() if self.from_logits else self.scores
+            self._prob = self.log_prob.exp() if self.from_logits else self.class_scores
         return self._prob
 
     @property
     def target(self) -> Tensor:
-        """(B, K, *S) one-hot or soft target, zero at voxels outside ``mask``."""
+        """(B, K, *S) one-hot or soft target, zero at voxels outside ``mask``; formed from a label map (or for
+        multilabel input) on first use."""
         if self._target is None:
-            self._target = (self.dense_target if self.labels is None
-                            else one_hot(self.labels, self.num_classes, self.mask, self.scores.dtype))
+            if self.multilabel:
+                self._target = complement_first(self.dense_target, 1.0 if self.mask is None else self.mask)
+            elif self.labels is None:
+                self._target = self.dense_target
+            else:
+                self._target = one_hot(self.labels, self.num_classes, self.mask, self.scores.dtype)
         return self._target
 
     @property
@@ -96,7 +116,7 @@ class Prepared:
 
     @property
     def num_classes(self) -> int:
-        return self.scores.shape[1]
+        return self.scores.shape[1] * (2 if self.multilabel else 1)
 
 
 def one_hot(labels: Tensor, num_classes: int, mask: Optional[Tensor], dtype: torch.dtype) -> Tensor:
@@ -373,8 +393,5 @@ def prepare(
         if valid is not None:
             onehot = onehot * valid
 
-    if multilabel:
-        x = torch.cat([-x, x], 1) if from_logits else torch.cat([1 - x, x], 1)
-        onehot = torch.cat([(valid if valid is not None else 1) - onehot, onehot], 1)
     return Prepared(x, valid, num_channels if multilabel else 1, multilabel,
                     labels=labels if exclusive_labels else None, dense_target=onehot, from_logits=from_logits, ddp=ddp)

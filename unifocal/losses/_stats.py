@@ -18,6 +18,7 @@ from torch import Tensor
 import torch.nn.functional as F
 
 from ._inputs import Prepared, one_hot
+from ._region_stats import region_statistics
 
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -92,16 +93,20 @@ def class_statistics(
 ) -> ClassStatistics:
     """The :class:`ClassStatistics` of ``prep``, the cross entropy only if ``cross_entropy``, with focal
     exponent ``gamma`` (one or one per class; 0: plain cross entropy) and voxel weights ``voxel_weight``
-    ((B, 1, *S), or (B, K, *S) per class and voxel). From one fused pass for an exclusive label map and
-    logits (:class:`_LabelMapStatistics`), else from the dense probabilities and target."""
+    ((B, 1, *S), or (B, K, *S) per class and voxel, composed path only). From one fused pass for an exclusive
+    label map and logits (:class:`_LabelMapStatistics`), from the sigmoid channels for region logits
+    (:func:`unifocal.losses._region_stats.region_statistics`), else from the dense probabilities and target."""
     exponents = _exponents(gamma, prep.num_classes)
     if voxel_weight is not None and voxel_weight.ndim == prep.scores.ndim - 1:
         voxel_weight = voxel_weight.unsqueeze(1)
-    fused = prep.labels is not None and prep.from_logits and (voxel_weight is None or voxel_weight.shape[1] == 1)
-    if not fused:
+    fused = prep.from_logits and (voxel_weight is None or voxel_weight.shape[1] == 1)
+    if not fused or (prep.labels is None and not prep.multilabel):
         return _composed_statistics(prep, cross_entropy, exponents, voxel_weight)
-    exponent = exponents[0] if len(exponents) == 1 else exponents
     weight = None if voxel_weight is None else voxel_weight.to(prep.scores.dtype)
+    if prep.multilabel:
+        return ClassStatistics(*region_statistics(prep.scores, prep.dense_target, prep.mask, exponents, weight,
+                                                  cross_entropy))
+    exponent = exponents[0] if len(exponents) == 1 else exponents
     # Autocast would run the batched products in half precision; the sums must stay in the compute dtype.
     with torch.autocast(prep.scores.device.type, enabled=False):
         return ClassStatistics(*_LabelMapStatistics.apply(prep.scores, prep.labels, prep.mask, exponent, weight,
