@@ -49,15 +49,18 @@ class UnifocalTrainerBase(nnUNetTrainer):
     unifocal_loss: str = ""
     named_base: Optional[str] = None
     named_settings: Optional[Settings] = None
+    # while load_checkpoint initializes the trainer: the loss record of the checkpoint being loaded
+    _loading_checkpoint = False
+    _checkpoint_record: Optional[dict] = None
 
     def _build_loss(self):
         state = TrainerState.from_trainer(self)
-        if getattr(self, "_loading_checkpoint", False) and self._checkpoint_record is not None:
+        if self._loading_checkpoint and self._checkpoint_record is not None:
             return self._use_resolved(self._checkpoint_loss(self._checkpoint_record, state), state)
         settings = self._settings()
         resolved = resolve(self.unifocal_loss, settings, state,
                            gamma_provider=lambda: fold_gamma_proposal(self, log=self.print_to_log_file))
-        if not getattr(self, "_loading_checkpoint", False):
+        if not self._loading_checkpoint:
             self._refuse_to_overwrite_other_settings(resolved, settings)
         return self._use_resolved(resolved, state)
 
@@ -95,14 +98,17 @@ class UnifocalTrainerBase(nnUNetTrainer):
                                 f"({error}); move that folder away before starting a new training there") from None
         if previous.same_loss(resolved):
             return
-        differences = describe_differences(previous, resolved)
         base = self.named_base or self.__class__.__name__
+        suggestion = variant_name(base, settings)
+        if suggestion == self.__class__.__name__:  # the new settings are the defaults: spell them out
+            spelled = {key: value for key, value in resolved.params.items() if value is not None}
+            suggestion = variant_name(base, Settings(**spelled))
         raise SettingsError(
-            f"{self.output_folder} holds a training with other loss settings ({differences}; recorded in "
-            f"{RECORD_FILE}). Starting a new training there would overwrite its checkpoints, logs and "
+            f"{self.output_folder} holds a training with other loss settings ({_differences(previous, resolved)}; "
+            f"recorded in {RECORD_FILE}). Starting a new training there would overwrite its checkpoints, logs and "
             "validation results, so nothing was started. To keep both, train a trainer whose name carries the "
-            f"new settings (-tr {variant_name(base, settings)}); to continue that training with its own settings, "
-            f"add --c; to replace it, delete {self.output_folder} first.")
+            f"new settings (-tr {suggestion}); to continue that training with its own settings, add --c; to "
+            f"replace it, delete {self.output_folder} first.")
 
     def _checkpoint_loss(self, record: dict, state: TrainerState) -> ResolvedLoss:
         """The loss stored in a checkpoint, for this trainer's state; says what the environment asked
@@ -170,7 +176,7 @@ class UnifocalTrainerBase(nnUNetTrainer):
             self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
 
 
-def describe_differences(before: ResolvedLoss, after: ResolvedLoss) -> str:
+def _differences(before: ResolvedLoss, after: ResolvedLoss) -> str:
     """``"gamma 0.5 there, 0.3 now; ..."`` for the settings that differ between two runs."""
     a, b = before.to_record(), after.to_record()
     lines = [] if a["loss"] == b["loss"] else [f"loss {a['loss']} there, {b['loss']} now"]

@@ -341,6 +341,14 @@ def test_new_training_refuses_a_fold_folder_with_other_settings(monkeypatch):
     make_trainer(T.UnifiedFocalTrainer)._build_loss()  # the same settings again: nnU-Net's usual restart
 
 
+def test_refusal_spells_out_default_settings(monkeypatch):
+    monkeypatch.setenv("UNIFOCAL_DELTA", "0.8")
+    make_trainer(T.TverskyTrainer)._build_loss()
+    monkeypatch.delenv("UNIFOCAL_DELTA")
+    with pytest.raises(SettingsError, match="\\(delta 0.8 there, 0.7 now; .*\\(-tr TverskyTrainer_delta0.7\\)"):
+        make_trainer(T.TverskyTrainer)._build_loss()
+
+
 def test_unreadable_record_stops_a_new_training():
     trainer = make_trainer(T.TverskyTrainer)
     with open(f"{trainer.output_folder}/unifocal_loss.json", "w") as handle:
