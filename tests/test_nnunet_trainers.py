@@ -7,6 +7,7 @@ with an ignore label; no preprocessed data is needed.
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -394,6 +395,27 @@ def test_checkpoint_loss_is_used_whatever_the_environment(checkpoint_file, monke
     core = L.UnifiedFocalLoss(0.5, 0.6, 0.3, batch_dice=True)
     torch.testing.assert_close(trainer.loss(outputs, targets), reference(core, outputs, targets, NNUNET_WEIGHTS))
     assert note in open(trainer.log_file).read()
+
+
+def test_checkpoint_loaded_into_a_trainer_built_with_other_settings(checkpoint_file, monkeypatch):
+    """--val_best and other loads into an initialized trainer: the loss is rebuilt from the checkpoint."""
+    path, _ = checkpoint_file
+    monkeypatch.setenv("UNIFOCAL_GAMMA", "0.4")
+    trainer = make_trainer(T.UnifiedFocalTrainer)
+    (Path(trainer.output_folder) / "unifocal_loss.json").unlink()  # a fresh fold folder
+    trainer.initialize()
+    trainer.load_checkpoint(str(path))
+    outputs, targets = batch(LABELS)
+    core = L.UnifiedFocalLoss(0.5, 0.6, 0.3, batch_dice=True)
+    torch.testing.assert_close(trainer.loss(outputs, targets), reference(core, outputs, targets, NNUNET_WEIGHTS))
+    assert trainer.my_init_kwargs[T.CHECKPOINT_KEY]["params"]["gamma"] == 0.3
+    assert "the current environment asked for {'gamma': 0.4}, which is NOT used" in open(trainer.log_file).read()
+
+
+def test_a_file_that_is_no_training_checkpoint_is_refused(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "model.pth")
+    with pytest.raises(CheckpointError, match="model.pth: not an nnU-Net training checkpoint"):
+        make_trainer(T.FocalTrainer).load_checkpoint(str(tmp_path / "model.pth"))
 
 
 def test_a_checkpoint_that_would_run_code_is_refused(checkpoint_file, tmp_path):
