@@ -40,6 +40,7 @@ __all__ = [
     "resolve",
     "build_loss",
     "nnunet_ds_weights",
+    "check_gamma_form",
 ]
 
 # nnU-Net replaces the zero weight of its lowest-resolution output by this value under DDP without
@@ -127,7 +128,8 @@ def _combo(params: dict, state: TrainerState) -> nn.Module:
 class LossSpec:
     """A loss the trainers can use: which settings it reads, their defaults, and how to build it.
 
-    ``meaning`` says what each setting means for this loss (docs and logs).
+    ``meaning`` says what each setting means for this loss (docs and logs); ``auto_gamma``: gamma may be
+    "auto"; ``per_class_gamma``: gamma may be one value per class (region).
     """
 
     name: str
@@ -135,6 +137,7 @@ class LossSpec:
     defaults: Mapping[str, Any]
     meaning: Mapping[str, str]
     auto_gamma: bool = False
+    per_class_gamma: bool = True
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -164,7 +167,7 @@ LOSS_SPECS: dict[str, LossSpec] = {
     "focal_tversky": LossSpec(
         "focal_tversky", _focal_tversky, {"delta": 0.7, "gamma": 4.0 / 3.0},
         {"delta": "false-negative weight; the false-positive weight is 1 - delta",
-         "gamma": "Abraham & Khan's gamma > 0; the loss is (1 - TI)^(1/gamma)"}),
+         "gamma": "Abraham & Khan's gamma > 0; the loss is (1 - TI)^(1/gamma)"}, per_class_gamma=False),
     "combo": LossSpec(
         "combo", _combo, {"weight": 0.5, "delta": 0.5},
         {"weight": "alpha, weight of the modified cross entropy (1 - alpha on Dice)",
@@ -249,6 +252,15 @@ class ResolvedLoss:
         return "\n".join(lines)
 
 
+def check_gamma_form(spec: LossSpec, gamma: Any, source: str) -> None:
+    """Reject a per-class gamma for a loss that takes one gamma, naming ``source``."""
+    if isinstance(gamma, (list, tuple)) and not spec.per_class_gamma:
+        raise SettingsError(
+            f"gamma [{source}] has {len(gamma)} values, but the {spec.name} loss takes one gamma for every class "
+            "(its exponent 1/gamma); give one number, or use a trainer with per-class gamma (the Unified Focal "
+            "trainers, FocalTrainer)")
+
+
 def _check_per_class(name: str, value: Any, state: TrainerState, source: str) -> None:
     if isinstance(value, (list, tuple)) and len(value) != state.num_channels:
         what = "regions" if state.has_regions else "classes (background first)"
@@ -307,6 +319,7 @@ def resolve(
             raise SettingsError("gamma 'auto' found no rare class in the training labels; set UNIFOCAL_RARE_CLASSES")
 
     if "gamma" in params:
+        check_gamma_form(spec, params["gamma"], settings.source("gamma"))
         _check_per_class("gamma", params["gamma"], state, settings.source("gamma"))
     rare = params.get("rare_classes")
     if rare is not None:

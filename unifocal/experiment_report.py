@@ -34,6 +34,7 @@ import numpy as np
 
 from .io import find_dataset_json, label_classes, list_label_files, load_dataset_json, read_label
 from .metrics import METRICS, ClassSpec, WilcoxonOutcome, case_metrics, nan_summary, paired_wilcoxon
+from .run_settings import layout_with_settings, read_run_settings
 
 __all__ = [
     "MethodSource",
@@ -63,7 +64,8 @@ class MethodSource:
     """One method's predictions: ``files`` maps case identifiers to label files.
 
     ``dataset_json`` and ``reference`` are what the source itself suggests (an nnU-Net results folder
-    knows both); explicit command line options win over them.
+    knows both); explicit command line options win over them. ``settings``: the loss settings a unifocal
+    trainer recorded in its fold folders (:func:`unifocal.run_settings.read_run_settings`).
     """
 
     name: str
@@ -71,6 +73,7 @@ class MethodSource:
     origin: Path
     dataset_json: Optional[Path] = None
     reference: Optional[Path] = None
+    settings: Optional[str] = None
 
 
 def _fold_folders(trainer_folder: Path, folds: Optional[Sequence[str]]) -> list[Path]:
@@ -111,6 +114,7 @@ def _trainer_source(
         folder,
         dataset_json if dataset_json.is_file() else None,
         reference,
+        read_run_settings(folder, folds),
     )
 
 
@@ -155,6 +159,7 @@ class Evaluation:
         counts: ``counts[method]`` is an int array (cases, classes, 3) of TP, FP, FN.
         empty: the value used for ``0/0`` (see :mod:`unifocal.metrics`).
         skipped: per method, cases of the reference it has no prediction for.
+        settings: per method, the loss settings its training recorded (shown in the table and plots).
     """
 
     methods: list[str]
@@ -165,6 +170,7 @@ class Evaluation:
     counts: dict[str, np.ndarray]
     empty: float = math.nan
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)
 
     def rows(self) -> list[str]:
         """Class names plus ``CLASS_MEAN`` when there is more than one class."""
@@ -333,6 +339,10 @@ def markdown_report(evaluation: Evaluation, baseline: Optional[str], digits: int
                 cells.append(cell)
             label = f"{method} (baseline)" if method == baseline else method
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if evaluation.settings:
+        lines += ["", "### loss settings (unifocal_loss.json)", "", "| method | settings |", "|---|---|"]
+        lines += [f"| {method} | {evaluation.settings[method]} |" for method in evaluation.methods
+                  if method in evaluation.settings]
     return "\n".join(lines) + "\n"
 
 
@@ -406,7 +416,7 @@ def box_plots(evaluation: Evaluation, path: Union[str, Path], title: Optional[st
                 ax.set_ylabel(metric)
     if title:
         fig.suptitle(textwrap.fill(title, width=int(width * 11)), fontsize=10)
-    fig.tight_layout()
+    layout_with_settings(fig, {m: evaluation.settings[m] for m in evaluation.methods if m in evaluation.settings})
     path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     from ..experiment import LossSettings, Reporter, Schedule, StageError
     from ..experiment_report import classes_from_dataset, evaluate, resolve_method, write_report
     from ..io import list_label_files, load_dataset_json
+    from ..run_settings import read_run_settings
 
     check_schedule(args)
     if any(not 0 <= g < 1 for g in args.gammas):
@@ -161,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
             for g in args.gammas]
     runs += [(BASELINE_LABEL if t == BASELINE_TRAINER else t, t, None) for t in args.baselines]
     predictions: dict[str, dict[str, Path]] = {}
+    settings: dict[str, str] = {}  # the loss settings each run recorded
     baseline_names: list[str] = []
     for spec in args.baseline_predictions:
         try:
@@ -184,6 +186,9 @@ def run(args: argparse.Namespace) -> int:
                 predictions[label] = list_label_files(target, ending)
             else:
                 predictions[label] = list_label_files(trained / f"fold_{args.fold}" / "validation", ending)
+            recorded = read_run_settings(trained, [args.fold])
+            if recorded:
+                settings[label] = recorded
             if loss is None:
                 baseline_names.append(label)
             report(f"  {label}: {len(predictions[label])} predictions")
@@ -198,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
     evaluation = evaluate(predictions, list_label_files(reference, ending), classes, class_names, ignore_label)
     gamma_labels = [_gamma_label(g) for g in args.gammas]
     evaluation.methods = baseline_names + gamma_labels
+    evaluation.settings = {label: settings[label] for label in evaluation.methods if label in settings}
     baseline = baseline_names[0] if baseline_names else None
     title = f"gamma sweep, {folder.name}, {schedule.epochs * schedule.iterations} iterations per run"
     text, written = write_report(evaluation, baseline, output / "comparison", title)
@@ -234,10 +240,10 @@ def _dsc_table(evaluation, gammas, gamma_labels, baseline_names) -> str:
 
     rows = evaluation.rows()
     lines = ["mean DSC over the evaluated cases", "",
-             "| run | " + " | ".join(rows) + " |", "|---" * (len(rows) + 1) + "|"]
+             "| run | " + " | ".join(rows) + " | loss settings |", "|---" * (len(rows) + 2) + "|"]
     for method in baseline_names + gamma_labels:
         cells = [f"{nan_summary(evaluation.column(method, 'DSC', row))[0]:.3f}" for row in rows]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {evaluation.settings.get(method, '')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -251,6 +257,7 @@ def plot_sweep(evaluation, gammas, gamma_labels, baseline_names, path: Path, tit
     import numpy as np
 
     from ..metrics import nan_summary
+    from ..run_settings import layout_with_settings
 
     rows = evaluation.rows()
     fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows) + 0.8, 3.6), squeeze=False)
@@ -276,7 +283,7 @@ def plot_sweep(evaluation, gammas, gamma_labels, baseline_names, path: Path, tit
         import textwrap
 
         fig.suptitle(textwrap.fill(title, width=int((3.6 * len(rows) + 0.8) * 11)), fontsize=10)
-    fig.tight_layout()
+    layout_with_settings(fig, evaluation.settings)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
