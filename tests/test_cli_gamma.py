@@ -150,7 +150,8 @@ def test_errors(tmp_path, capsys):
     with pytest.raises(SystemExit, match="--num-classes must be >= 2"):
         main(["gamma", str(tmp_path / "labels"), "--num-classes", "1"])
     # A value the class list does not have names the file that holds it.
-    with pytest.raises(SystemExit, match=r"a\.png: label value 2 is not a class \(--num-classes: 0\.\.1\)"):
+    outside = r"a\.png: label value 2 is not a class \(--num-classes: 0\.\.1\); --label-threshold"
+    with pytest.raises(SystemExit, match=outside):
         main(["gamma", str(tmp_path / "labels"), "--num-classes", "2"])
 
 
@@ -218,6 +219,12 @@ def test_binary_masks_0_255(tmp_path, capsys):
     assert out["gamma"] == pytest.approx(list(propose_gamma([180, 20]).gamma))
     assert out["rare_classes"] == [1]
     assert "exactly 0 and 255: read as binary masks" in out["warnings"][0]
+    # The bundle README's command (a binary class list) reads them the same way.
+    assert _json_output(capsys, ["gamma", str(tmp_path / "masks"), "--num-classes", "2", "--json"])["voxel_counts"] \
+        == [180, 20]
+    outside = r"label value 255 is not a class \(--num-classes: 0\.\.2\); --ignore-label 255"
+    with pytest.raises(SystemExit, match=outside):
+        main(["gamma", str(tmp_path / "masks"), "--num-classes", "3"])
     # Any other value set is not a binary mask: 0/1/255 (e.g. 255 as a boundary or ignore value) is not mapped.
     c = np.where(a > 0, 255, 0)
     c[9, 9] = 1

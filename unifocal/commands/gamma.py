@@ -197,22 +197,24 @@ def _count(files: dict, dataset: Optional[dict], dataset_json: Optional[Path], a
     if not found.counts:
         raise SystemExit("unifocal gamma: no labelled voxels were counted")
     values = found.values
-    if names is not None:
-        outside = [v for v in values if v >= len(names)]
-        if outside:
-            origin = str(dataset_json) if dataset is not None else "--num-classes"
-            raise SystemExit(f"unifocal gamma: {paths[found.first_seen[outside[0]]]}: label value {outside[0]} is "
-                             f"not a class ({origin}: 0..{len(names) - 1}); --ignore-label {outside[0]} leaves it "
-                             "out of the count")
-    elif values == list(range(len(values))):
-        names = [f"label {k}" for k in values]
-    elif values == [0, 255]:
+    if values == [0, 255] and (names is None or len(names) == 2):
+        # Binary masks stored as 0/255 (the 2D bundle's): only this exact value set in a binary context.
         counts = np.array([found.counts[0], found.counts[255]], dtype=np.int64)
-        counted = Counts(["background", "foreground"], ["0", "255"], counts, ignore_label=ignore_label,
+        counted = Counts(names or ["background", "foreground"], ["0", "255"], counts, ignore_label=ignore_label,
                          total=int(counts.sum()))
         counted.warnings.append("the label values are exactly 0 and 255: read as binary masks, 255 = foreground "
                                 "(class 1), as the 2D bundle reads them; --label-threshold T reads other masks so")
         return counted
+    if names is not None:
+        outside = [v for v in values if v >= len(names)]
+        if outside:
+            origin = str(dataset_json) if dataset is not None else "--num-classes"
+            hint = "--label-threshold T reads binary masks" if len(names) == 2 else \
+                f"--ignore-label {outside[0]} leaves it out of the count"
+            raise SystemExit(f"unifocal gamma: {paths[found.first_seen[outside[0]]]}: label value {outside[0]} is "
+                             f"not a class ({origin}: 0..{len(names) - 1}); {hint}")
+    elif values == list(range(len(values))):
+        names = [f"label {k}" for k in values]
     else:
         return _not_consecutive(found, paths, ignore_label)
     counts = found.dense(len(names))
