@@ -281,6 +281,14 @@ def test_sweep_dataset_inside_a_marked_output_is_never_removed(tmp_path, capsys,
         assert (output / "logs" / "kept.txt").is_file()
 
 
+@pytest.mark.slow  # nnU-Net's trainer lookup imports all of its trainer modules
+def test_sweep_checks_trainer_names_first(tmp_path, capsys, no_pipeline):
+    with pytest.raises(SystemExit, match="nnU-Net finds no trainer NoSuchTrainer, nnUNetTrainr"):
+        main(["sweep", "-o", str(tmp_path / "out"), "--trainer", "NoSuchTrainer", "--gammas", "0.3",
+              "--baselines", "nnUNetTrainr", "nnUNetTrainer", *TINY])
+    assert not (tmp_path / "out").exists()
+
+
 def test_output_claims(tmp_path):
     from unifocal.experiment import MARKER
 

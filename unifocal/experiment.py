@@ -335,6 +335,26 @@ class Workspace:
             env.update(extra)
         return env
 
+    def missing_trainers(self, names: Sequence[str]) -> list[str]:
+        """The trainer names ``nnUNetv2_train`` would not find: looked up by nnU-Net's own function in a child
+        process with this workspace's environment (``nnUNet_extTrainer`` included), in seconds.
+
+        Raises:
+            StageError: when the lookup itself fails (nnU-Net not installed, for instance).
+        """
+        code = ("import sys\n"
+                "from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find\n"
+                "for name in sys.argv[1:]:\n"
+                "    try:\n"
+                "        find(name)\n"
+                "    except (RuntimeError, AssertionError):\n"
+                "        print('MISSING', name)\n")
+        result = subprocess.run([sys.executable, "-c", code, *names], env=self.env(), capture_output=True, text=True)
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise StageError(f"looking up the nnU-Net trainers failed ({last})")
+        return [line.split(" ", 1)[1] for line in result.stdout.splitlines() if line.startswith("MISSING ")]
+
     # -- the three nnU-Net steps ---------------------------------------------------------------------------
 
     def plan_and_preprocess(self, dataset_id: int, configuration: str, echo: bool = False) -> None:

@@ -202,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
         claim_output,
         nnunet_variables,
     )
+    from nnunet_trainers import TRAINER_NAMES
+
     from ..experiment_report import evaluate, resolve_method, write_report
     from ..io import list_label_files
 
@@ -224,6 +226,14 @@ def run(args: argparse.Namespace) -> int:
             check_loss_settings(trainer, loss, data.num_channels, data.has_regions, data.ignore_label, options)
         except ValueError as error:
             raise SystemExit(f"unifocal sweep: {label} ({trainer}): {error}") from None
+    # nnU-Net's lookup imports every trainer module (seconds): only for names that are not unifocal's own.
+    unknown = sorted({trainer for _, trainer, _ in runs} - set(TRAINER_NAMES))
+    try:
+        missing = data.workspace.missing_trainers(unknown) if unknown else []
+    except StageError as error:
+        raise SystemExit(f"unifocal sweep: {error}") from None
+    if missing:
+        raise SystemExit(f"unifocal sweep: nnU-Net finds no trainer {', '.join(missing)} (nor in $nnUNet_extTrainer)")
     predictions: dict[str, dict[str, Path]] = {}
     baseline_names: list[str] = []
     protected = {**nnunet_variables(), **data.protected}
