@@ -10,7 +10,10 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    import numpy as np
 
 NAME = "gamma"
 HELP = (
@@ -113,18 +116,13 @@ class Counts:
 
     names: list
     labels: list  # the label value(s) of each class, as printed
-    counts: "object"  # np.ndarray of voxel counts
+    counts: "np.ndarray"  # voxel counts
     multilabel: bool = False
     regions: Optional[list] = None
     ignore_label: Optional[int] = None
     total: int = 0  # counted voxels (the frequencies' denominator)
     warnings: list = field(default_factory=list)
     proposable: bool = True
-
-
-def _values_text(values, limit: int = 8) -> str:
-    shown = ", ".join(str(v) for v in values[:limit])
-    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
 def _absent_warnings(counted: Counts, files: int) -> None:
@@ -150,7 +148,7 @@ def _count(files: dict, dataset: Optional[dict], dataset_json: Optional[Path], a
 
     paths = list(files.values())
     ignore_label = args.ignore_label
-    names = classes = None
+    names = None
     if dataset is not None:
         names, classes, found_ignore = label_classes(dataset, dataset_json)
         if ignore_label is None:
