@@ -437,7 +437,7 @@ def classes_from_dataset(
     dataset_json: Optional[Path], include_background: bool = False
 ) -> tuple[list[str], list[ClassSpec], Optional[int]]:
     """Classes to evaluate from an nnU-Net ``dataset.json`` (background dropped unless asked for)."""
-    names, classes, ignore_label = label_classes(load_dataset_json(dataset_json))
+    names, classes, ignore_label = label_classes(load_dataset_json(dataset_json), dataset_json)
     keep = [
         i for i, spec in enumerate(classes)
         if include_background or not (spec == 0 or (isinstance(spec, tuple) and spec == (0,)))

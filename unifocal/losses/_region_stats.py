@@ -29,7 +29,6 @@ from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 __all__ = ["complement_first", "region_statistics"]

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Union
 
-from torch import Tensor
-
 from ._base import SegmentationLoss, check_number, check_numbers, check_unit_interval, functional
 from ._inputs import Prepared
 from ._stats import BatchLoss, ClassStatistics, class_roles, class_statistics, counted_mean, per_class, role_weights
