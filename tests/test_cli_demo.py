@@ -13,7 +13,7 @@ from nnunet_trainers.config import SETTING_ENV
 from unifocal.cli import main
 from unifocal.commands.demo import DEMO_ENTRIES
 from unifocal.experiment import (
-    TRAINER_LOSSES,
+    trainer_loss,
     EpochLogParser,
     LossSettings,
     Schedule,
@@ -313,16 +313,15 @@ def test_output_claims(tmp_path):
 
 
 def test_trainer_losses_match_the_trainers():
-    from types import SimpleNamespace
-
-    import nnunet_trainers
-
-    probe = SimpleNamespace(_build_unifocal_loss=lambda key: key)
-    for name, key in TRAINER_LOSSES.items():
+    expected = {"UnifiedFocalTrainer": "asymmetric_unified_focal", "SymmetricUnifiedFocalTrainer": "symmetric_unified_focal",
+                "FocalTrainer": "focal", "TverskyTrainer": "tversky", "FocalTverskyTrainer": "focal_tversky",
+                "ComboTrainer": "combo"}
+    for name, key in expected.items():
         for variant in (name, name + "Short"):
-            assert getattr(nnunet_trainers, variant)._build_loss(probe) == key
-    unifocal = {n[: -len("Short")] if n.endswith("Short") else n for n in nnunet_trainers.TRAINER_NAMES}
-    assert unifocal - {"BaselineTrainer"} == set(TRAINER_LOSSES)
+            assert trainer_loss(variant) == key
+    assert trainer_loss("UnifiedFocalTrainerShort_gamma0.3") == "asymmetric_unified_focal"  # a name with settings
+    assert trainer_loss("BaselineTrainerShort") is None
+    assert trainer_loss("nnUNetTrainer") is None
 
 
 def test_run_logged_failure_and_termination(tmp_path):

@@ -38,7 +38,7 @@ __all__ = [
     "check_output",
     "claim_output",
     "nnunet_variables",
-    "TRAINER_LOSSES",
+    "trainer_loss",
     "check_loss_settings",
     "Workspace",
     "Schedule",
@@ -508,15 +508,14 @@ def claim_output(claim: OutputClaim) -> None:
 
 # -- the loss settings a trainer will use ------------------------------------------------------------------
 
-# The loss each unifocal trainer builds (its ``_build_loss``); the ``...Short`` variants build the same.
-TRAINER_LOSSES = {
-    "UnifiedFocalTrainer": "asymmetric_unified_focal",
-    "SymmetricUnifiedFocalTrainer": "symmetric_unified_focal",
-    "FocalTrainer": "focal",
-    "TverskyTrainer": "tversky",
-    "FocalTverskyTrainer": "focal_tversky",
-    "ComboTrainer": "combo",
-}
+def trainer_loss(trainer: str) -> Optional[str]:
+    """The loss (a key of ``nnunet_trainers.loss_builder.LOSS_SPECS``) that the unifocal trainer named
+    ``trainer`` builds, read from its class; None for any other trainer (nnU-Net's, a user's)."""
+    import nnunet_trainers
+
+    if trainer.partition("_")[0] not in nnunet_trainers.TRAINER_NAMES:
+        return None
+    return getattr(getattr(nnunet_trainers, trainer), "unifocal_loss", None) or None  # BaselineTrainer: none
 
 
 def check_loss_settings(
@@ -540,8 +539,7 @@ def check_loss_settings(
     Raises:
         ValueError: (``nnunet_trainers.config.SettingsError``) naming the setting and where it came from.
     """
-    name = trainer[: -len("Short")] if trainer.endswith("Short") else trainer
-    key = TRAINER_LOSSES.get(name)
+    key = trainer_loss(trainer)
     if key is None:
         return
     from dataclasses import replace
