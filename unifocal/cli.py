@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 from . import __version__
 
-COMMAND_MODULES = ("demo", "compare", "gamma", "sweep", "nnunet_path")
+COMMAND_MODULES = ("demo", "compare", "gamma", "sweep", "nnunet_path", "datalist")
 
 
 def _commands():
