@@ -216,7 +216,9 @@ def test_train_writes_checkpoint_and_loss_decreases(trained):
     final = torch.load(trained.bundle / "models" / "model_final.pt", map_location="cpu", weights_only=True)
     assert final.keys() == state.keys()
     periodic = torch.load(trained.bundle / "models" / "checkpoint_epoch=2.pt", map_location="cpu", weights_only=True)
-    assert set(periodic) == {"model", "optimizer", "lr_scheduler", "trainer"}
+    assert set(periodic) == {"model", "optimizer", "lr_scheduler", "trainer", "best_model_record"}
+    # the best score so far (one validation per epoch here, none before the end for 2D): a resumed run keeps it
+    assert len(periodic["best_model_record"]["_saved"]) == (0 if trained.case.name.startswith("binary") else 1)
     assert _epoch(periodic) == 2 and periodic["lr_scheduler"]["last_epoch"] == 2
     # best and final models hold what the inference network has; the periodic one also the training-only heads
     parser = ConfigParser()
