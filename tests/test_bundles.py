@@ -650,6 +650,16 @@ def test_gradient_clipping_is_nnunets(tmp_path):
     engine = type("Engine", (), {"network": layer, "scaler": None})()
     GradientClipping(12)(engine)
     torch.testing.assert_close(layer.weight.grad, torch.tensor([[7.2, 9.6, 0.0]]))
+    # under AMP the scaled gradients are unscaled first, and the optimiser step that follows accepts them
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    layer.weight.grad = None
+    scaler.scale(layer(torch.tensor([[30.0, 40.0, 0.0]])).sum()).backward()  # gradient 1024 * (30, 40, 0)
+    engine = type("Engine", (), {"network": layer, "scaler": scaler, "optimizer": optimizer})()
+    GradientClipping(12)(engine)
+    torch.testing.assert_close(layer.weight.grad, torch.tensor([[7.2, 9.6, 0.0]]))
+    scaler.step(optimizer)
+    scaler.update()
     for bad in (0, -1.0, float("inf"), True, "12"):
         with pytest.raises(ValueError, match="max_norm"):
             GradientClipping(bad)

@@ -30,18 +30,20 @@ __all__ = [
 _CHECKPOINT = re.compile(r"checkpoint_epoch=(\d+)\.pt")
 
 
-def check_loss(loss: torch.nn.Module, num_channels: int, spatial_dims: int) -> None:
+def check_loss(loss: torch.nn.Module, num_channels: int, spatial_dims: int, device: Any = "cpu") -> None:
     """Run ``loss`` once on a tiny all-zero input with ``num_channels`` channels, so that settings that do not
     fit the network (a ``gamma`` or class list of the wrong length, a rare class the output lacks) fail here,
     with the loss's own message naming the setting, instead of at the first iteration after caching the data.
+    ``device`` is the training device: a loss that all-reduces across ranks (NCCL) needs its tensors there;
+    under torchrun every rank runs this check at the same point.
     """
     if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 1:
         raise ValueError(f"the number of output channels must be a positive integer, got {num_channels!r}")
     shape = (1, num_channels) + (2,) * spatial_dims
     multilabel = bool(getattr(loss, "options", {}).get("multilabel", False))
-    target = torch.zeros(shape) if multilabel else torch.zeros((1, 1) + shape[2:])
+    target = torch.zeros(shape if multilabel else (1, 1) + shape[2:], device=device)
     try:
-        loss(torch.zeros(shape), target)
+        loss(torch.zeros(shape, device=device), target)
     except (ValueError, TypeError) as error:
         raise ValueError(f"loss settings do not fit the network's {num_channels} output channels: {error}") from error
 
