@@ -15,6 +15,7 @@ import math
 import re
 import shutil
 import subprocess
+import time
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ Image = pytest.importorskip("PIL.Image")
 import torch  # noqa: E402
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out  # noqa: E402
 
-from bundle_data import AFFINE, SPACING, make_binary2d, make_brats_like, make_kits_like  # noqa: E402
+from bundle_data import AFFINE, SPACING, make_binary2d, make_brats_like, make_kits_like, write_datalist  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
@@ -48,8 +49,9 @@ class Case:
 
     name: str
     make_data: Callable[[Path], Path]
-    small: dict  # network / patch / spacing overrides, shared by every config of the bundle
+    small: dict  # network / patch / spacing overrides: the shared settings file given to every command
     train_extra: dict = field(default_factory=dict)
+    regions: tuple = ()  # the region names of the validation metrics
 
 
 CASES = {
@@ -64,18 +66,22 @@ CASES = {
             "dynunet_filters": [8, 16, 32, 64],
             "deep_supr_num": 2,
         },
+        regions=("kidney_and_tumor", "tumor"),
     ),
     "brats_unified_focal": Case(
         "brats_unified_focal",
         make_brats_like,
         {"patch_size": [32, 32, 32], "pixdim": list(SPACING), "network_def#init_filters": 8},
+        regions=("tc", "wt", "et"),
     ),
     "binary2d_unified_focal": Case(
         "binary2d_unified_focal",
         make_binary2d,
         {"patch_size": [32, 32], "network_def#channels": [8, 16, 32, 64, 128]},
-        # the override syntax of the bundle docs, exercised through the real command line
-        {"loss#gamma": 0.3, "loss#delta": 0.7},
+        # the override syntax of the bundle docs, exercised through the real command line; validation only
+        # runs at the end of training (after the last epoch, which is not a multiple of val_interval)
+        {"loss#gamma": 0.3, "loss#delta": 0.7, "loss#batch_dice": "False", "val_interval": 5},
+        regions=("foreground",),
     ),
 }
 
@@ -87,7 +93,9 @@ TRAIN_SETTINGS = {
     "num_samples": 1,
     "num_workers": 0,
     "cache_rate": 0,
+    "checkpoint_interval": 1,
 }
+SETTINGS = "settings.json"  # the bundle copy's shared network / patch settings, as the READMEs describe
 LOSS_LINE = re.compile(r"Epoch: (\d+)/\d+, Iter: \d+/\d+ -- train_loss: (\S+)")
 
 
@@ -113,7 +121,7 @@ def bundle_run(bundle: Path, config_files: list[str], overrides: dict, module: t
     With ``attempts > 1`` a run that failed only by gloo's teardown abort (above) after the trainer finished
     is repeated, up to ``attempts`` runs in all; any other failure fails at once.
     """
-    configs = [f"configs/{name}" for name in config_files]
+    configs = [name if name == SETTINGS else f"configs/{name}" for name in config_files]
     config_arg = configs[0] if len(configs) == 1 else json.dumps(configs)
     command = [sys.executable, *module, "monai.bundle", "run", "--config_file", config_arg,
                "--meta_file", "configs/metadata.json", "--bundle_root", ".", *cli_args(overrides)]
@@ -125,6 +133,11 @@ def bundle_run(bundle: Path, config_files: list[str], overrides: dict, module: t
             break
     assert result.returncode == 0, f"{' '.join(command)} failed (run {attempt} of {attempts}):\n{output[-6000:]}"
     return output
+
+
+def _epoch(checkpoint: dict) -> int:
+    """The epoch count of a periodic checkpoint (ignite keeps the iteration count and the epoch length)."""
+    return checkpoint["trainer"]["iteration"] // checkpoint["trainer"]["epoch_length"]
 
 
 def train_losses(output: str) -> dict[int, list[float]]:
@@ -146,8 +159,9 @@ def _train(case: Case, work: Path) -> Trained:
     bundle = work / "bundle"
     shutil.copytree(BUNDLES / case.name, bundle, ignore=shutil.ignore_patterns("*.pt", "*.ts", "eval", "predictions"))
     data = case.make_data(work / "data")
-    overrides = {"dataset_dir": str(data), **TRAIN_SETTINGS, **case.small, **case.train_extra}
-    output = bundle_run(bundle, ["train.json"], overrides)
+    (bundle / SETTINGS).write_text(json.dumps(case.small))
+    overrides = {"dataset_dir": str(data), **TRAIN_SETTINGS, **case.train_extra}
+    output = bundle_run(bundle, ["train.json", SETTINGS], overrides)
     return Trained(case, bundle, data, output)
 
 
@@ -190,21 +204,35 @@ def test_train_writes_checkpoint_and_loss_decreases(trained):
     values = [v for epoch in sorted(losses) for v in losses[epoch]]
     assert all(math.isfinite(v) and v > 0 for v in values)
     assert np.mean(losses[2]) < np.mean(losses[1]), losses
-    # validation ran every epoch and reported the Dice
-    assert len(re.findall(r"Epoch\[\d\] Metrics -- .*val_mean_dice: [0-9.]+", trained.output)) == 2
+    # validation ran every epoch (val_interval 1), or once after the last epoch when the interval is longer
+    validations = 1 if trained.case.train_extra.get("val_interval", 1) > 2 else 2
+    assert len(re.findall(r"Epoch\[\d\] Metrics -- .*val_mean_dice: [0-9.]+", trained.output)) == validations
     assert "Setting logging properties based on config: configs/logging.conf" in trained.output
-    per_class = {"kits_unified_focal": ("val_kidney_dice", "val_tumor_dice"),
-                 "brats_unified_focal": ("val_tc_dice", "val_wt_dice", "val_et_dice"),
-                 "binary2d_unified_focal": ()}[trained.case.name]
-    for metric in per_class:
-        assert len(re.findall(rf"Epoch\[\d\] Metrics -- .*{metric}: [0-9.]+", trained.output)) == 2, metric
+    for region in trained.case.regions:
+        for metric in ("dice", "hd95", "nsd"):
+            name = f"val_{region}_{metric}"
+            assert len(re.findall(rf"Epoch\[\d\] Metrics -- .*{name}: [0-9.]+", trained.output)) == validations, name
+    # the final model, and the periodic checkpoint with the state a resumed run needs
+    final = torch.load(trained.bundle / "models" / "model_final.pt", map_location="cpu", weights_only=True)
+    assert final.keys() == state.keys()
+    periodic = torch.load(trained.bundle / "models" / "checkpoint_epoch=2.pt", map_location="cpu", weights_only=True)
+    assert set(periodic) == {"model", "optimizer", "lr_scheduler", "trainer", "best_model_record"}
+    # the best score so far (one validation per epoch here, none before the end for 2D): a resumed run keeps it
+    assert len(periodic["best_model_record"]["_saved"]) == (0 if trained.case.name.startswith("binary") else 1)
+    assert _epoch(periodic) == 2 and periodic["lr_scheduler"]["last_epoch"] == 2
+    # best and final models hold what the inference network has; the periodic one also the training-only heads
+    parser = ConfigParser()
+    parser.read_config([str(trained.bundle / "configs" / "inference.json"), str(trained.bundle / SETTINGS)])
+    assert state.keys() == parser.get_parsed_content("network_def").state_dict().keys()
+    assert (state.keys() < periodic["model"].keys()) is (trained.case.name == "kits_unified_focal")
+    assert list((trained.bundle / "logs").glob("events.out.tfevents.*")), "no TensorBoard log"
 
 
 @pytest.mark.slow
 def test_inference_writes_segmentations_in_input_geometry(trained):
     case = trained.case
-    infer = {"dataset_dir": str(trained.data), "device": CPU, "num_workers": 0, **case.small}
-    bundle_run(trained.bundle, ["inference.json"], infer)
+    infer = {"dataset_dir": str(trained.data), "device": CPU, "num_workers": 0}
+    bundle_run(trained.bundle, ["inference.json", SETTINGS], infer)
     test_images = json.loads((trained.data / "datalist.json").read_text())["test"]
     assert len(test_images) == 1
     source = trained.data / (test_images[0][0] if isinstance(test_images[0], list) else test_images[0])
@@ -228,16 +256,21 @@ def test_inference_writes_segmentations_in_input_geometry(trained):
 @pytest.mark.slow
 def test_kits_evaluate_writes_per_class_dice(trained_kits):
     trained = trained_kits
-    overrides = {"dataset_dir": str(trained.data), "device": CPU, "num_workers": 0, "cache_rate": 0,
-                 **trained.case.small, "validate#postprocessing#transforms#3#_disabled_": False}
-    bundle_run(trained.bundle, ["train.json", "evaluate.json"], overrides)
+    overrides = {"dataset_dir": str(trained.data), "device": CPU, "num_workers": 0,
+                 "validate#postprocessing#transforms#3#_disabled_": False}
+    bundle_run(trained.bundle, ["train.json", "evaluate.json", SETTINGS], overrides)
     eval_dir = trained.bundle / "eval"
     summary = dict(line.split(",") for line in (eval_dir / "metrics.csv").read_text().split("\n") if line)
-    assert set(summary) == {"val_mean_dice", "val_kidney_dice", "val_tumor_dice"}
-    kidney, tumor, mean = (float(summary[k]) for k in ("val_kidney_dice", "val_tumor_dice", "val_mean_dice"))
-    assert 0 <= kidney <= 1 and 0 <= tumor <= 1 and mean == pytest.approx((kidney + tumor) / 2, abs=1e-5)
+    regions = trained.case.regions
+    assert set(summary) == {"val_mean_dice"} | {f"val_{r}_{m}" for r in regions for m in ("dice", "hd95", "nsd")}
+    dice = [float(summary[f"val_{r}_dice"]) for r in regions]
+    assert all(0 <= d <= 1 for d in dice) and float(summary["val_mean_dice"]) == pytest.approx(np.mean(dice), abs=1e-5)
+    assert all(0 <= float(summary[f"val_{r}_nsd"]) <= 1 for r in regions)
     rows = (eval_dir / "val_mean_dice_raw.csv").read_text().split("\n")
     assert rows[0] == "filename,class0,class1,mean" and rows[1].startswith(str(trained.data))
+    for region in regions:  # one per-case file per region metric: here the one validation case
+        rows = (eval_dir / f"val_{region}_hd95_raw.csv").read_text().split("\n")
+        assert rows[0] == "filename,class0,mean" and rows[1].startswith(str(trained.data)) and rows[2] == ""
     # the saved prediction of the validation case is in its original geometry
     saved = sorted(eval_dir.glob("*_seg.nii.gz"))
     assert len(saved) == 1 and nib.load(str(saved[0])).shape == KITS_SHAPE
@@ -253,16 +286,19 @@ def test_kits_multi_gpu_config_under_torchrun_on_cpu(trained_kits, tmp_path):
     everything = entries["training"] + entries["validation"]
     ddp_list = trained.data / "datalist_ddp.json"  # two validation cases: one per rank
     ddp_list.write_text(json.dumps({"training": everything[:2], "validation": everything[2:4]}))
+    (bundle / SETTINGS).write_text(json.dumps(trained.case.small))
     overrides = {"dataset_dir": str(trained.data), "datalist_file": str(ddp_list), **TRAIN_SETTINGS,
-                 "epochs": 1, "batch_size": 1, "loss#batch_dice": True, **trained.case.small}
+                 "epochs": 1, "batch_size": 1, "loss#batch_dice": "True"}
     del overrides["device"]  # the config picks the rank's device
-    output = bundle_run(bundle, ["train.json", "multi_gpu_train.json"], overrides,
+    output = bundle_run(bundle, ["train.json", "multi_gpu_train.json", SETTINGS], overrides,
                         module=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"), attempts=3)
     losses = train_losses(output)  # rank 0 logs; one iteration per rank
     assert list(losses) == [1] and len(losses[1]) == 1 and math.isfinite(losses[1][0]), output[-3000:]
-    assert "val_mean_dice" in output
-    state = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
-    assert not any(key.startswith("module.") for key in state)  # saved unwrapped: inference.json loads it
+    assert "val_mean_dice" in output and "val_tumor_hd95" in output
+    for name in ("model.pt", "model_final.pt", "checkpoint_epoch=1.pt"):  # written once, by rank 0
+        state = torch.load(bundle / "models" / name, map_location="cpu", weights_only=True)
+        state = state.get("model", state)
+        assert not any(key.startswith("module.") for key in state), name  # saved unwrapped: inference loads it
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -348,6 +384,27 @@ def test_network_in_out_matches_metadata(name):
     )
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CASES))
+def test_model_zoo_ci_checks(name, tmp_path):
+    """The checks of the MONAI model zoo's ci/verify_bundle.py that need no download, as it calls them: the
+    full-size network of inference.json against the metadata shapes (verify_net_in_out with its defaults,
+    n=1, in training mode) and ckpt_export by TorchScript scripting, on weights made the way its CI makes
+    them (the state dict of the configured network), since the bundles ship no weights."""
+    bundle = tmp_path / name
+    shutil.copytree(BUNDLES / name, bundle)
+    meta, config = str(bundle / "configs" / "metadata.json"), str(bundle / "configs" / "inference.json")
+    verify_net_in_out(net_id="network_def", meta_file=meta, config_file=config, bundle_root=str(bundle))
+    parser = ConfigParser()
+    parser.read_config(config)
+    parser.read_meta(meta)
+    weights = bundle / "models" / "model.pt"
+    torch.save(parser.get_parsed_content("network_def").state_dict(), weights)
+    ckpt_export(net_id="network_def", filepath=str(bundle / "models" / "verify_model.ts"), ckpt_file=str(weights),
+                meta_file=meta, config_file=config, bundle_root=str(bundle))
+    torch.jit.load(str(bundle / "models" / "verify_model.ts"))
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_train_and_inference_configs_agree(name):
     """inference.json repeats the network and preprocessing settings of train.json: they must match."""
@@ -357,7 +414,12 @@ def test_train_and_inference_configs_agree(name):
               and k not in ("bundle_root", "output_dir", "imports", "initialize", "run")]
     assert "network_def" in shared and "dataset_dir" in shared
     for key in shared:
-        assert infer[key] == train[key], key
+        if key == "network_def" and "deep_supervision" in train[key]:
+            # DynUNet: inference builds it without the deep-supervision forward (same weights, scriptable)
+            assert train[key]["deep_supervision"] is True and infer[key]["deep_supervision"] is False
+            assert {**infer[key], "deep_supervision": True} == train[key]
+        else:
+            assert infer[key] == train[key], key
     # the same image transforms, in the same order (inference has no label transforms)
     image_steps = [t["_target_"] for t in train["train"]["deterministic_transforms"] if _touches_image(t)]
     assert [t["_target_"] for t in infer["preprocessing"]["transforms"]] == image_steps
@@ -420,23 +482,255 @@ def test_kits_deep_supervision_loss_on_dynunet_output():
 
 
 @pytest.mark.slow
-def test_kits_checkpoint_exports_by_tracing(trained_kits, tmp_path):
-    """`ckpt_export --use_trace true`: TorchScript scripting of DynUNet fails, tracing works and
-    reproduces the eager network."""
+def test_kits_checkpoint_exports_by_scripting_and_tracing(trained_kits, tmp_path):
+    """The trained best model loads strictly into inference.json's network (DynUNet without the deep-supervision
+    forward); `ckpt_export` scripts it, as the model zoo's CI does, and traces it (`--use_trace True`), both
+    with the shared settings file; both reproduce the eager network."""
     trained = trained_kits
-    configs = trained.bundle / "configs"
-    target = tmp_path / "model.ts"
-    ckpt_export(net_id="network_def", filepath=str(target), ckpt_file=str(trained.bundle / "models" / "model.pt"),
-                meta_file=str(configs / "metadata.json"), config_file=str(configs / "inference.json"),
-                use_trace=True, input_shape=[1, 1, 32, 32, 32], converter_kwargs={"check_trace": False},
-                **trained.case.small)  # torch's own trace check costs 7 s; the comparison below replaces it
-    traced = torch.jit.load(str(target))
+    configs = [str(trained.bundle / "configs" / "inference.json"), str(trained.bundle / SETTINGS)]
+    checkpoint = trained.bundle / "models" / "model.pt"
+    exported = {}
+    for use_trace in (False, True):
+        target = tmp_path / f"model_{use_trace}.ts"
+        ckpt_export(net_id="network_def", filepath=str(target), ckpt_file=str(checkpoint),
+                    meta_file=str(trained.bundle / "configs" / "metadata.json"), config_file=configs,
+                    use_trace=use_trace, input_shape=[1, 1, 32, 32, 32], converter_kwargs={"check_trace": False}
+                    if use_trace else {})  # torch's own trace check costs 7 s; the comparison below replaces it
+        exported[use_trace] = torch.jit.load(str(target))
     parser = ConfigParser()
-    parser.read_config(str(configs / "inference.json"))
-    parser.update(trained.case.small)
+    parser.read_config(configs)
     net = parser.get_parsed_content("network_def")
-    net.load_state_dict(torch.load(trained.bundle / "models" / "model.pt", map_location="cpu", weights_only=True))
+    net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
     net.eval()
     x = torch.rand(1, 1, 32, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(traced(x), net(x), rtol=1e-4, atol=1e-5)
+        for module in exported.values():
+            torch.testing.assert_close(module(x), net(x), rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# checkpoints and resuming, settings checked before caching, multi-GPU, metrics, memory, 2D images
+
+
+@pytest.mark.slow
+def test_kits_resume_after_kill_ends_at_the_same_epoch(tmp_path):
+    """A run killed (SIGKILL, no clean-up) after its first periodic checkpoint, resumed with the documented
+    `--resume True`, continues from the checkpoint's epoch and ends at the configured epoch count."""
+    case = CASES["kits_unified_focal"]
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLES / case.name, bundle)
+    (bundle / SETTINGS).write_text(json.dumps(case.small))
+    data = case.make_data(tmp_path / "data")
+    overrides = {"dataset_dir": str(data), **TRAIN_SETTINGS, "epochs": 4, "val_interval": 10}
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+               json.dumps(["configs/train.json", SETTINGS]), "--meta_file", "configs/metadata.json",
+               "--bundle_root", ".", *cli_args(overrides)]
+    killed = subprocess.Popen(command, cwd=bundle, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((bundle / "models").glob("checkpoint_epoch=*.pt")) and killed.poll() is None:
+            assert time.monotonic() < deadline, "no periodic checkpoint within 300 s"
+            time.sleep(0.05)
+    finally:
+        killed.kill()
+        killed.wait()
+    assert killed.returncode != 0, "the run finished before it could be killed"
+    stopped_at = max(int(p.name[len("checkpoint_epoch="):-3]) for p in (bundle / "models").glob("checkpoint_epoch=*.pt"))
+    assert 1 <= stopped_at < 4
+    output = bundle_run(bundle, ["train.json", SETTINGS], {**overrides, "resume": "True"})
+    assert f"Restored all variables from models/checkpoint_epoch={stopped_at}.pt" in output
+    assert sorted(train_losses(output)) == list(range(stopped_at + 1, 5))  # only the remaining epochs ran
+    final = torch.load(bundle / "models" / "checkpoint_epoch=4.pt", map_location="cpu", weights_only=True)
+    assert _epoch(final) == 4 and final["lr_scheduler"]["last_epoch"] == 4
+    assert (bundle / "models" / "model.pt").is_file()  # validated once, after the last epoch
+
+
+def _workflow(name: str, data: Path, bundle_root: Path, workflow_type: str = "train", **overrides) -> ConfigWorkflow:
+    bundle = BUNDLES / name
+    config = {"train": "train.json", "inference": "inference.json"}[workflow_type]
+    return ConfigWorkflow(config_file=str(bundle / "configs" / config), meta_file=str(bundle / "configs" / "metadata.json"),
+                          logging_file=False, workflow_type=workflow_type, dataset_dir=str(data),
+                          bundle_root=str(bundle_root), device="$torch.device('cpu')", num_workers=0,
+                          **CASES[name].small, **overrides)
+
+
+@pytest.mark.parametrize("overrides, error, message", [
+    ({"loss#gamma": [0.5, 0.5]}, ValueError, "gamma has 2 values but the input has 3 channels"),
+    ({"loss#rare_classes": [1, 3]}, ValueError, "rare_classes=(1, 3) names a class the input lacks"),
+    ({"resume": True}, FileNotFoundError, "resume=True but"),
+    ({"resume": "true"}, TypeError, "resume must be True or False, got 'true'"),
+])
+def test_settings_are_checked_before_any_data_is_read(overrides, error, message, tmp_path):
+    """A setting that cannot work fails in `initialize`, naming the setting, before the data list is even
+    read (the data folder does not exist here) and so before anything is cached."""
+    workflow = _workflow("kits_unified_focal", tmp_path / "no_such_folder", tmp_path, **overrides)
+    with pytest.raises(RuntimeError) as raised:
+        workflow.initialize()
+    cause = raised.value
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    assert isinstance(cause, error) and message in str(cause), repr(cause)
+
+
+def test_determinism_holds_when_asked_for(tmp_path):
+    """`--deterministic True` leaves cudnn's benchmark off after set_determinism; the default trades that
+    reproducibility for speed (benchmark on)."""
+    data = make_kits_like(tmp_path / "data", shape=KITS_SHAPE)
+    saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    try:
+        for deterministic in (True, False):
+            _workflow("kits_unified_focal", data, tmp_path, cache_rate=0, deterministic=deterministic).initialize()
+            assert torch.backends.cudnn.benchmark is (not deterministic)
+            assert torch.backends.cudnn.deterministic is True
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved
+
+
+def test_documented_override_forms_give_real_bools(tmp_path):
+    """The READMEs' forms: `--loss#batch_dice True` on the command line (python-fire, as monai.bundle parses
+    it) and `"loss#batch_dice": true` in a settings file give a bool; a bare `true` stays the string "true",
+    which is why the READMEs write True / False."""
+    import fire
+
+    def parsed(*argv):
+        return fire.Fire(lambda **kwargs: kwargs, command=list(argv))
+
+    assert parsed("--loss#batch_dice", "True") == {"loss#batch_dice": True}
+    assert parsed("--loss#batch_dice", "False") == {"loss#batch_dice": False}
+    assert parsed("--loss#batch_dice", "true") == {"loss#batch_dice": "true"}
+    settings = tmp_path / SETTINGS
+    settings.write_text('{"loss#batch_dice": true}')
+    for name in CASES:
+        assert _loss(name, parsed("--loss#batch_dice", "True")).options["batch_dice"] is True
+        assert _loss(name, parsed("--loss#batch_dice", "False")).options["batch_dice"] is False
+        parser = ConfigParser()
+        parser.read_config([str(BUNDLES / name / "configs" / "train.json"), str(settings)])
+        assert parser.get_parsed_content("loss").options["batch_dice"] is True
+
+
+def test_multi_gpu_device_is_the_local_rank_and_ranks_cache_their_partition(monkeypatch, tmp_path):
+    """multi_gpu_train.json: the CUDA device is LOCAL_RANK (not the global rank, which differs on the second
+    node), and each rank's dataset holds only its part of the training and validation lists."""
+    import torch.distributed as dist
+
+    data = tmp_path  # the list only: nothing is read
+    cases = [{"image": f"imagesTr/case_{i}.nii.gz", "label": f"labelsTr/case_{i}.nii.gz"} for i in range(8)]
+    write_datalist(data, cases[:5], cases[5:], [])
+    configs = [str(BUNDLES / "kits_unified_focal" / "configs" / f) for f in ("train.json", "multi_gpu_train.json")]
+    monkeypatch.setattr(dist, "get_world_size", lambda *args: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    parts = []
+    for rank in (0, 1):
+        monkeypatch.setattr(dist, "get_rank", lambda *args, rank=rank: rank + 2)  # second node: global rank 2, 3
+        parser = ConfigParser()
+        parser.read_config(configs)
+        parser.update({"dataset_dir": str(data)})
+        parser.get_parsed_content("initialize#0")  # import torch.distributed as dist
+        assert parser.get_parsed_content("device") == torch.device("cuda:1")
+        monkeypatch.setattr(dist, "get_rank", lambda *args, rank=rank: rank)
+        parts.append([parser.get_parsed_content(f"{stage}#dataset#data") for stage in ("train", "validate")])
+    train_parts = [[d["image"] for d in part[0]] for part in parts]
+    assert [len(p) for p in train_parts] == [3, 3]  # 5 cases, one repeated for an even split
+    all_training = {str(data / d["image"]) for d in json.loads((data / "datalist.json").read_text())["training"]}
+    assert set(train_parts[0]) | set(train_parts[1]) == all_training and len(all_training) == 5
+    assert [len(part[1]) for part in parts] == [2, 1]  # validation is not padded: its metrics count each case once
+
+
+def test_gradient_clipping_is_nnunets(tmp_path):
+    """KiTS clips the gradient norm at 12 after the backward pass (nnU-Net's clip_grad_norm_(..., 12))."""
+    from unifocal.bundle_support import GradientClipping
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / "kits_unified_focal" / "configs" / "train.json"))
+    clipping = [h for h in parser.get("train#handlers") if h["_target_"].endswith("GradientClipping")]
+    assert len(clipping) == 1 and parser.get_parsed_content("grad_clip_norm") == 12
+    layer = torch.nn.Linear(3, 1, bias=False)
+    layer.weight.grad = torch.tensor([[30.0, 40.0, 0.0]])  # norm 50
+    engine = type("Engine", (), {"network": layer, "scaler": None})()
+    GradientClipping(12)(engine)
+    torch.testing.assert_close(layer.weight.grad, torch.tensor([[7.2, 9.6, 0.0]]))
+    # under AMP the scaled gradients are unscaled first, and the optimiser step that follows accepts them
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    layer.weight.grad = None
+    scaler.scale(layer(torch.tensor([[30.0, 40.0, 0.0]])).sum()).backward()  # gradient 1024 * (30, 40, 0)
+    engine = type("Engine", (), {"network": layer, "scaler": scaler, "optimizer": optimizer})()
+    GradientClipping(12)(engine)
+    torch.testing.assert_close(layer.weight.grad, torch.tensor([[7.2, 9.6, 0.0]]))
+    scaler.step(optimizer)
+    scaler.update()
+    for bad in (0, -1.0, float("inf"), True, "12"):
+        with pytest.raises(ValueError, match="max_norm"):
+            GradientClipping(bad)
+
+
+def _meta_tensor(array: np.ndarray, spacing: tuple) -> torch.Tensor:
+    from monai.data import MetaTensor
+
+    return MetaTensor(torch.as_tensor(array)[None].float(), affine=torch.diag(torch.tensor([*spacing, 1.0])))
+
+
+def test_regions_and_their_distance_metrics_by_hand():
+    """KiTS19 regions from label maps, and HD95 / NSD in each case's own spacing (read from its affine):
+    one predicted voxel 3 voxels from the only true voxel along an axis of 2 mm spacing is 6 mm away."""
+    from unifocal.bundle_support import label_regions, region_metrics
+
+    label = np.zeros((5, 5, 5), np.uint8)
+    label[1, 1, 1], label[2, 2, 2] = 1, 2
+    regions = label_regions(_meta_tensor(label, (1.0, 1.0, 2.0)), {"kidney_and_tumor": [1, 2], "tumor": [2]})
+    assert regions.shape == (2, 5, 5, 5) and regions.pixdim.tolist() == [1.0, 1.0, 2.0]
+    assert regions[0].sum() == 2 and regions[0, 1, 1, 1] == 1 and regions[1].sum() == 1 and regions[1, 2, 2, 2] == 1
+    kits23 = label_regions(_meta_tensor(np.array([[[0, 1, 2, 3]]]), (1, 1, 1)),
+                           {"kidney_and_masses": [1, 2, 3], "masses": [2, 3], "tumor": [2]})
+    assert kits23[:, 0, 0].tolist() == [[0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 1, 0]]
+    with pytest.raises(ValueError, match="region 'tumor' must list its integer labels"):
+        label_regions(_meta_tensor(label, (1, 1, 1)), {"tumor": "2"})
+
+    truth, pred = np.zeros((1, 6, 6, 8), np.float32), np.zeros((1, 6, 6, 8), np.float32)
+    truth[0, 2, 2, 1], pred[0, 2, 2, 4] = 1, 1
+    for tolerance, nsd in ((1.0, 0.0), (6.5, 1.0)):
+        metrics = region_metrics(["tumor"], tolerance)
+        assert sorted(metrics) == ["val_tumor_dice", "val_tumor_hd95", "val_tumor_nsd"]
+        batch = [{"pred": _meta_tensor(pred[0], (1.0, 1.0, 2.0)), "label": _meta_tensor(truth[0], (1.0, 1.0, 2.0))}]
+        for name in ("val_tumor_hd95", "val_tumor_nsd"):
+            metrics[name].reset()
+            metrics[name].update(metrics[name]._output_transform(batch))
+        assert metrics["val_tumor_hd95"].metric_fn.aggregate().item() == pytest.approx(6.0)
+        assert metrics["val_tumor_nsd"].metric_fn.aggregate().item() == pytest.approx(nsd)
+    with pytest.raises(ValueError, match="nsd_tolerance_mm"):
+        region_metrics(["tumor"], 0)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_labels_are_cached_as_integers_and_evaluation_reads_without_cache(name, tmp_path):
+    """What the training cache holds for a label is the integer map (uint8: a quarter of float32), and
+    evaluate.json / inference.json read each case from disk (no cache)."""
+    case = CASES[name]
+    data = case.make_data(tmp_path / "data")
+    bundle = BUNDLES / name / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "train.json"), str(bundle / "evaluate.json")])
+    parser.update({"dataset_dir": str(data), **case.small})
+    item = parser.get_parsed_content("validate#preprocessing")(parser.get_parsed_content("val_datalist")[0])
+    assert item["label"].dtype == torch.uint8 and item["image"].dtype == torch.float32
+    assert type(parser.get_parsed_content("validate#dataset")).__name__ == "Dataset"
+    assert json.loads((bundle / "inference.json").read_text())["dataset"]["_target_"] == "Dataset"
+
+
+def test_2d_greyscale_16_bit_images_keep_their_values(tmp_path):
+    """`--image_mode L` on a 16-bit PNG (values 0-4000): the bundle's reader keeps every value (PIL's own
+    convert("L") clips them to 255)."""
+    from monai.transforms import LoadImage
+
+    values = np.linspace(0, 4000, 48 * 64).round().astype(np.uint16).reshape(48, 64)
+    path = tmp_path / "xray.png"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode.startswith("I")
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / "binary2d_unified_focal" / "configs" / "inference.json"))
+    parser.update({"image_mode": "L"})
+    loaded = LoadImage(reader=parser.get_parsed_content("image_reader"), image_only=True)(str(path))
+    np.testing.assert_array_equal(np.asarray(loaded).T, values)  # PIL's (width, height) axes
+    assert len(np.unique(values)) == len(np.unique(np.asarray(loaded))) > 3000
+    assert len(np.unique(np.asarray(Image.open(path).convert("L")))) < 256  # what PIL alone would give

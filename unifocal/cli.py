@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 from . import __version__
 
-COMMAND_MODULES = ("demo", "compare", "gamma", "sweep", "nnunet_path")
+COMMAND_MODULES = ("demo", "compare", "gamma", "sweep", "nnunet_path", "datalist")
 
 USAGE_ERROR = 2
 INTERNAL_ERROR = 1

@@ -1,0 +1,186 @@
+"""Helpers that the MONAI bundles in ``bundles/`` name in their configs.
+
+Settings checks that run before any data is cached (:func:`check_loss`, :func:`resume_checkpoint`), the
+challenge regions and their distance metrics in each image's physical spacing (:func:`label_regions`,
+:func:`region_metrics`), nnU-Net's gradient clipping for ignite trainers (:class:`GradientClipping`) and the
+PIL conversion of the 2D bundle (:func:`convert_image`). MONAI and ignite are imported inside the functions:
+``unifocal`` itself does not depend on them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+__all__ = [
+    "check_loss",
+    "resume_checkpoint",
+    "label_regions",
+    "PhysicalSpacingMetric",
+    "region_metrics",
+    "GradientClipping",
+    "InferenceWeights",
+    "convert_image",
+]
+
+_CHECKPOINT = re.compile(r"checkpoint_epoch=(\d+)\.pt")
+
+
+def check_loss(loss: torch.nn.Module, num_channels: int, spatial_dims: int, device: Any = "cpu") -> None:
+    """Run ``loss`` once on a tiny all-zero input with ``num_channels`` channels, so that settings that do not
+    fit the network (a ``gamma`` or class list of the wrong length, a rare class the output lacks) fail here,
+    with the loss's own message naming the setting, instead of at the first iteration after caching the data.
+    ``device`` is the training device: a loss that all-reduces across ranks (NCCL) needs its tensors there;
+    under torchrun every rank runs this check at the same point.
+    """
+    if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 1:
+        raise ValueError(f"the number of output channels must be a positive integer, got {num_channels!r}")
+    shape = (1, num_channels) + (2,) * spatial_dims
+    multilabel = bool(getattr(loss, "options", {}).get("multilabel", False))
+    target = torch.zeros(shape if multilabel else (1, 1) + shape[2:], device=device)
+    try:
+        loss(torch.zeros(shape, device=device), target)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"loss settings do not fit the network's {num_channels} output channels: {error}") from error
+
+
+def resume_checkpoint(checkpoint_dir: str, resume: bool) -> str:
+    """The periodic checkpoint to resume from: ``""`` when ``resume`` is False, else the
+    ``checkpoint_epoch=N.pt`` in ``checkpoint_dir`` with the highest N.
+
+    ``resume`` must be a real bool: on the ``monai.bundle`` command line that is ``--resume True`` (python-fire
+    reads a bare ``true`` as the string "true").
+    """
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be True or False, got {resume!r} (on the command line write --resume True)")
+    if not resume:
+        return ""
+    folder = Path(checkpoint_dir)
+    found = [(int(m.group(1)), p) for p in folder.glob("checkpoint_epoch=*.pt") if (m := _CHECKPOINT.fullmatch(p.name))]
+    if not found:
+        raise FileNotFoundError(f"resume=True but {folder} holds no checkpoint_epoch=N.pt to resume from")
+    return str(max(found)[1])
+
+
+def label_regions(label_map: torch.Tensor, regions: Mapping[str, Sequence[int]]) -> torch.Tensor:
+    """Channel-first 0/1 region masks ``(R, *S)`` from a label map ``(1, *S)``: region r is the union of its
+    labels, e.g. KiTS19 ``{"kidney_and_tumor": [1, 2], "tumor": [2]}``. Keeps a MetaTensor's geometry."""
+    if label_map.shape[0] != 1:
+        raise ValueError(f"label_regions expects a (1, *spatial) label map, got shape {tuple(label_map.shape)}")
+    if not regions:
+        raise ValueError("regions is empty: name at least one region and its labels")
+    plain = label_map.as_tensor()[0] if hasattr(label_map, "as_tensor") else label_map[0]
+    masks = []
+    for name, labels in regions.items():
+        if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence) or not labels or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in labels):
+            raise ValueError(f"region {name!r} must list its integer labels, got {labels!r}")
+        masks.append(torch.isin(plain, torch.as_tensor(list(labels), dtype=plain.dtype, device=plain.device)))
+    stacked = torch.stack(masks).to(torch.float32)
+    if hasattr(label_map, "meta"):  # a MetaTensor: keep its affine (the distance metrics read the spacing)
+        return type(label_map)(stacked, meta=label_map.meta, applied_operations=label_map.applied_operations)
+    return stacked
+
+
+class PhysicalSpacingMetric:
+    """Feeds each case to a MONAI distance metric (HausdorffDistanceMetric, SurfaceDiceMetric, ...) with the
+    voxel spacing of that case's label (``MetaTensor.pixdim``, in mm), so that distances are physical. MONAI's
+    ignite metric handlers call metrics without spacing; this wrapper is the ``metric_fn`` they accept."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+
+    def __call__(self, y_pred: Sequence[torch.Tensor], y: Sequence[torch.Tensor]) -> None:
+        for pred, label in zip(y_pred, y):
+            if not hasattr(label, "pixdim"):
+                raise TypeError("PhysicalSpacingMetric needs MetaTensor labels that carry their affine")
+            spacing = [float(s) for s in label.pixdim[: label.ndim - 1]]  # 2D images carry a 3D affine
+            self.metric([pred], [label], spacing=spacing)
+
+    def reset(self) -> None:
+        self.metric.reset()
+
+    def aggregate(self) -> Any:
+        return self.metric.aggregate()
+
+    def get_buffer(self) -> Any:
+        return self.metric.get_buffer()
+
+
+def region_metrics(region_names: Sequence[str], nsd_tolerance_mm: float, prefix: str = "val") -> dict:
+    """MONAI metric handlers for every region channel: ``{prefix}_{name}_dice``, ``{prefix}_{name}_hd95``
+    (95th percentile Hausdorff distance, mm) and ``{prefix}_{name}_nsd`` (normalised surface Dice at
+    ``nsd_tolerance_mm``), distances in each case's physical spacing. Channel i of ``pred`` and ``label`` is
+    region i."""
+    from monai.handlers import IgniteMetricHandler, MeanDice
+    from monai.metrics import HausdorffDistanceMetric, SurfaceDiceMetric
+
+    if isinstance(nsd_tolerance_mm, bool) or not isinstance(nsd_tolerance_mm, (int, float)) or not (
+            math.isfinite(nsd_tolerance_mm) and nsd_tolerance_mm > 0):
+        raise ValueError(f"nsd_tolerance_mm must be a positive number of millimetres, got {nsd_tolerance_mm!r}")
+    metrics = {}
+    for index, name in enumerate(region_names):
+        def channel(output, index=index):
+            return [d["pred"][index:index + 1] for d in output], [d["label"][index:index + 1] for d in output]
+
+        metrics[f"{prefix}_{name}_dice"] = MeanDice(include_background=True, output_transform=channel)
+        metrics[f"{prefix}_{name}_hd95"] = IgniteMetricHandler(
+            PhysicalSpacingMetric(HausdorffDistanceMetric(include_background=True, percentile=95)),
+            output_transform=channel)
+        metrics[f"{prefix}_{name}_nsd"] = IgniteMetricHandler(
+            PhysicalSpacingMetric(SurfaceDiceMetric([float(nsd_tolerance_mm)], include_background=True)),
+            output_transform=channel)
+    return metrics
+
+
+class GradientClipping:
+    """Clips the gradient norm of a MONAI ``SupervisedTrainer``'s network after each backward pass, before the
+    optimiser step, as nnU-Net does (``clip_grad_norm_(..., 12)``); under AMP the gradients are unscaled first."""
+
+    def __init__(self, max_norm: float) -> None:
+        if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not (
+                math.isfinite(max_norm) and max_norm > 0):
+            raise ValueError(f"max_norm must be a positive number, got {max_norm!r}")
+        self.max_norm = float(max_norm)
+
+    def attach(self, engine: Any) -> None:
+        from monai.engines.utils import IterationEvents
+
+        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
+
+    def __call__(self, engine: Any) -> None:
+        if getattr(engine, "scaler", None) is not None:
+            engine.scaler.unscale_(engine.optimizer)
+        torch.nn.utils.clip_grad_norm_(engine.network.parameters(), self.max_norm)
+
+
+class InferenceWeights:
+    """What a best-model or final-model checkpoint saves of a network: its weights without the deep-supervision
+    heads of MONAI's DynUNet (``deep_supervision_heads.*`` and the same modules again as ``*.super_head.*``),
+    which only the training loss uses. The file then loads strictly into the inference network
+    (``deep_supervision=False``, which TorchScript can script) and into ``ckpt_export``. A DDP wrapper is
+    unwrapped. Periodic checkpoints keep the heads: they resume training."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        self.network = network
+
+    def state_dict(self) -> dict:
+        network = getattr(self.network, "module", self.network)  # DistributedDataParallel
+        return {k: v for k, v in network.state_dict().items()
+                if not (k.startswith("deep_supervision_heads.") or ".super_head." in k)}
+
+
+_HIGH_BIT_DEPTH = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def convert_image(image: Any, mode: str) -> Any:
+    """Convert a PIL image to the bundle's ``image_mode``. Greyscale (``"L"``) keeps the values of 16-bit and
+    32-bit images (converted to float, ``"F"``) instead of clipping them to 8 bits as PIL's ``convert("L")``
+    does; z-scoring follows in the bundle, so the range does not matter."""
+    if mode == "L" and image.mode in _HIGH_BIT_DEPTH:
+        return image.convert("F") if image.mode in ("I", "F") else image.convert("I").convert("F")
+    return image.convert(mode)
