@@ -47,7 +47,8 @@ def _inputs(shape=(2, 3, 5, 6, 4), soft=True, masked=True, seed=0):
     return logits, target, mask
 
 
-@pytest.mark.parametrize("exponents", [(0.0,), (0.5,), (0.5, 0.5, 0.5, 0.0, 0.0, 0.0), (0.2, 0.7, 0.4, 0.3, 0.0, 2.0)])
+@pytest.mark.parametrize("exponents", [(0.0,), (0.5,), (0.5, 0.5, 0.5, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.5, 0.5, 0.5),
+                                       (0.2, 0.7, 0.4, 0.3, 0.0, 2.0)])
 @pytest.mark.parametrize("soft,masked,weighted", [(True, True, False), (False, False, False), (True, False, True)])
 def test_tables_and_gradients_match_the_complement_first_sums(exponents, soft, masked, weighted):
     logits, target, mask = _inputs(soft=soft, masked=masked)

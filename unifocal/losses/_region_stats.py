@@ -16,8 +16,8 @@ the complement):
     complement:   sum v (m - y) p^g_n       (-log(1 - p))
 
 :class:`_RegionStatistics` forms them from one sigmoid and one logarithm per voxel and channel, with the
-backward written out next to it, and keeps two (B, R, *S) tensors for the backward (``p`` and
-``-log(1 - p)``). On the CPU it works through the voxels in slabs small enough for the cache
+backward written out next to it, and keeps at most two (B, R, *S) tensors for the backward (the focal
+slopes, or ``p``). On the CPU it works through the voxels in slabs small enough for the cache
 (:func:`_slab_length`): a dozen elementwise passes over a slab cost less than two over the whole tensor,
 and the temporaries stay small. Probability input (``from_logits=False``) takes the composed path over
 the complement-first tensors instead.
@@ -25,7 +25,7 @@ the complement-first tensors instead.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -108,75 +108,86 @@ def _sums(values: Tensor, weight: Optional[Tensor]) -> Tensor:
 
 class _Slab:
     """One slab of the flattened (B, R, N) input: logits ``x``, target ``y``, mask ``m`` and voxel weights ``v``
-    ((B, 1, L) or None), ``p = sigmoid(x)``, ``q = 1 - p`` and ``softplus(x) = -log q`` (then
-    ``log p = x - softplus(x)``).
+    ((B, 1, L) or None); ``weight = v y`` (the region's voxel weights) and ``counted = v m`` (None: 1), so
+    that the complement's weights are ``counted - weight``."""
 
-    The focal terms and their derivatives with respect to ``x`` (from ``d log p/dx = q`` and
-    ``d log q/dx = -p``), bounded for every p and without a division:
-
-        complement:  t_n = -log q p^g_n   S_n = p^g_n (p - g_n q log q)      (p for g_n = 0)
-        region:      t_r = -log p q^g_r   S_r = q^g_r (g_r p log p - q)      (-q for g_r = 0)
-    """
-
-    def __init__(self, x: Tensor, y: Tensor, m: Optional[Tensor], v: Optional[Tensor], p: Tensor,
-                 softplus: Optional[Tensor]) -> None:
-        self.x, self.y, self.m, self.p, self.softplus = x, y, m, p, softplus
-        self.q = torch.sub(1, p)
-        self.weight = y if v is None else y * v  # the region's voxel weights; the complement's: counted - weight
+    def __init__(self, x: Tensor, y: Tensor, m: Optional[Tensor], v: Optional[Tensor]) -> None:
+        self.x, self.y, self.m = x, y, m
+        self.weight = y if v is None else y * v
         self.counted = v if m is None else (m if v is None else m * v)
 
-    @classmethod
-    def first(cls, x: Tensor, y: Tensor, m: Optional[Tensor], v: Optional[Tensor], p: Tensor,
-              softplus: Optional[Tensor]) -> "_Slab":
-        """Computes ``p`` into the slab ``p`` and, if given, ``softplus(x)`` into ``softplus`` as
-        ``max(x, 0) - log(max(p, q))``: the larger of the two probabilities has full relative precision, so
-        this is exact to round-off for every x with one logarithm (``F.softplus`` takes an exponential and a
-        logarithm per element, the costliest pass here)."""
-        slab = cls(x, y, m, v, torch.sigmoid(x, out=p), softplus)
-        if softplus is not None:
-            torch.sub(torch.clamp_min(x, 0), torch.maximum(slab.p, slab.q).log_(), out=softplus)
-        return slab
-
-    def cross_entropy_sums(self, complement_exponent, region_exponent) -> tuple[Tensor, Tensor]:
-        """(B, R) sums ``sum v (m - y) t_n`` and ``sum v y t_r``: both terms in one (B, 2R, L) buffer, whose
-        weighted sums are one batched product over all channel pairs (the diagonal is kept)."""
-        b, r, length = self.x.shape
-        terms = self.x.new_empty(b, 2 * r, length)
-        t_n, t_r = terms[:, :r], terms[:, r:]
-        if _is_zero(complement_exponent):
-            t_n.copy_(self.softplus)
-        else:
-            torch.pow(self.p, complement_exponent, out=t_n).mul_(self.softplus)
-        torch.sub(self.softplus, self.x, out=t_r)  # -log p
-        if not _is_zero(region_exponent):
-            t_r.mul_(self.q.pow(region_exponent))
-        weighted = torch.bmm(terms, self.weight.transpose(1, 2))  # (B, 2R, R)
-        return _sums(t_n, self.counted) - weighted[:, :r].diagonal(0, 1, 2), weighted[:, r:].diagonal(0, 1, 2)
-
-    def cross_entropy_gradient(self, out: Tensor, complement_exponent, region_exponent, e_n: Tensor,
-                               e_r: Tensor) -> None:
-        """Adds ``v (y E_r S_r + (m - y) E_n S_n)`` for per-channel (B, R, 1) gradients ``E_n``, ``E_r`` to
-        ``out``."""
-        p, q, softplus = self.p, self.q, self.softplus
-        if _is_zero(complement_exponent):
-            s_n = p
-        else:  # p^g (p + g q softplus)
-            s_n = _addcmul(p, q, softplus, complement_exponent).mul_(p.pow(complement_exponent))
-        if _is_zero(region_exponent):
-            region = torch.mul(q, -e_r)
-        else:  # E_r S_r = -E_r q^g (q - g p log p)
-            region = _addcmul(q, p, torch.sub(self.x, softplus), -region_exponent).mul_(q.pow(region_exponent))
-            region.mul_(-e_r)
-        # v y (E_r S_r - E_n S_n) + v m E_n S_n
-        out.addcmul_(region.addcmul_(s_n, e_n, value=-1), self.weight)
-        out.addcmul_(s_n if self.counted is None else s_n * self.counted, e_n)
+    def complement_weight(self) -> Tensor:
+        return torch.sub(1, self.weight) if self.counted is None else torch.sub(self.counted, self.weight)
 
 
-def _addcmul(base: Tensor, a: Tensor, b: Tensor, factor: Union[float, Tensor]) -> Tensor:
-    """``base + factor a b`` (one pass for a float factor)."""
+class _Saved(NamedTuple):
+    """What the forward keeps for the backward, per role (None where not kept): ``prob`` is ``p`` or (with
+    ``complement_of_prob``) ``q = 1 - p``; ``slope_n``, ``slope_r`` are the focal slopes ``S_n``, ``S_r`` where
+    their exponent is not 0 (else ``S_n = p``, ``S_r = -q``)."""
+
+    prob: Optional[Tensor]
+    complement_of_prob: bool
+    slope_n: Optional[Tensor]
+    slope_r: Optional[Tensor]
+
+
+def _saved_layout(x: Tensor, cross_entropy: bool, complement_exponent, region_exponent) -> _Saved:
+    """Empty input-sized tensors for what the backward reads: two at most (see :class:`_RegionStatistics`)."""
+    zero_n, zero_r = _is_zero(complement_exponent), _is_zero(region_exponent)
+    if not cross_entropy or zero_n:  # p itself is kept (and is S_n)
+        return _Saved(torch.empty_like(x), False, None, None if not cross_entropy or zero_r else torch.empty_like(x))
+    if zero_r:  # q is kept (-S_r), and S_n
+        return _Saved(torch.empty_like(x), True, torch.empty_like(x), None)
+    return _Saved(None, False, torch.empty_like(x), torch.empty_like(x))
+
+
+def _part(values: Optional[Tensor], part: slice) -> Optional[Tensor]:
+    return None if values is None else values[:, :, part]
+
+
+def _forward_slab(slab: _Slab, saved: _Saved, cross_entropy: bool, complement_exponent, region_exponent):
+    """(B, R) sums of one slab: predicted, true positives and, with ``cross_entropy``, the two focal sums;
+    writes the slab's part of ``saved``.
+
+    ``softplus(x) = -log q`` is ``max(x, 0) - log(max(p, q))`` with ``log(max(p, q)) = log1p(-min(p, q))``:
+    the smaller probability is exact (``p``, or ``1 - p`` computed without rounding for ``p >= 1/2``), so
+    this is exact to round-off for every x with one ``log1p`` (cheaper than ``log`` here; ``F.softplus``
+    takes an exponential and a logarithm per element). Then ``-log p = softplus(x) - x`` and the focal
+    terms and their slopes (derivatives with respect to x, from ``d log p/dx = q``, ``d log q/dx = -p``),
+    bounded for every p and without a division:
+
+        complement:  t_n = softplus p^g_n    S_n = p^g_n (p + g_n q softplus)
+        region:      t_r = -log p q^g_r      S_r = q^g_r (g_r p log p - q) = -(q q^g_r + g_r p t_r)
+    """
+    x = slab.x
+    keep_p = saved.prob is not None and not saved.complement_of_prob
+    p = torch.sigmoid(x, out=saved.prob) if keep_p else torch.sigmoid(x)
+    sums = (_sums(p, slab.m), _sums(p, slab.y))
+    if not cross_entropy:
+        return sums
+    q = torch.sub(1, p, out=saved.prob) if saved.complement_of_prob else torch.sub(1, p)
+    log_larger = torch.minimum(p, q).neg_().log1p_()
+    softplus = torch.clamp_min(x, 0).sub_(log_larger)
+    if saved.slope_n is None:
+        ce_n = _sums(softplus, slab.complement_weight())
+    else:
+        power = torch.pow(p, complement_exponent, out=log_larger)
+        _addcmul(p, q, softplus, complement_exponent, out=saved.slope_n).mul_(power)
+        ce_n = power.mul_(softplus).mul_(slab.complement_weight()).sum(2)
+    t_r = softplus.sub_(x)  # -log p
+    if saved.slope_r is not None:
+        power = q.pow(region_exponent)
+        t_r.mul_(power)
+        torch.mul(q, power, out=saved.slope_r)
+        _addcmul(saved.slope_r, p, t_r, region_exponent, out=saved.slope_r).neg_()
+    return sums + (ce_n, t_r.mul_(slab.weight).sum(2))
+
+
+def _addcmul(base: Tensor, a: Tensor, b: Tensor, factor: Union[float, Tensor], out: Tensor) -> Tensor:
+    """``base + factor a b`` into ``out`` (one pass for a float factor; ``out`` may be ``base``)."""
     if isinstance(factor, Tensor):
-        return torch.mul(a, b).mul_(factor).add_(base)
-    return torch.addcmul(base, a, b, value=factor)
+        return torch.add(base, torch.mul(a, b).mul_(factor), out=out)
+    return torch.addcmul(base, a, b, value=factor, out=out)
 
 
 class _RegionStatistics(torch.autograd.Function):
@@ -188,12 +199,15 @@ class _RegionStatistics(torch.autograd.Function):
         A = G_r - G_n - T_n     (predicted_r rises, the complement's predicted and true-positive sums fall)
         B = T_r + T_n           (both true-positive sums rise with TP_r)
 
-    and the slopes ``S_n``, ``S_r`` of :class:`_Slab`:
+    and the focal slopes ``S_n``, ``S_r`` of :func:`_forward_slab`:
 
-        dL/dx = p (1 - p) (m A + y B) + v (y E_r S_r + (m - y) E_n S_n)
+        dL/dx = p q (m A + y B) + v y (E_r S_r - E_n S_n) + v m E_n S_n
 
-    The forward keeps ``p`` and, with the cross entropy, ``softplus(x)`` (the costliest passes to repeat);
-    target, mask and weights are the caller's. Only first derivatives are implemented (no double backward).
+    The forward keeps what this needs beyond the constants, two input-sized tensors at most: the slopes
+    with a nonzero exponent (``S_n = p`` and ``S_r = -q`` otherwise), and ``p`` or ``q`` where a zero
+    exponent lets the other slope and ``p q`` follow from it (``p q = p - p^2``); with both exponents
+    nonzero ``p`` is recomputed (one sigmoid). Target, mask and weights are the caller's. Only first
+    derivatives are implemented (no double backward).
     """
 
     @staticmethod
@@ -203,20 +217,16 @@ class _RegionStatistics(torch.autograd.Function):
         x, y, m, v = _flat(logits, target, mask, voxel_weight)
         count = m.sum(2) if m is not None else x.new_full((b, 1), float(x.shape[2]))
         actual = y.sum(2)
-        prob = torch.empty_like(x)
-        softplus = torch.empty_like(x) if cross_entropy else None
-        predicted, true_positive, ce_n, ce_r = (x.new_zeros(b, r) for _ in range(4))
+        saved = _saved_layout(x, cross_entropy, complement_exponent, region_exponent)
+        sums = []  # per slab: predicted, true positives and (with the cross entropy) the two focal sums
         for part in _slabs(x.shape[2], _slab_length(x)):
-            slab = _Slab.first(x[:, :, part], y[:, :, part], _part(m, part), _part(v, part), prob[:, :, part],
-                               _part(softplus, part))
-            predicted += _sums(slab.p, slab.m)
-            true_positive += _sums(slab.p, slab.y)
-            if cross_entropy:
-                complement, region = slab.cross_entropy_sums(complement_exponent, region_exponent)
-                ce_n += complement
-                ce_r += region
-        ctx.save_for_backward(logits, target, mask, voxel_weight, prob, softplus)
-        ctx.exponents = (complement_exponent, region_exponent)
+            slab = _Slab(x[:, :, part], y[:, :, part], _part(m, part), _part(v, part))
+            sums.append(_forward_slab(slab, _Saved(*(t if isinstance(t, bool) else _part(t, part) for t in saved)),
+                                      cross_entropy, complement_exponent, region_exponent))
+        # One addition over the slabs per table, not one per slab and table.
+        predicted, true_positive, *focal = (torch.stack(table).sum(0) for table in zip(*sums))
+        ctx.save_for_backward(logits, target, mask, voxel_weight, saved.prob, saved.slope_n, saved.slope_r)
+        ctx.complement_of_prob = saved.complement_of_prob
         ctx.device_type = logits.device.type
         actual_table = complement_first(actual, count)
         ctx.mark_non_differentiable(actual_table)
@@ -224,7 +234,7 @@ class _RegionStatistics(torch.autograd.Function):
         return (complement_first(predicted, count),
                 torch.cat([count - actual - predicted + true_positive, true_positive], 1),
                 actual_table,
-                torch.cat([ce_n, ce_r], 1) if cross_entropy else None)
+                torch.cat(focal, 1) if cross_entropy else None)
 
     @staticmethod
     @once_differentiable
@@ -236,7 +246,7 @@ class _RegionStatistics(torch.autograd.Function):
     @staticmethod
     def _backward(ctx, grad_predicted: Optional[Tensor], grad_tp: Optional[Tensor],
                   grad_ce: Optional[Tensor]) -> Tensor:
-        logits, target, mask, voxel_weight, prob, softplus = ctx.saved_tensors
+        logits, target, mask, voxel_weight, prob, slope_n, slope_r = ctx.saved_tensors
         r = logits.shape[1]
         x, y, m, v = _flat(logits, target, mask, voxel_weight)
 
@@ -252,17 +262,28 @@ class _RegionStatistics(torch.autograd.Function):
         along_mask, along_target = g_r - g_n - t_n, t_r + t_n  # A and B above
         grad = torch.empty_like(x)
         for part in _slabs(x.shape[2], _slab_length(x)):
-            slab = _Slab(x[:, :, part], y[:, :, part], _part(m, part), _part(v, part), prob[:, :, part],
-                         _part(softplus, part))
+            slab = _Slab(x[:, :, part], y[:, :, part], _part(m, part), _part(v, part))
             out = grad[:, :, part]
+            kept = _part(prob, part)
+            if kept is None:
+                kept = torch.sigmoid(slab.x)
             if grad_predicted is None and grad_tp is None:
                 out.zero_()
-            else:  # p (1 - p) (m A + y B)
+            else:  # p q (m A + y B), with p q = kept - kept^2 for kept = p or q
                 torch.mul(slab.y, along_target, out=out)
                 out = out.add_(along_mask) if slab.m is None else out.addcmul_(slab.m, along_mask)
-                out.mul_(slab.p).mul_(slab.q)
+                out.mul_(torch.addcmul(kept, kept, kept, value=-1))
             if grad_ce is not None:
-                slab.cross_entropy_gradient(out, *ctx.exponents, e_n, e_r)
+                s_n = _part(slope_n, part)
+                if s_n is None:
+                    s_n = kept  # kept is p when S_n is not
+                if slope_r is None:  # S_r = -q
+                    region = torch.mul(kept if ctx.complement_of_prob else torch.sub(1, kept), -e_r)
+                else:
+                    region = torch.mul(_part(slope_r, part), e_r)
+                # v y (E_r S_r - E_n S_n) + v m E_n S_n
+                out.addcmul_(region.addcmul_(s_n, e_n, value=-1), slab.weight)
+                out.addcmul_(s_n if slab.counted is None else s_n * slab.counted, e_n)
         return grad.view_as(logits)
 
 
@@ -272,6 +293,3 @@ def _flat(logits: Tensor, target: Tensor, mask: Optional[Tensor], voxel_weight: 
     flat = [t if t is None else t.reshape(b, t.shape[1], -1) for t in (logits, target, mask, voxel_weight)]
     return tuple(flat)
 
-
-def _part(values: Optional[Tensor], part: slice) -> Optional[Tensor]:
-    return None if values is None else values[:, :, part]
