@@ -108,7 +108,7 @@ def test_compare_numbers_tables_and_wilcoxon(folders, capsys):
     assert float(mean_a["mean"]) == pytest.approx(np.mean([(d + 1.0) / 2 for d in dice_a]))
 
     table = (out / "table.md").read_text()
-    assert "### organ (label 1)" in table and "### class mean" in table
+    assert "### organ (label 1; NSD tolerance 1)" in table and "### class mean" in table
     assert f"| B (baseline) | {np.mean(dice_b):.3f} ± {np.std(dice_b, ddof=1):.3f} |" in table
     assert f"| A | {np.mean(dice_a):.3f} ± {np.std(dice_a, ddof=1):.3f} (p=0.031*) |" in table
     assert table in printed
@@ -183,7 +183,7 @@ def test_nnunet_results_folders(tmp_path, capsys, monkeypatch):
     assert float(row["DSC"]) == pytest.approx(26 / 29)
     # One fold of one trainer, with an explicit name and reference.
     rc = main(["compare", f"A0={results / 'TrainerA__nnUNetPlans__2d'}", "--folds", "0", "--no-plot",
-               "-r", str(tmp_path / "pre" / "Dataset004_Fake" / "gt_segmentations"), "-o", str(out)])
+               "-r", str(tmp_path / "pre" / "Dataset004_Fake" / "gt_segmentations"), "-o", str(out), "--overwrite"])
     assert rc == 0
     assert {r["case"] for r in _read_csv(out / "per_case.csv")} == {"case0", "case2", "case4"}
 
