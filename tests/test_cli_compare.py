@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
+from unifocal import experiment_report
 from unifocal.cli import main
+
+
+@pytest.fixture(autouse=True)
+def in_process(monkeypatch):
+    """Evaluate in this process by default: each worker process imports MONAI anew, seconds per tiny run
+    (test_parallel_jobs_match_in_process covers -j)."""
+    monkeypatch.setattr(experiment_report, "available_cores", lambda: 1)
 
 
 def _save(path, array):

@@ -157,7 +157,10 @@ def read_spacing(path: PathLike) -> Optional[tuple[float, ...]]:
         else:
             return None
     except Exception as error:  # nibabel, SimpleITK and gzip each raise their own types for a broken file
-        raise ValueError(f"{path}: cannot read the image header ({type(error).__name__}: {error})") from None
+        # SimpleITK's messages span lines (an ITK trace); an error message here is one line.
+        detail = " ".join(str(error).split())
+        detail = detail if len(detail) <= 200 else detail[:200] + "..."
+        raise ValueError(f"{path}: cannot read the image header ({type(error).__name__}: {detail})") from None
     spacing = tuple(float(v) for v in spacing)
     if not all(math.isfinite(v) and v > 0 for v in spacing):
         raise ValueError(f"{path}: the header's voxel size {spacing} is not finite and positive")
