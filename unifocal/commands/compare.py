@@ -113,9 +113,9 @@ def _parse_regions(texts):
         try:
             values = tuple(int(v) for v in text.split(",") if v.strip())
         except ValueError:
-            raise SystemExit(f"unifocal compare: bad region {text!r}: expected comma-separated integers") from None
+            raise ValueError(f"bad region {text!r}: expected comma-separated integers") from None
         if not values:
-            raise SystemExit(f"unifocal compare: empty region {text!r}")
+            raise ValueError(f"empty region {text!r}")
         regions.append(values)
     return regions
 
@@ -129,13 +129,13 @@ def _classes(args, sources, reference_files):
         challenge = CHALLENGES[args.challenge]
         names = list(args.names) if args.names else list(challenge.names)
         if len(names) != len(challenge.regions):
-            raise SystemExit("unifocal compare: --names needs one name per class")
+            raise ValueError("--names needs one name per class")
         return names, list(challenge.regions), ignore_label, f"--challenge {args.challenge}: {challenge.title}"
     if args.labels or args.regions:
         classes = list(args.labels) if args.labels else _parse_regions(args.regions)
         names = list(args.names) if args.names else default_class_names(classes)
         if len(names) != len(classes):
-            raise SystemExit("unifocal compare: --names needs one name per class")
+            raise ValueError("--names needs one name per class")
         return names, classes, ignore_label, "command line"
     dataset_json = args.dataset_json
     if dataset_json is None:
@@ -146,7 +146,7 @@ def _classes(args, sources, reference_files):
         names, classes, found_ignore = classes_from_dataset(dataset_json, args.include_background)
         if args.names:
             if len(args.names) != len(classes):
-                raise SystemExit("unifocal compare: --names needs one name per class")
+                raise ValueError("--names needs one name per class")
             names = list(args.names)
         return names, classes, ignore_label if ignore_label is not None else found_ignore, str(dataset_json)
     values = set()
@@ -156,11 +156,11 @@ def _classes(args, sources, reference_files):
     if not args.include_background:
         values.discard(0)
     if not values:
-        raise SystemExit("unifocal compare: the reference holds no foreground label; give --labels")
+        raise ValueError("the reference holds no foreground label; give --labels")
     classes = sorted(values)
     names = list(args.names) if args.names else default_class_names(classes)
     if len(names) != len(classes):
-        raise SystemExit("unifocal compare: --names needs one name per class")
+        raise ValueError("--names needs one name per class")
     return names, classes, ignore_label, "label values found in the reference"
 
 
@@ -169,7 +169,7 @@ def _tolerances(args, classes):
 
     if args.nsd_tolerance:
         if len(args.nsd_tolerance) not in (1, len(classes)):
-            raise SystemExit(f"unifocal compare: --nsd-tolerance needs one value or one per class ({len(classes)}); "
+            raise ValueError(f"--nsd-tolerance needs one value or one per class ({len(classes)}); "
                              f"got {len(args.nsd_tolerance)}")
         return list(args.nsd_tolerance) * (len(classes) // len(args.nsd_tolerance)), "--nsd-tolerance"
     key = challenge_of(classes)
@@ -238,8 +238,12 @@ def run(args: argparse.Namespace) -> int:
     if baseline not in names:
         print(f"unifocal compare: baseline {baseline!r} is not one of {names}", file=sys.stderr)
         return 2
-    class_names, classes, ignore_label, origin = _classes(args, sources, reference_files)
-    tolerances, tolerance_origin = _tolerances(args, classes)
+    try:
+        class_names, classes, ignore_label, origin = _classes(args, sources, reference_files)
+        tolerances, tolerance_origin = _tolerances(args, classes)
+    except ValueError as error:
+        print(f"unifocal compare: {error}", file=sys.stderr)
+        return 2
     jobs = args.jobs or available_cores()
 
     print(f"reference: {reference} ({len(reference_files)} files)")
