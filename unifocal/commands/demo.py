@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  nnU-Net results (checkpoints, training curves): {workspace.results / dataset.dataset_name}")
     print(f"  logs: {workspace.logs}")
     print(f"compare again any time: unifocal compare {' '.join(f'{k}={v}' for k, v in sorted_predictions(output))} "
-          f"--reference {dataset.test_labels} -o {output / 'comparison'}")
+          f"--reference {dataset.test_labels} -o {output / 'comparison'} --overwrite")
     return 0
 
 
