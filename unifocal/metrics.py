@@ -123,15 +123,17 @@ def confusion_counts(
     members = [_members(spec) for spec in classes]
     if not members:
         raise ValueError("need at least one class")
-    pred = prediction.ravel().astype(np.int64, copy=False)
-    ref = reference.ravel().astype(np.int64, copy=False)
+    if prediction.size and prediction.min() < 0:
+        raise ValueError(f"predicted label {prediction.min()} < 0")
+    # Voxels outside the box of the evaluated labels count for no class: a CT volume shrinks to its organs.
+    box = _class_box(prediction, reference, members)
+    pred = prediction[box].ravel().astype(np.int64, copy=False)
+    ref = reference[box].ravel().astype(np.int64, copy=False)
     keep = ref >= 0
     if ignore_label is not None:
         keep &= ref != ignore_label
     if not keep.all():
         pred, ref = pred[keep], ref[keep]
-    if pred.size and pred.min() < 0:
-        raise ValueError(f"predicted label {pred.min()} < 0")
     size = int(max(pred.max(initial=0), ref.max(initial=0), max(max(m) for m in members))) + 1
     counts = np.zeros((len(members), 3), dtype=np.int64)
     if size > _JOINT_LIMIT:
@@ -311,6 +313,38 @@ def _check_number(name: str, value, minimum: float, strict: bool) -> float:
     return value
 
 
+def _class_box(
+    prediction: np.ndarray, reference: np.ndarray, members: Sequence[tuple[int, ...]], margin: int = 0
+) -> tuple[slice, ...]:
+    """Bounding box (one pass over the volume) of the voxels whose predicted or reference label belongs to
+    any of the classes, ``margin`` voxels wider."""
+    every = np.unique(np.concatenate([np.asarray(m) for m in members]))
+    return _bounding_box(_in_labels(reference, every) | _in_labels(prediction, every), margin)
+
+
+def _in_labels(array: np.ndarray, values) -> np.ndarray:
+    """``np.isin(array, values)``; for a few values a chain of comparisons, some 30 times faster on a CT
+    volume than np.isin's sort-based path."""
+    if len(values) > 8:
+        return np.isin(array, values)
+    mask = array == values[0]
+    for value in values[1:]:
+        mask |= array == value
+    return mask
+
+
+def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """Slices of the smallest box holding every True voxel, ``margin`` voxels wider (clipped to the array);
+    an empty box when the mask is all False."""
+    box = []
+    for axis in range(mask.ndim):
+        along = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if along.size == 0:
+            return tuple(slice(0, 0) for _ in range(mask.ndim))
+        box.append(slice(max(0, along[0] - margin), along[-1] + 1 + margin))
+    return tuple(box)
+
+
 def surface_settings(
     num_classes: int, tolerances: Union[float, Sequence[float]], one_empty: Union[str, float] = "diagonal"
 ) -> list[float]:
@@ -381,14 +415,19 @@ def surface_metrics(
     spacing = tuple(spacing[i] for i in axes)
     diagonal = float(np.linalg.norm(np.multiply(reference.shape, spacing)))
     missing = diagonal if one_empty == "diagonal" else float(one_empty)
+    # The box around every evaluated label in either map, one voxel wider so that the erosion sees the
+    # background around a mask: distances do not change (every mask voxel is inside), and the per-class
+    # work runs on the box only (a few percent of a CT volume for a kidney).
+    box = _class_box(prediction, reference, members, margin=1)
+    prediction, reference = prediction[box], reference[box]
     counted = reference >= 0
     if ignore_label is not None:
         counted &= reference != ignore_label
     hd95 = np.empty(len(members))
     nsd = np.empty(len(members))
     for k, values in enumerate(members):
-        in_pred = np.isin(prediction, values) & counted
-        in_ref = np.isin(reference, values) & counted
+        in_pred = _in_labels(prediction, values) & counted
+        in_ref = _in_labels(reference, values) & counted
         has_pred, has_ref = bool(in_pred.any()), bool(in_ref.any())
         if not (has_pred or has_ref):
             hd95[k], nsd[k] = (math.nan if math.isnan(empty) else 0.0), float(empty)
