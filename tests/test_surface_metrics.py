@@ -211,3 +211,21 @@ def test_read_spacing_from_headers(tmp_path):
     with pytest.raises(ValueError, match="bad.nrrd: cannot read the image header") as error:
         read_spacing(tmp_path / "bad.nrrd")
     assert "\n" not in str(error.value)
+
+
+def test_benchmark_runs_on_a_tiny_volume(tmp_path):
+    """benchmarks/metrics.py on a 32 x 32 x 12 pair (no timing asserted; the numbers are in performance.md)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root holds benchmarks/
+    from benchmarks import metrics as benchmark
+
+    reference, prediction = benchmark.kits_like_pair(0, (32, 32, 12), benchmark.SPACING)
+    assert {1, 2} <= set(np.unique(reference).tolist()) and {1, 2} <= set(np.unique(prediction).tolist())
+    assert benchmark.main(["--shape", "32,32,12", "--pairs", "0", "--out", str(tmp_path / "out"),
+                           "--work", str(tmp_path)]) == 0
+    (result,) = (tmp_path / "out").glob("*-metrics.json")
+    single = json.loads(result.read_text())["one_pair"]
+    assert {"read_s", "overlap_s", "surface_s", "total_s", "peak_rss_mib"} <= set(single)

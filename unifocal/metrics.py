@@ -99,6 +99,18 @@ def _members(spec: ClassSpec) -> tuple[int, ...]:
     return (int(spec),)
 
 
+def _pair(prediction, reference, classes) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ...]]]:
+    """Both label maps as arrays of one shape, and each class's label values."""
+    prediction = np.asarray(prediction)
+    reference = np.asarray(reference)
+    if prediction.shape != reference.shape:
+        raise ValueError(f"prediction shape {prediction.shape} differs from reference shape {reference.shape}")
+    members = [_members(spec) for spec in classes]
+    if not members:
+        raise ValueError("need at least one class")
+    return prediction, reference, members
+
+
 def confusion_counts(
     prediction: np.ndarray,
     reference: np.ndarray,
@@ -116,13 +128,7 @@ def confusion_counts(
     Raises:
         ValueError: on a shape mismatch or negative predicted labels.
     """
-    prediction = np.asarray(prediction)
-    reference = np.asarray(reference)
-    if prediction.shape != reference.shape:
-        raise ValueError(f"prediction shape {prediction.shape} differs from reference shape {reference.shape}")
-    members = [_members(spec) for spec in classes]
-    if not members:
-        raise ValueError("need at least one class")
+    prediction, reference, members = _pair(prediction, reference, classes)
     if prediction.size and prediction.min() < 0:
         raise ValueError(f"predicted label {prediction.min()} < 0")
     # Voxels outside the box of the evaluated labels count for no class: a CT volume shrinks to its organs.
@@ -392,13 +398,7 @@ def surface_metrics(
         ValueError / TypeError: on a shape mismatch, a bad spacing, tolerance or ``one_empty``.
         ImportError: without MONAI.
     """
-    prediction = np.asarray(prediction)
-    reference = np.asarray(reference)
-    if prediction.shape != reference.shape:
-        raise ValueError(f"prediction shape {prediction.shape} differs from reference shape {reference.shape}")
-    members = [_members(spec) for spec in classes]
-    if not members:
-        raise ValueError("need at least one class")
+    prediction, reference, members = _pair(prediction, reference, classes)
     spacing = (1.0,) * reference.ndim if spacing is None else tuple(spacing)
     if len(spacing) != reference.ndim:
         raise ValueError(f"spacing {spacing} has {len(spacing)} values for a {reference.ndim}D image")
