@@ -320,7 +320,7 @@ def evaluate(
         predictions: method name -> (case -> prediction file).
         reference: case -> reference file.
         classes / class_names: what to evaluate (see :func:`unifocal.metrics.confusion_counts`).
-        progress: called as ``progress(done, total)`` after each case.
+        progress: called as ``progress(done, total)`` before the first case (``done`` 0) and after each.
         surface: compute HD95 and NSD (True: MONAI required; None: when MONAI is installed).
         tolerances: NSD tolerance (mm) per class (default: :func:`unifocal.metrics.default_tolerances`).
         one_empty: HD95 of a class in only one of prediction and reference (``"diagonal"`` or a number).
@@ -381,6 +381,8 @@ def evaluate(
     def inputs(case: str):
         return settings, case, reference[case], {m: predictions[m][case] for m in methods}
 
+    if progress is not None:
+        progress(0, len(cases))  # the bar shows from the start: a worker's first case includes importing MONAI
     if jobs == 1 or len(cases) == 1:
         for index, case in enumerate(cases):
             store(index, _evaluate_case(*inputs(case)))
