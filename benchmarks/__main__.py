@@ -28,6 +28,10 @@ def _parse(argv):
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd AsymmetricUnifiedFocalLoss")
     parser.add_argument("--losses", nargs="*", default=None, help="only these candidate names (reference kept)")
+    parser.add_argument("--mode", choices=("labels", "regions", "both"), default="both",
+                        help="label maps (nnU-Net's DC_and_CE_loss as reference), regions (DC_and_BCE_loss), or both")
+    parser.add_argument("--no-family", action="store_true",
+                        help="skip the family rows (every member against its nnU-Net/MONAI counterpart)")
     parser.add_argument("--no-training", action="store_true", help="skip the nnU-Net training-iteration benchmark")
     parser.add_argument("--training-repeats", type=int, default=None, help="timed train_steps per trainer")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
@@ -45,18 +49,24 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
-    if args.shapes:
-        shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes]
-    else:
-        shapes = losses.QUICK_SHAPES if args.quick else losses.SHAPES
+    given = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else None
+    modes = {"labels": [False], "regions": [True], "both": [False, True]}[args.mode]
     repeats = args.repeats or (3 if args.quick else 7)
     info = report.machine_info(device)
     print("machine:", info, flush=True)
     start = time.perf_counter()
-    cases = losses.make_cases(shapes, deep_supervision=not args.no_deep_supervision)
-    loss_rows = losses.run_cases(cases, repeats=repeats, device=device, dtype=dtype, compile_unifocal=args.compile,
-                                 memory=not args.no_memory, names=args.losses,
-                                 log=lambda s: print(s, flush=True))
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    cases, family_cases = [], []
+    for regions in modes:
+        shapes = given or {(False, False): losses.SHAPES, (False, True): losses.QUICK_SHAPES,
+                           (True, False): losses.REGION_SHAPES, (True, True): losses.QUICK_REGION_SHAPES}[
+            (regions, args.quick)]
+        cases += losses.make_cases(shapes, deep_supervision=not args.no_deep_supervision, regions=regions)
+        family_shapes = given or (losses.QUICK_FAMILY_SHAPES if args.quick else losses.FAMILY_SHAPES)
+        family_cases += losses.make_cases(family_shapes, deep_supervision=False, regions=regions)
+    options = dict(repeats=repeats, device=device, dtype=dtype, memory=not args.no_memory, names=args.losses, log=log)
+    loss_rows = losses.run_cases(cases, compile_unifocal=args.compile, **options)
+    family_rows = [] if args.no_family else losses.run_cases(family_cases, family=True, **options)
     training_rows = []
     if not args.no_training:
         from . import training
@@ -65,9 +75,12 @@ def main(argv=None) -> int:
                                      log=lambda s: print(s, flush=True))
     elapsed = time.perf_counter() - start
     options = dict(vars(args), repeats=repeats, elapsed_s=round(elapsed, 1), out=str(args.out))
-    md, js = report.write_results(args.out, info, loss_rows, training_rows, options)
+    md, js = report.write_results(args.out, info, loss_rows, training_rows, options, family_rows)
     print()
     print(report.loss_table(loss_rows))
+    if family_rows:
+        print()
+        print(report.loss_table(family_rows))
     if training_rows:
         print()
         print(report.training_table(training_rows))

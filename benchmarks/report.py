@@ -59,9 +59,12 @@ def loss_table(rows: Sequence[dict]) -> str:
     """Markdown table of :func:`benchmarks.losses.run_cases` rows, grouped by case."""
     gbps = any("gbps" in r for r in rows)
     memory = any("peak_mib" in r for r in rows)
+    peers = any("peer" in r for r in rows)
     header = ["case", "loss", "median ms", "IQR ms", "time ratio", "CPU ms", "CPU-time ratio", "best-CPU ratio"]
     if memory:
         header += ["peak extra MiB", "memory ratio"]
+    if peers:
+        header += ["peer", "peer CPU-time ratio"] + (["peer memory ratio"] if memory else [])
     if gbps:
         header += ["GB/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -70,6 +73,8 @@ def loss_table(rows: Sequence[dict]) -> str:
                  _fmt(r["cpu_ms"], 1), _fmt(r["cpu_ratio"]), _fmt(r["best_cpu_ratio"])]
         if memory:
             cells += [_fmt(r.get("peak_mib"), 1), _fmt(r.get("mem_ratio"))]
+        if peers:
+            cells += [r.get("peer", ""), _fmt(r.get("peer_cpu_ratio"))] + ([_fmt(r.get("peer_mem_ratio"))] if memory else [])
         if gbps:
             cells += [_fmt(r.get("gbps"), 0)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -77,17 +82,17 @@ def loss_table(rows: Sequence[dict]) -> str:
 
 
 def training_table(rows: Sequence[dict]) -> str:
-    header = ["configuration", "trainer", "median ms", "IQR ms", "time ratio"]
+    header = ["configuration", "trainer", "median ms", "IQR ms", "time ratio", "CPU-time ratio"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [r["configuration"], r["trainer"], _fmt(r["median_ms"], 1), _fmt(r["q3_ms"] - r["q1_ms"], 1),
-                 _fmt(r["ratio"], 3)]
+                 _fmt(r["ratio"], 3), _fmt(r.get("cpu_ratio"), 3)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def write_results(directory: Path, info: dict, loss_rows: Sequence[dict], training_rows: Sequence[dict],
-                  options: dict) -> tuple[Path, Path]:
+                  options: dict, family_rows: Sequence[dict] = ()) -> tuple[Path, Path]:
     """Write ``<timestamp>-<host>.md`` and ``.json`` under ``directory``; returns both paths."""
     info = dict(info, loadavg_end=list(os.getloadavg()))
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -101,17 +106,22 @@ def write_results(directory: Path, info: dict, loss_rows: Sequence[dict], traini
         "Options: " + ", ".join(f"{k}={v}" for k, v in options.items()),
         "",
         "Time: median of interleaved forward+backward calls; ratio = median over rounds of the per-round ratio "
-        "to nnU-Net's DC_and_CE_loss (wall clock, and process CPU time); best-CPU ratio = ratio of the "
+        "to the case's reference, the loss nnUNetTrainer builds for it (DC_and_CE_loss for label maps, "
+        "DC_and_BCE_loss for regions; wall clock, and process CPU time); peer ratios likewise to the loss's "
+        "nnU-Net or MONAI counterpart; best-CPU ratio = ratio of the "
         "smallest CPU times. Peak extra memory: bytes allocated above the inputs during one call "
         "(CPU: torch.profiler memory records; CUDA: max_memory_allocated). See benchmarks/losses.py.",
         "",
         loss_table(loss_rows) if loss_rows else "(no loss cases run)",
         "",
     ]
+    if family_rows:
+        md += ["## Every member of the family against its counterpart", "", loss_table(family_rows), ""]
     if training_rows:
         md += ["## nnU-Net training iteration (train_step)", "", training_table(training_rows), ""]
     md_path, json_path = stem.with_suffix(".md"), stem.with_suffix(".json")
     md_path.write_text("\n".join(md))
     json_path.write_text(json.dumps({"machine": info, "options": options, "losses": list(loss_rows),
-                                     "training": list(training_rows)}, indent=1))
+                                     "family": list(family_rows), "training": list(training_rows)}, indent=1,
+                                    default=str))
     return md_path, json_path

@@ -12,8 +12,12 @@ plan's patch and batch size, with int16 label maps at every deep-supervision sca
 as nnU-Net's ``DownsampleSegForDSTransform``). Data loading and augmentation, identical for both trainers,
 are left out, which makes the comparison stricter (the loss is a larger share of what is timed).
 
+Region-based datasets (KiTS23, BraTS) declare regions in dataset.json; the batch then holds bool (B, R, *S)
+region masks, as nnU-Net's ``ConvertSegmentationToRegionsTransform`` produces them.
+
 Both networks start from the same seed; the trainers alternate iteration by iteration. A row reports the
-median and interquartile range of ``train_step`` (forward, loss, backward, gradient clipping, SGD step).
+median and interquartile range of ``train_step`` (forward, loss, backward, gradient clipping, SGD step),
+and the median of the per-iteration ratios to nnUNetTrainer in wall and process CPU time.
 """
 
 from __future__ import annotations
@@ -33,14 +37,21 @@ import torch.nn.functional as F
 
 __all__ = ["make_plans", "CONFIGURATIONS", "QUICK_CONFIGURATIONS", "run"]
 
-# (name, patch size, batch size, labels): one 3D and one 2D configuration in the spirit of the loss shapes,
-# with patches small enough for a CPU run (a 3D iteration at 64^3 takes ~15 s on one core); smaller
-# patches make the loss a larger share of the iteration, so the ratio is if anything pessimistic.
+# (name, patch size, batch size, labels, regions): one 3D and one 2D configuration in the spirit of the loss
+# shapes, with patches small enough for a CPU run (a 3D iteration at 64^3 takes ~15 s on one core); smaller
+# patches make the loss a larger share of the iteration, so the ratio is if anything pessimistic. With
+# ``regions`` the dataset declares three nested regions over labels 1-3 as BraTS does (REGIONS), and the
+# trainers train on sigmoid channels (nnU-Net: DC_and_BCE_loss; unifocal: multilabel=True).
 CONFIGURATIONS = (
-    ("3d_fullres", (48, 48, 48), 2, 3),
-    ("2d", (128, 128), 12, 2),
+    ("3d_fullres", (48, 48, 48), 2, 3, False),
+    ("2d", (128, 128), 12, 2, False),
+    ("3d_fullres", (48, 48, 48), 2, 4, True),
+    ("2d", (128, 128), 12, 4, True),
 )
-QUICK_CONFIGURATIONS = (("2d", (48, 48), 2, 3),)
+QUICK_CONFIGURATIONS = (("2d", (48, 48), 2, 3, False), ("2d", (48, 48), 2, 4, True))
+
+# Region name -> labels, in the dataset.json form of BraTS (whole tumour, tumour core, enhancing tumour).
+REGIONS = {"whole": [1, 2, 3], "core": [2, 3], "enhancing": [3]}
 
 _UNIFOCAL_ENV = ("UNIFOCAL_CONFIG", "UNIFOCAL_WEIGHT", "UNIFOCAL_DELTA", "UNIFOCAL_GAMMA", "UNIFOCAL_RARE_CLASSES",
                  "UNIFOCAL_DS_WEIGHTS", "UNIFOCAL_NUM_EPOCHS", "UNIFOCAL_ITERATIONS_PER_EPOCH",
@@ -113,7 +124,13 @@ def make_plans(configuration: str, patch_size: Sequence[int], batch_size: int) -
     }
 
 
-def _dataset_json(num_labels: int) -> dict:
+def _dataset_json(num_labels: int, regions: bool = False) -> dict:
+    """A dataset.json with labels 0..num_labels-1, or with REGIONS (``regions_class_order`` as nnU-Net needs)."""
+    if regions:
+        labels = {"background": 0, **{name: members if len(members) > 1 else members[0]
+                                      for name, members in REGIONS.items()}}
+        return {"channel_names": {"0": "image"}, "labels": labels, "regions_class_order": [1, 2, 3],
+                "numTraining": 10, "file_ending": ".nii.gz"}
     labels = {"background": 0, **{f"class{i}": i for i in range(1, num_labels)}}
     return {"channel_names": {"0": "image"}, "labels": labels, "numTraining": 10, "file_ending": ".nii.gz"}
 
@@ -146,7 +163,7 @@ def _make_trainer(cls, plans: dict, configuration: str, dataset_json: dict, devi
     return trainer
 
 
-def _batch(trainer, num_labels: int, seed: int) -> dict:
+def _batch(trainer, num_labels: int, seed: int, regions: bool = False) -> dict:
     cm = trainer.configuration_manager
     patch, batch_size = list(cm.patch_size), cm.batch_size
     g = torch.Generator().manual_seed(seed)
@@ -159,7 +176,11 @@ def _batch(trainer, num_labels: int, seed: int) -> dict:
     targets = []
     for scale in trainer._get_deep_supervision_scales():
         size = [int(round(p * s)) for p, s in zip(patch, scale)]
-        targets.append(F.interpolate(labels.float(), size=size, mode="nearest-exact").to(torch.int16))
+        target = F.interpolate(labels.float(), size=size, mode="nearest-exact").to(torch.int16)
+        if regions:  # bool (B, R, *S), as nnU-Net's ConvertSegmentationToRegionsTransform gives
+            target = torch.cat([torch.isin(target, torch.tensor(members, dtype=target.dtype))
+                                for members in REGIONS.values()], 1)
+        targets.append(target)
     return {"data": data, "target": targets}
 
 
@@ -185,32 +206,36 @@ def run(
     repeats = repeats or (3 if quick else 5)
     rows = []
     with tempfile.TemporaryDirectory(prefix="unifocal-bench-") as tmp, _nnunet_environment(Path(tmp)):
-        for name, patch, batch_size, num_labels in configurations:
+        for name, patch, batch_size, num_labels, regions in configurations:
             plans = make_plans(name, patch, batch_size)
-            dataset_json = _dataset_json(num_labels)
+            dataset_json = _dataset_json(num_labels, regions)
             trainers = {cls.__name__: _make_trainer(cls, plans, name, dataset_json, device, Path(tmp))
                         for cls in (nnUNetTrainer, UnifiedFocalTrainer)}
-            batch = _batch(trainers["nnUNetTrainer"], num_labels, seed=1)
+            batch = _batch(trainers["nnUNetTrainer"], num_labels, seed=1, regions=regions)
             times = {k: [] for k in trainers}
+            cpu_times = {k: [] for k in trainers}
             for trainer in trainers.values():  # warm-up
                 trainer.network.train()
                 trainer.train_step(batch)
             for r in range(repeats):
                 for key in (list(trainers) if r % 2 == 0 else list(trainers)[::-1]):
                     _sync(device)
-                    start = time.perf_counter()
+                    start, cpu_start = time.perf_counter(), time.process_time()
                     trainers[key].train_step(batch)
                     _sync(device)
                     times[key].append(time.perf_counter() - start)
-            reference = times["nnUNetTrainer"]
+                    cpu_times[key].append(time.process_time() - cpu_start)
             cm = trainers["nnUNetTrainer"].configuration_manager
-            label = f"{name} patch {'x'.join(map(str, cm.patch_size))} batch {cm.batch_size}, {num_labels} labels"
+            what = f"{len(REGIONS)} regions" if regions else f"{num_labels} labels"
+            label = f"{name} patch {'x'.join(map(str, cm.patch_size))} batch {cm.batch_size}, {what}"
             for key, values in times.items():
                 q1, med, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
-                ratio = statistics.median(t / ref for t, ref in zip(values, reference))
-                rows.append({"configuration": label, "trainer": key, "median_ms": med * 1e3, "q1_ms": q1 * 1e3,
-                             "q3_ms": q3 * 1e3, "ratio": ratio, "repeats": repeats,
-                             "ds_outputs": len(batch["target"])})
-                log(f"  {label:55s} {key:22s} {med * 1e3:9.1f} ms  x{ratio:6.3f}")
+                ratio = statistics.median(t / ref for t, ref in zip(values, times["nnUNetTrainer"]))
+                cpu_ratio = statistics.median(t / ref for t, ref in zip(cpu_times[key], cpu_times["nnUNetTrainer"]))
+                rows.append({"configuration": label, "trainer": key, "regions": regions, "median_ms": med * 1e3,
+                             "q1_ms": q1 * 1e3, "q3_ms": q3 * 1e3, "ratio": ratio,
+                             "cpu_ms": statistics.median(cpu_times[key]) * 1e3, "cpu_ratio": cpu_ratio,
+                             "repeats": repeats, "ds_outputs": len(batch["target"])})
+                log(f"  {label:55s} {key:22s} {med * 1e3:9.1f} ms  x{ratio:6.3f}  cpu x{cpu_ratio:6.3f}")
             del trainers
     return rows

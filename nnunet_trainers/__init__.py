@@ -2,7 +2,9 @@
 
 Importing this package does not import nnunetv2: ``unifocal nnunet-path`` and :func:`ext_trainer_path`
 work without it. The trainer classes live in :mod:`nnunet_trainers.trainers` (which needs
-``nnunetv2>=2.8``) and are also reachable as attributes of this package, imported on first access.
+``nnunetv2>=2.8``) and are also reachable as attributes of this package, imported on first access, as
+are the trainers whose names carry loss settings (``UnifiedFocalTrainer_gamma0.3``,
+:mod:`nnunet_trainers.variants`).
 
 nnU-Net finds them through its ``nnUNet_extTrainer`` environment variable, which must point at the thin
 folder returned by :func:`ext_trainer_path` (its modules only re-export the classes)::
@@ -39,7 +41,7 @@ def ext_trainer_path() -> Path:
 
 
 def __getattr__(name: str):
-    if name in TRAINER_NAMES or name == "UnifocalTrainerBase":
+    if name.partition("_")[0] in TRAINER_NAMES or name == "UnifocalTrainerBase":
         from . import trainers
 
         return getattr(trainers, name)

@@ -11,8 +11,9 @@ loss (see docs/nnunet.md):
   the loss runs with ``multilabel=True`` and that channel becomes its ``mask`` (1 where a voxel counts).
 - deep supervision: a list of outputs (full resolution first) and a list of targets downsampled by
   nnU-Net; the weights follow nnU-Net's scheme by default (``UNIFOCAL_DS_WEIGHTS`` for others).
-- ``batch_dice`` comes from the plans; under DDP the batch-level TP/FP/FN are all-reduced across ranks by
-  the core losses (:func:`unifocal.losses._stats.confusion_sums`), as nnU-Net does for its batch Dice.
+- ``batch_dice`` comes from the plans; under DDP the losses are built with ``ddp=True``: batch-level
+  TP/FP/FN are all-reduced across ranks and voxel means use the global voxel count, as nnU-Net's
+  ``ddp=is_ddp`` does for its batch Dice.
 
 Nothing here imports nnunetv2; :meth:`TrainerState.from_trainer` only reads trainer attributes.
 """
@@ -39,6 +40,7 @@ __all__ = [
     "resolve",
     "build_loss",
     "nnunet_ds_weights",
+    "check_gamma_form",
 ]
 
 # nnU-Net replaces the zero weight of its lowest-resolution output by this value under DDP without
@@ -87,10 +89,10 @@ class TrainerState:
         )
 
     def mode_kwargs(self) -> dict:
-        """``multilabel`` / ``ignore_index`` for the core losses."""
+        """``multilabel`` / ``ignore_index`` and ``ddp`` (global-batch statistics across ranks) for the core losses."""
         if self.has_regions:
-            return {"multilabel": True}
-        return {"multilabel": False, "ignore_index": self.ignore_label}
+            return {"multilabel": True, "ddp": self.is_ddp}
+        return {"multilabel": False, "ignore_index": self.ignore_label, "ddp": self.is_ddp}
 
 
 def _unified(asymmetric: bool) -> Callable[[dict, TrainerState], nn.Module]:
@@ -126,7 +128,8 @@ def _combo(params: dict, state: TrainerState) -> nn.Module:
 class LossSpec:
     """A loss the trainers can use: which settings it reads, their defaults, and how to build it.
 
-    ``meaning`` says what each setting means for this loss (docs and logs).
+    ``meaning`` says what each setting means for this loss (docs and logs); ``auto_gamma``: gamma may be
+    "auto"; ``per_class_gamma``: gamma may be one value per class (region).
     """
 
     name: str
@@ -134,6 +137,7 @@ class LossSpec:
     defaults: Mapping[str, Any]
     meaning: Mapping[str, str]
     auto_gamma: bool = False
+    per_class_gamma: bool = True
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -163,7 +167,7 @@ LOSS_SPECS: dict[str, LossSpec] = {
     "focal_tversky": LossSpec(
         "focal_tversky", _focal_tversky, {"delta": 0.7, "gamma": 4.0 / 3.0},
         {"delta": "false-negative weight; the false-positive weight is 1 - delta",
-         "gamma": "Abraham & Khan's gamma > 0; the loss is (1 - TI)^(1/gamma)"}),
+         "gamma": "Abraham & Khan's gamma > 0; the loss is (1 - TI)^(1/gamma)"}, per_class_gamma=False),
     "combo": LossSpec(
         "combo", _combo, {"weight": 0.5, "delta": 0.5},
         {"weight": "alpha, weight of the modified cross entropy (1 - alpha on Dice)",
@@ -248,6 +252,15 @@ class ResolvedLoss:
         return "\n".join(lines)
 
 
+def check_gamma_form(spec: LossSpec, gamma: Any, source: str) -> None:
+    """Reject a per-class gamma for a loss that takes one gamma, naming ``source``."""
+    if isinstance(gamma, (list, tuple)) and not spec.per_class_gamma:
+        raise SettingsError(
+            f"gamma [{source}] has {len(gamma)} values, but the {spec.name} loss takes one gamma for every class "
+            "(its exponent 1/gamma); give one number, or use a trainer with per-class gamma (the Unified Focal "
+            "trainers, FocalTrainer)")
+
+
 def _check_per_class(name: str, value: Any, state: TrainerState, source: str) -> None:
     if isinstance(value, (list, tuple)) and len(value) != state.num_channels:
         what = "regions" if state.has_regions else "classes (background first)"
@@ -306,6 +319,7 @@ def resolve(
             raise SettingsError("gamma 'auto' found no rare class in the training labels; set UNIFOCAL_RARE_CLASSES")
 
     if "gamma" in params:
+        check_gamma_form(spec, params["gamma"], settings.source("gamma"))
         _check_per_class("gamma", params["gamma"], state, settings.source("gamma"))
     rare = params.get("rare_classes")
     if rare is not None:
@@ -360,7 +374,8 @@ def build_loss(resolved: ResolvedLoss, state: TrainerState) -> nn.Module:
     """The training loss module for ``resolved`` on a trainer in ``state``.
 
     Returns ``DeepSupervisionLoss(NnUNetTargetAdapter(loss), weights)`` with deep supervision, else the
-    adapter alone; called as ``loss(output, target)`` like nnU-Net's own losses.
+    adapter alone; called as ``loss(output, target)`` like nnU-Net's own losses. When the trainer compiles
+    (``state.compiled``), the loss is ``torch.compile``d, as nnU-Net compiles its Dice loss.
 
     Raises:
         SettingsError: when the loss rejects a parameter value (the message names its source).
@@ -372,6 +387,8 @@ def build_loss(resolved: ResolvedLoss, state: TrainerState) -> nn.Module:
         given = {k: resolved.sources[k] for k in resolved.params if k in resolved.sources}
         where = ", ".join(f"{k} from {s}" for k, s in given.items()) or "defaults"
         raise SettingsError(f"invalid settings for the {spec.name} loss ({where}): {error}") from None
+    if state.compiled:  # as nnUNetTrainer._build_loss compiles its Dice loss when _do_i_compile()
+        inner = torch.compile(inner)
     loss: nn.Module = NnUNetTargetAdapter(inner, state.has_regions, state.ignore_label is not None)
     if state.deep_supervision:
         loss = L.DeepSupervisionLoss(loss, weights=list(resolved.ds_weights))

@@ -4,42 +4,72 @@ Each trainer is nnU-Net's default ``nnUNetTrainer`` with another ``_build_loss``
 (plans, augmentation, schedule, inference) is unchanged. Make them visible to ``nnUNetv2_train`` and
 ``nnUNetv2_predict`` with ``export nnUNet_extTrainer=$(unifocal nnunet-path)`` (docs/nnunet.md).
 
-Loss settings come from ``UNIFOCAL_*`` environment variables or a JSON file
-(:mod:`nnunet_trainers.config`); the resolved settings are printed to the training log, written to
-``unifocal_loss.json`` in the fold folder and stored in every checkpoint (``init_args["unifocal_loss"]``).
-Continuing a training (``--c``) or validating (``--val``) rebuilds the loss from the checkpoint, whatever
-the environment says now (a difference is logged).
+Loss settings come from the trainer's name (``UnifiedFocalTrainer_gamma0.3``, :mod:`nnunet_trainers.variants`;
+this module answers such names through its module ``__getattr__``), then from ``UNIFOCAL_*`` environment
+variables or a JSON file (:mod:`nnunet_trainers.config`). The resolved settings are printed to the training
+log, written to ``unifocal_loss.json`` in the fold folder and stored in every checkpoint
+(``init_args["unifocal_loss"]``). A new training in a fold folder whose ``unifocal_loss.json`` records other
+settings is refused before the first epoch. Continuing a training (``--c``) or validating (``--val``)
+rebuilds the loss from the checkpoint without reading the environment (a difference is logged), and
+checkpoints are loaded with ``torch.load(weights_only=True)`` (:mod:`nnunet_trainers.checkpoint`).
 """
 
 from __future__ import annotations
 
 import json
-from os.path import join
-from typing import Union
+import os
+from os.path import isfile, join
+from typing import Optional, Union
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch._dynamo import OptimizedModule
 
 from . import TRAINER_NAMES
-from .config import load_settings, short_schedule
+from .checkpoint import load_checkpoint_file
+from .config import AUTO, Settings, SettingsError, load_settings, short_schedule
 from .loss_builder import ResolvedLoss, TrainerState, build_loss, nnunet_ds_weights, resolve
 from .rare_classes import fold_gamma_proposal
+from .variants import combine_settings, parse_variant, variant_name
 
-__all__ = ["UnifocalTrainerBase", *TRAINER_NAMES, "CHECKPOINT_KEY"]
+__all__ = ["UnifocalTrainerBase", *TRAINER_NAMES, "CHECKPOINT_KEY", "RECORD_FILE", "variant_trainer"]
 
 CHECKPOINT_KEY = "unifocal_loss"
 RECORD_FILE = "unifocal_loss.json"
 
 
 class UnifocalTrainerBase(nnUNetTrainer):
-    """nnU-Net's trainer with a loss from :mod:`nnunet_trainers.loss_builder`; subclasses pick the loss
-    in ``_build_loss`` by calling :meth:`_build_unifocal_loss`."""
+    """nnU-Net's trainer with a loss from :mod:`nnunet_trainers.loss_builder`.
 
-    def _build_unifocal_loss(self, loss: str) -> torch.nn.Module:
+    Subclasses name their loss in ``unifocal_loss`` (a key of ``LOSS_SPECS``); the classes made from
+    trainer names that carry settings also have ``named_base`` (the trainer they vary) and
+    ``named_settings`` (the settings in the name).
+    """
+
+    unifocal_loss: str = ""
+    named_base: Optional[str] = None
+    named_settings: Optional[Settings] = None
+    # while load_checkpoint initializes the trainer: the loss record of the checkpoint being loaded
+    _loading_checkpoint = False
+    _checkpoint_record: Optional[dict] = None
+
+    def _build_loss(self):
         state = TrainerState.from_trainer(self)
-        resolved = resolve(loss, load_settings(), state,
+        if self._loading_checkpoint and self._checkpoint_record is not None:
+            return self._use_resolved(self._checkpoint_loss(self._checkpoint_record, state), state)
+        settings = self._settings()
+        resolved = resolve(self.unifocal_loss, settings, state,
                            gamma_provider=lambda: fold_gamma_proposal(self, log=self.print_to_log_file))
+        if not self._loading_checkpoint:
+            self._refuse_to_overwrite_other_settings(resolved, settings)
         return self._use_resolved(resolved, state)
+
+    def _settings(self) -> Settings:
+        """The trainer name's settings, the others from the environment."""
+        environment = load_settings()
+        if self.named_settings is None:
+            return environment
+        return combine_settings(self.named_settings, environment, self.__class__.__name__)
 
     def _use_resolved(self, resolved: ResolvedLoss, state: TrainerState) -> torch.nn.Module:
         module = build_loss(resolved, state)
@@ -48,78 +78,169 @@ class UnifocalTrainerBase(nnUNetTrainer):
         self.my_init_kwargs[CHECKPOINT_KEY] = record
         self.print_to_log_file(resolved.describe(), also_print_to_console=self.local_rank == 0)
         if self.local_rank == 0 and self.output_folder is not None:
-            with open(join(self.output_folder, RECORD_FILE), "w") as handle:
+            path = join(self.output_folder, RECORD_FILE)
+            temporary = f"{path}.{os.getpid()}.tmp"  # other ranks may read it at the same time
+            with open(temporary, "w") as handle:
                 json.dump({"trainer": self.__class__.__name__, **record}, handle, indent=2)
+            os.replace(temporary, path)
         return module
 
-    def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
-        """nnU-Net's checkpoint loading, then the loss of the checkpoint (if it differs from the one the
-        current environment gave)."""
-        super().load_checkpoint(filename_or_checkpoint)
-        current = getattr(self, "_unifocal_resolved", None)
-        record = self.my_init_kwargs.get(CHECKPOINT_KEY)
-        if current is None:
+    def _refuse_to_overwrite_other_settings(self, resolved: ResolvedLoss, settings: Settings) -> None:
+        """Stop a new training in a fold folder that holds a run with other loss settings."""
+        if self.output_folder is None or not isfile(join(self.output_folder, RECORD_FILE)):
             return
-        if record is None:
-            self.print_to_log_file("unifocal: the checkpoint holds no loss settings; keeping the current ones")
-            self.my_init_kwargs[CHECKPOINT_KEY] = current.to_record()
+        path = join(self.output_folder, RECORD_FILE)
+        try:
+            with open(path) as handle:
+                previous = ResolvedLoss.from_record(json.load(handle))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise SettingsError(f"{path}: cannot tell which loss settings the training in this fold folder used "
+                                f"({error}); move that folder away before starting a new training there") from None
+        if previous.same_loss(resolved):
             return
+        base = self.named_base or self.__class__.__name__
+        suggestion = variant_name(base, settings)
+        if suggestion == self.__class__.__name__:  # the new settings are the defaults: spell them out
+            spelled = {key: value for key, value in resolved.params.items() if value is not None}
+            suggestion = variant_name(base, Settings(**spelled))
+        raise SettingsError(
+            f"{self.output_folder} holds a training with other loss settings ({_differences(previous, resolved)}; "
+            f"recorded in {RECORD_FILE}). Starting a new training there would overwrite its checkpoints, logs and "
+            "validation results, so nothing was started. To keep both, train a trainer whose name carries the "
+            f"new settings (-tr {suggestion}); to continue that training with its own settings, add --c; to "
+            f"replace it, delete {self.output_folder} first.")
+
+    def _checkpoint_loss(self, record: dict, state: TrainerState) -> ResolvedLoss:
+        """The loss stored in a checkpoint, for this trainer's state; says what the environment asked
+        for instead (without failing on it: it is not used)."""
         stored = ResolvedLoss.from_record(record)
-        if stored.same_loss(current):
-            return
-        state = TrainerState.from_trainer(self)
         if state.deep_supervision:
             stored.ds_weights = nnunet_ds_weights(state.num_ds_outputs, stored.ds_scheme, state)
-        self.print_to_log_file(
-            "unifocal: continuing with the loss settings stored in the checkpoint; the current environment "
-            f"asked for {current.to_record()['params']} (ds {current.ds_scheme!r}), which is NOT used")
-        self.loss = self._use_resolved(stored, state)
+        try:
+            differing = _unused_settings(stored, self._settings())
+            note = f"the current environment asked for {differing}, which is NOT used" if differing else ""
+        except SettingsError as error:
+            note = f"the current UNIFOCAL_* settings are NOT used (they are invalid: {error})"
+        if note:
+            self.print_to_log_file(
+                f"unifocal: continuing with the loss settings stored in the checkpoint ({stored.params}, deep "
+                f"supervision {stored.ds_scheme!r}); {note}", also_print_to_console=self.local_rank == 0)
+        return stored
+
+    def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
+        """nnU-Net's checkpoint loading, with ``torch.load(weights_only=True)``; the loss is the one stored
+        in the checkpoint, whatever the environment says now.
+
+        nnU-Net's own method loads the file itself (``weights_only=False``) and cannot take a loaded
+        dictionary, so its steps are repeated here on the safely loaded one.
+        """
+        checkpoint = filename_or_checkpoint
+        if isinstance(filename_or_checkpoint, str):
+            checkpoint = load_checkpoint_file(filename_or_checkpoint, map_location=self.device)
+        self._checkpoint_record = checkpoint["init_args"].get(CHECKPOINT_KEY)
+        built_before = self.was_initialized
+        if not built_before:
+            self._loading_checkpoint = True
+            try:
+                self.initialize()  # builds the loss of the record
+            finally:
+                self._loading_checkpoint = False
+        self._restore(checkpoint)
+        if self._checkpoint_record is None:
+            self.print_to_log_file("unifocal: the checkpoint holds no loss settings; keeping the current ones")
+        elif built_before:  # the loss came from the environment before this checkpoint was loaded
+            state = TrainerState.from_trainer(self)
+            stored = self._checkpoint_loss(self._checkpoint_record, state)
+            if not stored.same_loss(self._unifocal_resolved):
+                self.loss = self._use_resolved(stored, state)
+        self.my_init_kwargs[CHECKPOINT_KEY] = self._unifocal_resolved.to_record()
+
+    def _restore(self, checkpoint: dict) -> None:
+        """What nnUNetTrainer.load_checkpoint does after reading the file (nnunetv2 2.8)."""
+        network = self.network.module if self.is_ddp else self.network
+        if isinstance(network, OptimizedModule):
+            network = network._orig_mod
+        own_keys = network.state_dict().keys()
+        # a checkpoint of a DDP-wrapped network has 'module.' prefixes
+        weights = {key[7:] if key not in own_keys and key.startswith("module.") else key: value
+                   for key, value in checkpoint["network_weights"].items()}
+        self.my_init_kwargs = checkpoint["init_args"]
+        self.current_epoch = checkpoint["current_epoch"]
+        self.logger.load_checkpoint(checkpoint["logging"])
+        self._best_ema = checkpoint["_best_ema"]
+        self.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
+                                                               self.inference_allowed_mirroring_axes)
+        network.load_state_dict(weights)
+        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
+        if self.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:
+            self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
+
+
+def _differences(before: ResolvedLoss, after: ResolvedLoss) -> str:
+    """``"gamma 0.5 there, 0.3 now; ..."`` for the settings that differ between two runs."""
+    a, b = before.to_record(), after.to_record()
+    lines = [] if a["loss"] == b["loss"] else [f"loss {a['loss']} there, {b['loss']} now"]
+    for key in dict.fromkeys([*a["params"], *b["params"]]):
+        if a["params"].get(key) != b["params"].get(key):
+            lines.append(f"{key} {a['params'].get(key)} there, {b['params'].get(key)} now")
+    if a["ds_scheme"] != b["ds_scheme"]:
+        lines.append(f"ds_weights {a['ds_scheme']} there, {b['ds_scheme']} now")
+    return "; ".join(lines)
+
+
+def _unused_settings(stored: ResolvedLoss, asked: Settings) -> dict:
+    """The given settings that differ from the stored loss (an ``auto`` gamma matches a stored ``auto``)."""
+    differing = {}
+    for key, value in asked.given().items():
+        if key == "ds_weights":
+            same = value == stored.to_record()["ds_scheme"]
+        elif key == "gamma" and value == AUTO:
+            same = stored.gamma_proposal is not None
+        else:
+            same = key not in stored.params or stored.to_record()["params"][key] == value
+        if not same:
+            differing[key] = value
+    return differing
 
 
 class UnifiedFocalTrainer(UnifocalTrainerBase):
     """Asymmetric Unified Focal loss (Yeung et al. 2022), paper defaults: lambda 0.5, delta 0.6, gamma 0.5,
     every foreground class rare. Settings: weight, delta, gamma (or "auto"), rare_classes, ds_weights."""
 
-    def _build_loss(self):
-        return self._build_unifocal_loss("asymmetric_unified_focal")
+    unifocal_loss = "asymmetric_unified_focal"
 
 
 class SymmetricUnifiedFocalTrainer(UnifocalTrainerBase):
     """Symmetric Unified Focal loss, same defaults and settings as :class:`UnifiedFocalTrainer`."""
 
-    def _build_loss(self):
-        return self._build_unifocal_loss("symmetric_unified_focal")
+    unifocal_loss = "symmetric_unified_focal"
 
 
 class FocalTrainer(UnifocalTrainerBase):
     """Focal loss (Lin et al. 2017), gamma 2, no alpha. Settings: gamma, ds_weights."""
 
-    def _build_loss(self):
-        return self._build_unifocal_loss("focal")
+    unifocal_loss = "focal"
 
 
 class TverskyTrainer(UnifocalTrainerBase):
     """Tversky loss (Salehi et al. 2017), false-negative weight delta 0.7 (false positives 0.3), background
     included. Settings: delta, ds_weights."""
 
-    def _build_loss(self):
-        return self._build_unifocal_loss("tversky")
+    unifocal_loss = "tversky"
 
 
 class FocalTverskyTrainer(UnifocalTrainerBase):
     """Focal Tversky loss (Abraham & Khan 2019), delta 0.7, gamma 4/3 (exponent 1/gamma).
     Settings: delta, gamma, ds_weights."""
 
-    def _build_loss(self):
-        return self._build_unifocal_loss("focal_tversky")
+    unifocal_loss = "focal_tversky"
 
 
 class ComboTrainer(UnifocalTrainerBase):
     """Combo loss (Taghanaki et al. 2019), alpha 0.5 (``weight``), beta 0.5 (``delta``).
     Settings: weight, delta, ds_weights."""
 
-    def _build_loss(self):
-        return self._build_unifocal_loss("combo")
+    unifocal_loss = "combo"
 
 
 class _ShortSchedule:
@@ -163,3 +284,29 @@ class ComboTrainerShort(_ShortSchedule, ComboTrainer):
 class BaselineTrainerShort(_ShortSchedule, nnUNetTrainer):
     """nnU-Net's default loss (Dice + CE, or Dice + BCE for regions) with the short schedule: the
     reference the short Unified Focal runs are compared with."""
+
+
+_LOSS_OF_TRAINER = {name: getattr(globals()[name], "unifocal_loss", None) for name in TRAINER_NAMES}
+_VARIANTS: dict = {}
+
+
+def variant_trainer(name: str) -> Optional[type]:
+    """The trainer class for a name that carries settings (``UnifiedFocalTrainer_gamma0.3``), made once;
+    None when ``name`` is not a unifocal trainer's. Raises SettingsError for an invalid settings name."""
+    if name not in _VARIANTS:
+        parsed = parse_variant(name, _LOSS_OF_TRAINER)
+        if parsed is None:
+            return None
+        base, settings = parsed
+        _VARIANTS[name] = type(name, (globals()[base],), {
+            "__module__": __name__, "__qualname__": name, "named_base": base, "named_settings": settings,
+            "__doc__": f":class:`{base}` with the settings of its name: {settings.given()}."})
+    return _VARIANTS[name]
+
+
+def __getattr__(name: str):
+    # nnU-Net looks trainers up with hasattr/getattr on the modules of nnUNet_extTrainer
+    trainer = variant_trainer(name)
+    if trainer is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return trainer

@@ -17,12 +17,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 from benchmarks import losses, report  # noqa: E402
 
 TINY = ((2, 3, 16, 16, 16), (2, 2, 32, 32))
+TINY_REGIONS = ((2, 3, 16, 16, 16),)
 
 
 @pytest.fixture(scope="module")
 def rows():
     cases = losses.make_cases(TINY, deep_supervision=True)
+    cases += losses.make_cases(TINY_REGIONS, deep_supervision=True, regions=True)
     return losses.run_cases(cases, repeats=2)
+
+
+@pytest.fixture(scope="module")
+def family_rows():
+    cases = [losses.Case((2, 3, 8, 8, 8)), losses.Case((2, 3, 8, 8, 8), regions=True)]
+    return losses.run_cases(cases, repeats=1, family=True)
 
 
 def test_every_case_has_the_expected_rows(rows):
@@ -30,11 +38,15 @@ def test_every_case_has_the_expected_rows(rows):
     by_case = {}
     for row in rows:
         by_case.setdefault(row["case"], []).append(row["loss"])
-    assert set(by_case) == {"2x3x16x16x16", "2x2x32x32", "2x3x16x16x16 DS", "2x2x32x32 DS"}
+    assert set(by_case) == {"2x3x16x16x16", "2x2x32x32", "2x3x16x16x16 DS", "2x2x32x32 DS",
+                            "2x3x16x16x16 regions", "2x3x16x16x16 regions DS"}
     for case, present in by_case.items():
         binary = case.startswith("2x2x")
-        # MONAI's AsymmetricUnifiedFocalLoss is binary-only: present exactly on the 2-class cases
-        expected = [n for n in names if binary or n != "MONAI AsymmetricUnifiedFocalLoss"]
+        if "regions" in case:  # nnU-Net's region loss as reference, the unifocal losses; MONAI's are label-map rows
+            expected = [losses.REGION_REFERENCE] + [n for n in names if n.startswith("unifocal")]
+        else:  # MONAI's AsymmetricUnifiedFocalLoss is binary-only: present exactly on the 2-class cases
+            expected = [n for n in names if n != losses.REGION_REFERENCE
+                        and (binary or n != "MONAI AsymmetricUnifiedFocalLoss")]
         assert present == expected
 
 
@@ -45,8 +57,32 @@ def test_rows_hold_finite_numbers_and_the_reference_ratio_is_one(rows):
             assert math.isfinite(row[key]), (row["loss"], row["case"], key)
         assert row["median_ms"] > 0 and row["peak_mib"] > 0
         assert row["q1_ms"] <= row["median_ms"] <= row["q3_ms"]
-        if row["loss"] == losses.REFERENCE:
+        assert row["reference"] == (losses.REGION_REFERENCE if row["regions"] else losses.REFERENCE)
+        if row["loss"] == row["reference"]:
             assert row["ratio"] == 1.0 and row["mem_ratio"] == 1.0
+
+
+def test_region_inputs_are_nested_bool_masks():
+    outputs, targets = losses.make_inputs(losses.Case((2, 3, 32, 32, 32), True, regions=True), torch.device("cpu"))
+    assert all(t.dtype == torch.bool and t.shape[1] == 3 for t in targets)
+    full = targets[0]
+    assert bool((full[:, 1] <= full[:, 0]).all() and (full[:, 2] <= full[:, 1]).all())  # nested
+    assert 0 < full[:, 2].float().mean() < full[:, 1].float().mean() < full[:, 0].float().mean() < 0.5
+
+
+def test_every_family_member_has_a_row_in_both_modes_next_to_its_peer(family_rows):
+    members = [c for c in losses.family_candidates() if c.name.startswith("unifocal")]
+    assert len(members) >= 15
+    for regions in (False, True):
+        present = {r["loss"]: r for r in family_rows if r["regions"] == regions}
+        for member in members:
+            row = present[member.name]
+            assert math.isfinite(row["value"]) and math.isfinite(row["cpu_ratio"])
+            if member.peer is not None:
+                assert row["peer"] == member.peer and member.peer in present
+                assert math.isfinite(row["peer_cpu_ratio"]) and math.isfinite(row["peer_mem_ratio"])
+    table = report.loss_table(family_rows)
+    assert "| peer | peer CPU-time ratio | peer memory ratio |" in table.splitlines()[0]
 
 
 def test_deep_supervision_inputs_follow_nnunet():
@@ -80,8 +116,20 @@ def test_tables_and_result_files(rows, tmp_path):
 def test_training_iteration_benchmark_runs():
     from benchmarks import training
 
-    rows = training.run(repeats=1, configurations=(("2d", (32, 32), 2, 3),))
-    assert [r["trainer"] for r in rows] == ["nnUNetTrainer", "UnifiedFocalTrainer"]
+    rows = training.run(repeats=1, configurations=(("2d", (32, 32), 2, 3, False), ("2d", (32, 32), 2, 4, True)))
+    assert [r["trainer"] for r in rows] == ["nnUNetTrainer", "UnifiedFocalTrainer"] * 2
+    assert [r["regions"] for r in rows] == [False, False, True, True]
+    assert "3 regions" in rows[2]["configuration"]
     assert all(math.isfinite(r["median_ms"]) and r["median_ms"] > 0 for r in rows)
-    assert rows[0]["ratio"] == 1.0 and math.isfinite(rows[1]["ratio"])
+    assert rows[0]["ratio"] == 1.0 and math.isfinite(rows[1]["ratio"]) and math.isfinite(rows[3]["cpu_ratio"])
     assert "| configuration | trainer |" in report.training_table(rows)
+
+
+def test_region_dataset_json_declares_nested_regions_for_nnunet():
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    from benchmarks import training
+
+    dataset_json = training._dataset_json(4, regions=True)
+    manager = LabelManager(dataset_json["labels"], dataset_json["regions_class_order"])
+    assert manager.has_regions and manager.num_segmentation_heads == 3

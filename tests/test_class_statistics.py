@@ -7,7 +7,10 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
+import unifocal.losses as losses
+from unifocal.losses import _stats
 from unifocal.losses._inputs import one_hot, prepare
 from unifocal.losses._stats import _class_lookup, _composed_statistics, _exponents, _focal_term, class_statistics
 
@@ -120,13 +123,28 @@ def test_second_backward_through_the_same_graph():
     torch.testing.assert_close(first, second, rtol=0, atol=0)
 
 
-def test_statistics_are_computed_once_per_batch():
+ONE_PASS_LOSSES = ["DiceLoss", "TverskyLoss", "FocalTverskyLoss", "JaccardLoss", "ComboLoss", "DiceCELoss",
+                   "CrossEntropyLoss", "FocalLoss", "UnifiedFocalLoss", "SymmetricUnifiedFocalLoss", "HybridFocalLoss",
+                   "GeneralizedDiceLoss"]
+
+
+@pytest.mark.parametrize("name", ONE_PASS_LOSSES)
+def test_one_statistics_pass_and_no_dense_softmax_per_call(name, monkeypatch):
+    """Every part of a loss is derived from one fused statistics pass over a label map; no loss forms the
+    dense probabilities besides it (DiceLoss & co. used to run a softmax only to read the batch size, and
+    DiceCELoss made two fused passes)."""
     logits, labels, _ = _case(masked=False)
-    prep = prepare(logits, labels)
-    with_ce = class_statistics(prep, cross_entropy=True, gamma=0.5)
-    assert class_statistics(prep) is with_ce  # a later call without cross entropy reuses it
-    assert class_statistics(prep, cross_entropy=True, gamma=(0.5, 0.5, 0.5)) is with_ce  # same exponents
-    assert class_statistics(prep, cross_entropy=True, gamma=2.0) is not with_ce
+    calls = []
+    original = _stats._LabelMapStatistics.apply
+    monkeypatch.setattr(_stats._LabelMapStatistics, "apply", lambda *a: calls.append(1) or original(*a))
+    softmax = F.log_softmax
+    monkeypatch.setattr(F, "log_softmax", lambda *a, **k: calls.append("dense") or softmax(*a, **k))
+    expected = getattr(losses, name)()(logits.detach(), labels)  # reference value before counting
+    calls.clear()
+    value = getattr(losses, name)()(logits, labels)
+    assert [c for c in calls if c == 1] == [1]
+    assert calls.count("dense") == 1  # the fused pass's own log_softmax
+    torch.testing.assert_close(value, expected)
 
 
 def test_autocast_keeps_the_sums_in_float32():
@@ -215,3 +233,52 @@ def test_composed_path_soft_target_matches_definition_and_gradcheck(gamma, from_
     torch.testing.assert_close(torch.autograd.grad(ours(x), x)[0], torch.autograd.grad(reference(x), x)[0],
                                rtol=1e-9, atol=1e-12)
     assert torch.autograd.gradcheck(ours, (x,), eps=1e-7, atol=1e-6)
+
+
+def _fused_loss(x, labels, mask):
+    stats = class_statistics(prepare(x, labels, mask=mask), cross_entropy=True, gamma=(0.0, 0.5, 0.5))
+    return (stats.cross_entropy * 0.3).sum() + stats.true_positive.sum() - stats.predicted[:, 2].sum()
+
+
+def test_saved_tensor_hooks_see_everything_the_fused_backward_needs():
+    """save_on_cpu packs every tensor the backward uses (nothing hides in ctx), and the gradient is unchanged."""
+    logits, labels, mask = _case(seed=11)
+    (expected,) = torch.autograd.grad(_fused_loss(logits, labels, mask), logits)
+    packed = []
+
+    def pack(tensor):
+        packed.append(tensor.shape)
+        return tensor.clone()
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        value = _fused_loss(logits, labels, mask)
+        stats = class_statistics(prepare(logits, labels, mask=mask), cross_entropy=True, gamma=0.5)
+    node = stats.true_positive.grad_fn  # the Function's ctx: no tensor kept beside save_for_backward
+    assert type(node).__name__ == "_LabelMapStatisticsBackward"
+    assert not [name for name, v in vars(node).items() if isinstance(v, torch.Tensor)]
+    b, k, *spatial = logits.shape
+    assert (b, k, *spatial) in packed and (b, 1, *spatial) in packed  # p, and the labels / mask / voxel maps
+    (hooked,) = torch.autograd.grad(value, logits)
+    torch.testing.assert_close(hooked, expected, rtol=0, atol=0)
+    with torch.autograd.graph.save_on_cpu():
+        value = _fused_loss(logits, labels, mask)
+    torch.testing.assert_close(torch.autograd.grad(value, logits)[0], expected, rtol=0, atol=0)
+
+
+def test_activation_checkpointing_gives_the_same_gradient():
+    logits, labels, mask = _case(seed=12)
+    (expected,) = torch.autograd.grad(_fused_loss(logits, labels, mask), logits)
+    value = checkpoint(_fused_loss, logits, labels, mask, use_reentrant=False)
+    torch.testing.assert_close(torch.autograd.grad(value, logits)[0], expected, rtol=1e-14, atol=0)
+
+
+def test_double_backward_and_torch_func_fail_with_a_clear_message():
+    logits, labels, mask = _case(seed=13)
+    with pytest.raises(RuntimeError, match="do not support double backward"):
+        torch.autograd.grad(_fused_loss(logits, labels, mask), logits, create_graph=True)
+    dense = torch.zeros_like(logits).scatter_(1, labels.long(), 1.0)
+    with pytest.raises(RuntimeError, match="do not support double backward"):  # the composed path's focal sums
+        torch.autograd.grad(class_statistics(prepare(logits, dense), True, 0.5).cross_entropy.sum(), logits,
+                            create_graph=True)
+    with pytest.raises(RuntimeError, match="setup_context"):
+        torch.func.grad(lambda x: _fused_loss(x, labels, mask))(logits.detach())

@@ -4,12 +4,23 @@
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
 
+from nnunet_trainers.config import SETTING_ENV
 from unifocal.cli import main
-from unifocal.experiment import EpochLogParser, LossSettings, Schedule, Workspace
+from unifocal.commands.demo import DEMO_ENTRIES
+from unifocal.experiment import (
+    TRAINER_LOSSES,
+    EpochLogParser,
+    LossSettings,
+    Schedule,
+    Workspace,
+    check_output,
+    claim_output,
+)
 
 pytest.importorskip("nnunetv2")
 
@@ -134,15 +145,184 @@ def test_workspace_environment(tmp_path, monkeypatch):
         Schedule(0, 1, 1)
 
 
-def test_demo_refuses_foreign_nnunet_folders(tmp_path):
+@pytest.fixture
+def no_pipeline(monkeypatch):
+    """Every expensive step fails the test if reached: argument checks must stop a run before them."""
+    from unifocal import synthetic
+
+    def reached(*args, **kwargs):
+        raise AssertionError("an expensive step was reached")
+
+    monkeypatch.setattr(synthetic, "write_nnunet_dataset", reached)
+    for step in ("plan_and_preprocess", "train", "predict"):
+        monkeypatch.setattr(Workspace, step, reached)
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", *SETTING_ENV.values(), "UNIFOCAL_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _error(capsys):
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _earlier_demo_output(root):
+    """An output folder as an earlier demo left it: its entries recorded, a file in each."""
+    claim_output(check_output(root, DEMO_ENTRIES, False, {}))
+    for name in DEMO_ENTRIES:
+        (root / name).mkdir()
+        (root / name / "kept.txt").write_text(name)
+
+
+def _kept(root):
+    return sorted(p.parent.name for p in root.glob("*/kept.txt"))
+
+
+def test_demo_refuses_foreign_folders_and_checks_before_writing(tmp_path, capsys, no_pipeline):
     (tmp_path / "nnUNet_results").mkdir()
-    with pytest.raises(SystemExit, match="did not create"):
-        main(["demo", "-o", str(tmp_path), *TINY])
+    for extra in ([], ["--overwrite"]):
+        assert main(["demo", "-o", str(tmp_path), *TINY, *extra]) == 2
+        assert "nnUNet_results already exists and no unifocal run recorded creating it" in _error(capsys)
     assert (tmp_path / "nnUNet_results").is_dir()
     with pytest.raises(SystemExit, match="train-cases"):
         main(["demo", "-o", str(tmp_path / "x"), "--train-cases", "3"])
     with pytest.raises(SystemExit, match="gamma values"):
         main(["sweep", "-o", str(tmp_path / "y"), "--gammas", "1.5"])
+    for bad, message in ((["--fold", "one"], "--fold must be a fold number"), (["--image-size", "16"], "--image-size"),
+                         (["--dataset-id", "1000"], "--dataset-id must be in [1, 999]"), (["--seed", "-1"], "--seed")):
+        with pytest.raises(SystemExit, match=re.escape(message)):
+            main(["demo", "-o", str(tmp_path / "z"), *TINY, *bad])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--gamma", "1.5"], "gamma from --gamma): gamma must lie in [0, 1)"),
+    (["--gamma", "0.1,0.2"], "gamma [--gamma] has 2 values but this dataset has 3 classes"),
+    (["--delta", "1.5"], "delta from --delta"),
+    (["--weight", "nan"], "--weight nan: expected a finite number"),
+])
+def test_demo_checks_loss_settings_before_any_step(tmp_path, capsys, no_pipeline, bad, message):
+    # Used to fail after data generation, planning and the whole baseline training; with --overwrite the
+    # earlier output was deleted first. Now nothing is written or removed.
+    _earlier_demo_output(tmp_path)
+    with pytest.raises(SystemExit, match=re.escape(message)) as stop:
+        main(["demo", "-o", str(tmp_path), *TINY, "--overwrite", *bad])
+    assert stop.value.code == 2
+    assert _kept(tmp_path) == sorted(DEMO_ENTRIES)
+
+
+def test_demo_checks_the_environment_the_trainer_reads(tmp_path, no_pipeline, monkeypatch):
+    monkeypatch.setenv("UNIFOCAL_RARE_CLASSES", "7")
+    with pytest.raises(SystemExit, match=re.escape("rare_classes [UNIFOCAL_RARE_CLASSES] names classes [7]")):
+        main(["demo", "-o", str(tmp_path / "out"), *TINY])
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_rerun_needs_overwrite_and_keeps_nnunet_folders(tmp_path, capsys, no_pipeline, monkeypatch):
+    _earlier_demo_output(tmp_path)
+    assert main(["demo", "-o", str(tmp_path), *TINY]) == 2
+    assert "exists from an earlier unifocal run; pass --overwrite" in _error(capsys)
+    # A folder an nnU-Net variable points to is never removed, even when a unifocal run created it.
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "nnUNet_raw"))
+    assert main(["demo", "-o", str(tmp_path), *TINY, "--overwrite"]) == 2
+    assert f"nnUNet_raw is $nnUNet_raw ({tmp_path / 'nnUNet_raw'}); unifocal never removes it" in _error(capsys)
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "nnUNet_raw" / "Dataset001_Mine"))
+    assert main(["demo", "-o", str(tmp_path), *TINY, "--overwrite"]) == 2
+    assert "nnUNet_raw contains $nnUNet_raw" in _error(capsys)
+    assert _kept(tmp_path) == sorted(DEMO_ENTRIES)
+    # With --overwrite and nothing protected, the recorded entries are replaced, and only they.
+    monkeypatch.delenv("nnUNet_raw")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(AssertionError, match="expensive step"):  # --debug: the test's error propagates
+        main(["demo", "-o", str(tmp_path), *TINY, "--overwrite", "--debug"])
+    assert _kept(tmp_path) == [] and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def _planned_dataset(raw, preprocessed, dataset_id=220):
+    """A user's nnU-Net dataset, raw and preprocessed (with a 2d configuration)."""
+    folder = raw / f"Dataset{dataset_id:03d}_Mine"
+    (folder / "labelsTr").mkdir(parents=True)
+    (folder / "labelsTr" / "case.png").write_bytes(b"user data")
+    meta = {"labels": {"background": 0, "organ": 1, "lesion": 2}, "file_ending": ".png",
+            "channel_names": {"0": "CT"}, "numTraining": 1}
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    plans = preprocessed / folder.name
+    plans.mkdir(parents=True)
+    (plans / "nnUNetPlans.json").write_text(json.dumps({"configurations": {"2d": {}, "3d_fullres": {}}}))
+    return folder
+
+
+def test_sweep_dataset_inside_a_marked_output_is_never_removed(tmp_path, capsys, no_pipeline, monkeypatch):
+    # An earlier demo marked the output folder; the user's nnU-Net folders lie inside it. `sweep --dataset`
+    # used to delete them (the dataset it was asked to use) before training, with or without --overwrite.
+    output = tmp_path / "out"
+    _earlier_demo_output(output)
+    folder = _planned_dataset(output / "nnUNet_raw", output / "nnUNet_preprocessed")
+    monkeypatch.setenv("nnUNet_raw", str(output / "nnUNet_raw"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(output / "nnUNet_preprocessed"))
+    sweep = ["sweep", "-o", str(output), "--dataset", "220", "--gammas", "0.3", "--baselines", *TINY, "--debug"]
+    with pytest.raises(ValueError, match="logs exists from an earlier unifocal run; pass --overwrite"):
+        main(sweep)
+    assert _kept(output) == sorted(DEMO_ENTRIES)
+    with pytest.raises(AssertionError, match="expensive step"):  # stopped at the first training
+        main([*sweep, "--overwrite"])
+    assert (folder / "labelsTr" / "case.png").read_bytes() == b"user data"
+    assert (output / "nnUNet_preprocessed" / folder.name / "nnUNetPlans.json").is_file()
+    # Only the demo's entries the sweep writes again were replaced; its nnU-Net folders are not among them.
+    assert _kept(output) == sorted(set(DEMO_ENTRIES) - {"logs", "comparison"})
+    # Checked before anything: the configuration, the loss settings of every run, the baseline predictions.
+    (output / "logs").mkdir(exist_ok=True)
+    (output / "logs" / "kept.txt").write_text("logs")
+    for bad, message in ((["--configuration", "3d_lowres"], "has no configuration '3d_lowres' (it has 2d, 3d_fullres)"),
+                         (["--delta", "2"], "gamma=0.3 (UnifiedFocalTrainerShort): invalid settings"),
+                         (["--baseline-predictions", f"X={tmp_path / 'none'}"], "none")):
+        with pytest.raises(SystemExit, match=re.escape(message)):
+            main([*sweep, "--overwrite", *bad])
+        assert (output / "logs" / "kept.txt").is_file()
+
+
+@pytest.mark.slow  # nnU-Net's trainer lookup imports all of its trainer modules
+def test_sweep_checks_trainer_names_first(tmp_path, capsys, no_pipeline):
+    with pytest.raises(SystemExit, match="nnU-Net finds no trainer NoSuchTrainer, nnUNetTrainr"):
+        main(["sweep", "-o", str(tmp_path / "out"), "--trainer", "NoSuchTrainer", "--gammas", "0.3",
+              "--baselines", "nnUNetTrainr", "nnUNetTrainer", *TINY])
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_claims(tmp_path):
+    from unifocal.experiment import MARKER
+
+    claim_output(check_output(tmp_path, ["a", "b.csv"], False, {}))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b.csv").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    claim = check_output(tmp_path, ["a", "b.csv", "c"], True, {})
+    assert claim.remove == (tmp_path / "a", tmp_path / "b.csv")
+    claim_output(claim)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b.csv").exists()
+    assert json.loads((tmp_path / MARKER).read_text())["entries"] == ["a", "b.csv", "c"]
+    # A recorded entry that became a symbolic link, or a record that is not JSON, removes nothing.
+    (tmp_path / MARKER).write_text(json.dumps({"entries": ["a", "link"]}))
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        check_output(tmp_path, ["link"], True, {})
+    (tmp_path / MARKER).write_text("created by unifocal")
+    (tmp_path / "c").mkdir()
+    with pytest.raises(ValueError, match="no unifocal run recorded creating it"):
+        check_output(tmp_path, ["c"], True, {})
+    assert (tmp_path / "c").is_dir() and (tmp_path / "link").is_symlink()
+
+
+def test_trainer_losses_match_the_trainers():
+    from types import SimpleNamespace
+
+    import nnunet_trainers
+
+    probe = SimpleNamespace(_build_unifocal_loss=lambda key: key)
+    for name, key in TRAINER_LOSSES.items():
+        for variant in (name, name + "Short"):
+            assert getattr(nnunet_trainers, variant)._build_loss(probe) == key
+    unifocal = {n[: -len("Short")] if n.endswith("Short") else n for n in nnunet_trainers.TRAINER_NAMES}
+    assert unifocal - {"BaselineTrainer"} == set(TRAINER_LOSSES)
 
 
 def test_run_logged_failure_and_termination(tmp_path):

@@ -61,7 +61,7 @@ def test_human_readable_output_and_paper_rule(tmp_path, capsys):
     assert "UNIFOCAL_GAMMA=0.5,0.5,0.5 UNIFOCAL_RARE_CLASSES=1,2 nnUNetv2_train" in text
     assert "-tr UnifiedFocalTrainer" in text
     assert "UnifiedFocalLoss(gamma=[0.5, 0.5, 0.5], rare_classes=[1, 2], common_classes=[0])" in text
-    assert '--loss#gamma "[0.5, 0.5, 0.5]" --loss#rare_classes "[1, 2]" --loss#common_classes "[0]"' in text
+    assert "--loss#gamma '[0.5, 0.5, 0.5]' --loss#rare_classes '[1, 2]' --loss#common_classes '[0]'" in text
 
 
 def test_num_classes_and_nifti(tmp_path, capsys):
@@ -73,9 +73,10 @@ def test_num_classes_and_nifti(tmp_path, capsys):
     folder.mkdir()
     nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), folder / "case.nii.gz")
     out = _json_output(capsys, ["gamma", str(folder), "--num-classes", "3", "--json"])
-    # Class 2 never occurs: frequency 0, rare, gamma at the cap.
+    # Class 2 never occurs: frequency 0, rare, gamma at the cap, with a warning that no data supports it.
     assert out["voxel_counts"] == [62, 2, 0]
     assert out["gamma"][2] == pytest.approx(0.9)
+    assert any("'label 2' (label 2) does not occur" in w for w in out["warnings"])
 
 
 def test_nnunet_raw_dataset_uses_labels_tr_and_names(tmp_path, capsys, monkeypatch):
@@ -138,8 +139,118 @@ def test_preprocessed_folder_and_configuration(tmp_path, capsys):
 
 
 def test_errors(tmp_path, capsys):
-    with pytest.raises(SystemExit, match="no such folder"):
+    with pytest.raises(SystemExit, match="no such folder") as stop:
         main(["gamma", str(tmp_path / "missing")])
+    assert stop.value.code == 2
     (tmp_path / "empty").mkdir()
     assert main(["gamma", str(tmp_path / "empty")]) == 2
     assert "no label files" in capsys.readouterr().err
+    a, b = _labels(tmp_path)
+    _png(tmp_path / "labels" / "a.png", a)
+    with pytest.raises(SystemExit, match="--num-classes must be >= 2"):
+        main(["gamma", str(tmp_path / "labels"), "--num-classes", "1"])
+    # A value the class list does not have names the file that holds it.
+    outside = r"a\.png: label value 2 is not a class \(--num-classes: 0\.\.1\); --label-threshold"
+    with pytest.raises(SystemExit, match=outside):
+        main(["gamma", str(tmp_path / "labels"), "--num-classes", "2"])
+
+
+def _npy(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.asarray(array))
+
+
+@pytest.mark.parametrize("stray", [1_000_000, 2_000_000_000])
+def test_stray_label_value_is_reported_not_made_a_class(tmp_path, capsys, stray):
+    # Without a class list the classes were 0..max, and the proposal quadratic in their number: one stray
+    # voxel of 10^6 ran for minutes, 2e9 asked for 15 GiB. Only the values that occur are counted now.
+    a, b = _labels(tmp_path)
+    b = b.astype(np.int32)
+    b[9, 9] = stray
+    _npy(tmp_path / "labels" / "a.npy", a)
+    _npy(tmp_path / "labels" / "b.npy", b)
+    assert main(["gamma", str(tmp_path / "labels")]) == 1
+    captured = capsys.readouterr()
+    assert f"{stray - 3} of the values 0..{stray} never occur (the first is 3)" in captured.err
+    assert f"label value {stray}: 1 voxels, first in {tmp_path / 'labels' / 'b.npy'}" in captured.err
+    assert f"--ignore-label {stray} leaves a stray value out" in captured.err
+    assert "UNIFOCAL_GAMMA" not in captured.out
+    assert f"{stray:>10}             1" in captured.out  # the table of counted values
+    out = _json_output(capsys, ["gamma", str(tmp_path / "labels"), "--ignore-label", str(stray), "--json"])
+    assert out["voxel_counts"] == [179, 16, 4]
+
+
+def test_gaps_in_the_label_values(tmp_path, capsys):
+    labels = np.zeros((4, 5), np.uint8)
+    labels[0, :3] = 1
+    labels[1, :2] = 3
+    _png(tmp_path / "labels" / "x.png", labels)
+    assert main(["gamma", str(tmp_path / "labels"), "--json"]) == 1
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["gamma"] is None and out["label_values"] == ["0", "1", "3"] and out["voxel_counts"] == [15, 3, 2]
+    assert "1 of the values 0..3 never occur (the first is 2)" in captured.err
+    # With the class count given, label 2 is a class that does not occur here.
+    out = _json_output(capsys, ["gamma", str(tmp_path / "labels"), "--num-classes", "4", "--json"])
+    assert out["voxel_counts"] == [15, 3, 0, 2]
+    assert out["warnings"] == ["class 'label 2' (label 2) does not occur in the 1 files: the rule gives it the cap "
+                               "0.9, which no data supports"]
+
+
+@pytest.mark.parametrize("extra", [[], ["--num-classes", "3"]])
+def test_all_background_warns_and_proposes_nothing(tmp_path, capsys, extra):
+    _png(tmp_path / "labels" / "x.png", np.zeros((4, 4)))
+    _png(tmp_path / "labels" / "y.png", np.zeros((2, 3)))
+    assert main(["gamma", str(tmp_path / "labels"), *extra]) == 1
+    captured = capsys.readouterr()
+    assert "warning:" in captured.err and "in the 2 files (every counted voxel is background)" in captured.err
+    assert "nothing to propose" in captured.err
+    assert "rare" not in captured.out and "UNIFOCAL_GAMMA" not in captured.out
+
+
+def test_binary_masks_0_255(tmp_path, capsys):
+    # The 2D bundle's masks: 0 background, 255 foreground (docs of bundles/binary2d_unified_focal).
+    a, b = _labels(tmp_path)
+    _png(tmp_path / "masks" / "a.png", np.where(a > 0, 255, 0))
+    _png(tmp_path / "masks" / "b.png", np.where(b > 0, 255, 0))
+    out = _json_output(capsys, ["gamma", str(tmp_path / "masks"), "--json"])
+    assert out["voxel_counts"] == [180, 20] and out["label_values"] == ["0", "255"]
+    assert out["class_names"] == ["background", "foreground"]
+    assert out["gamma"] == pytest.approx(list(propose_gamma([180, 20]).gamma))
+    assert out["rare_classes"] == [1]
+    assert "exactly 0 and 255: read as binary masks" in out["warnings"][0]
+    # The bundle README's command (a binary class list) reads them the same way.
+    assert _json_output(capsys, ["gamma", str(tmp_path / "masks"), "--num-classes", "2", "--json"])["voxel_counts"] \
+        == [180, 20]
+    outside = r"label value 255 is not a class \(--num-classes: 0\.\.2\); --ignore-label 255"
+    with pytest.raises(SystemExit, match=outside):
+        main(["gamma", str(tmp_path / "masks"), "--num-classes", "3"])
+    # Any other value set is not a binary mask: 0/1/255 (e.g. 255 as a boundary or ignore value) is not mapped.
+    c = np.where(a > 0, 255, 0)
+    c[9, 9] = 1
+    _png(tmp_path / "masks" / "a.png", c)
+    assert main(["gamma", str(tmp_path / "masks")]) == 1
+    assert "--label-threshold T for binary masks" in capsys.readouterr().err
+    # An explicit threshold reads any mask as binary (compression noise included), as the bundle does.
+    noisy = np.where(a > 0, 250, 3)
+    _png(tmp_path / "masks" / "a.png", noisy)
+    out = _json_output(capsys, ["gamma", str(tmp_path / "masks"), "--label-threshold", "127", "--json"])
+    assert out["voxel_counts"] == [180, 20] and out["label_values"] == ["<=127", ">127"]
+
+
+def test_printed_command_lines_quote_paths(tmp_path, capsys):
+    import shlex
+
+    from unifocal.synthetic import write_nnunet_dataset
+
+    dataset = write_nnunet_dataset(tmp_path / "raw", dataset_id=5, num_train=2, num_test=1, seed=4)
+    name = "Dataset005_it's a \"quoted\" name"
+    folder = dataset.folder.rename(dataset.folder.parent / name)
+    assert main(["gamma", str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    train = shlex.split(next(line for line in lines if "nnUNetv2_train" in line and "UNIFOCAL_GAMMA" in line))
+    assert train[train.index("nnUNetv2_train") + 1] == name
+    assert train[0].startswith("UNIFOCAL_GAMMA=") and train[1].startswith("UNIFOCAL_RARE_CLASSES=")
+    monai = shlex.split(next(line for line in lines if "monai.bundle" in line))
+    gamma = json.loads(monai[monai.index("--loss#gamma") + 1])
+    assert len(gamma) == 3 and monai[monai.index("--loss#rare_classes") + 1] == "[1, 2]"

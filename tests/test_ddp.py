@@ -1,4 +1,6 @@
-"""torch.distributed (gloo, 2 processes on CPU): batch_dice statistics are all-gathered across ranks.
+"""torch.distributed (gloo, 2 processes on CPU): with ``ddp=True`` batch_dice statistics are all-reduced
+across ranks and voxel means divide by the global count of counted voxels (ignore labels and masks give
+the ranks different counts); without it a loss runs no collective, so one rank can compute it alone.
 
 Relations checked (world size W, each rank holding B / W samples):
 - value: the single-process loss on the whole batch equals the average of the rank values (the batch-level
@@ -9,6 +11,7 @@ Relations checked (world size W, each rank holding B / W samples):
 - so parameter gradients after DDP equal the single-process gradients.
 """
 
+import datetime
 import socket
 import time
 
@@ -18,18 +21,24 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from unifocal.losses import DiceLoss, HybridFocalLoss, UnifiedFocalLoss
+from unifocal.losses import CrossEntropyLoss, DiceCELoss, DiceLoss, HybridFocalLoss, UnifiedFocalLoss
 
 WORLD = 2
 B = 4
+IGNORE = 9
 
 LOSSES = {
-    "unified_batch": lambda: UnifiedFocalLoss(batch_dice=True),
-    "symmetric_batch_per_class": lambda: UnifiedFocalLoss(batch_dice=True, asymmetric=False, gamma=(0.2, 0.5, 0.7)),
-    "multilabel_batch": lambda: UnifiedFocalLoss(batch_dice=True, multilabel=True),
-    "hybrid_batch": lambda: HybridFocalLoss(batch_dice=True),
-    "unified_per_sample": lambda: UnifiedFocalLoss(),
-    "dice_batch": lambda: DiceLoss(batch_dice=True, include_background=False, smooth=1e-5),
+    "unified_batch": lambda: UnifiedFocalLoss(batch_dice=True, ddp=True),
+    "symmetric_batch_per_class": lambda: UnifiedFocalLoss(batch_dice=True, asymmetric=False, gamma=(0.2, 0.5, 0.7),
+                                                          ddp=True),
+    "multilabel_batch": lambda: UnifiedFocalLoss(batch_dice=True, multilabel=True, ddp=True),
+    "hybrid_batch": lambda: HybridFocalLoss(batch_dice=True, ddp=True),
+    "unified_per_sample": lambda: UnifiedFocalLoss(ddp=True),
+    "dice_batch": lambda: DiceLoss(batch_dice=True, include_background=False, smooth=1e-5, ddp=True),
+    "masked_unified_batch": lambda: UnifiedFocalLoss(batch_dice=True, ddp=True),
+    "ignore_unified_batch": lambda: UnifiedFocalLoss(batch_dice=True, ignore_index=IGNORE, ddp=True),
+    "ignore_weighted_ce": lambda: CrossEntropyLoss(class_weight=(0.2, 1.0, 3.0), ignore_index=IGNORE, ddp=True),
+    "masked_multilabel_dice_ce": lambda: DiceCELoss(batch_dice=True, multilabel=True, ddp=True),
 }
 
 
@@ -40,11 +49,22 @@ def make_data(seed=0):
         "labels": torch.randint(0, 3, (B, 1, 6, 5), generator=g),
         "regions": torch.rand(B, 3, 6, 5, generator=g) > 0.6,
         "image": torch.randn(B, 1, 6, 5, generator=g, dtype=torch.float64),
+        # uneven between the ranks' halves: rank 0 keeps most voxels, rank 1 few
+        "mask": torch.rand(B, 1, 6, 5, generator=g) < torch.tensor([0.9, 0.8, 0.3, 0.2]).view(B, 1, 1, 1),
     }
 
 
 def target_for(name, data):
-    return data["regions"] if name.startswith("multilabel") else data["labels"]
+    if "multilabel" in name:
+        return data["regions"]
+    if name.startswith("ignore"):
+        return data["labels"].masked_fill(~data["mask"], IGNORE)
+    return data["labels"]
+
+
+def call(name, x, data, part=slice(None)):
+    mask = data["mask"][part] if name.startswith("masked") else None
+    return LOSSES[name]()(x, target_for(name, data)[part], mask=mask)
 
 
 def conv_model():
@@ -54,14 +74,16 @@ def conv_model():
 
 def _worker(rank, port, data_path, out_path):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    # a collective that waits for a rank that never comes fails after 30 s instead of hanging the test
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=30))
     try:
         data = torch.load(data_path)
         part = slice(rank * B // WORLD, (rank + 1) * B // WORLD)
         results = {}
-        for name, make in LOSSES.items():
+        for name in LOSSES:
             x = data["logits"][part].clone().requires_grad_()
-            value = make()(x, target_for(name, data)[part])
+            value = call(name, x, data, part)
             value.backward()
             results[name] = (value.detach(), x.grad)
         # nnU-Net's batch Dice under DDP (its AllGatherGrad) on the same slice
@@ -76,9 +98,13 @@ def _worker(rank, port, data_path, out_path):
         results["nnunet_dice_batch"] = (value.detach(), x.grad)
         # a DDP-wrapped model: parameter gradients are averaged over ranks
         model = nn.parallel.DistributedDataParallel(conv_model())
-        loss = UnifiedFocalLoss(batch_dice=True)(model(data["image"][part]), data["labels"][part])
+        loss = UnifiedFocalLoss(batch_dice=True, ddp=True)(model(data["image"][part]), data["labels"][part])
         loss.backward()
         results["ddp_model"] = (loss.detach(), [p.grad.clone() for p in model.parameters()])
+        dist.barrier()
+        if rank == 0:  # validation or logging on one rank: without ddp=True no collective, so no wait for rank 1
+            alone = UnifiedFocalLoss(batch_dice=True)(data["logits"][part], data["labels"][part], mask=data["mask"][part])
+            results["alone"] = alone
         torch.save(results, out_path.format(rank=rank))
     finally:
         dist.destroy_process_group()
@@ -111,7 +137,7 @@ def rank_results(tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_rank_average_equals_single_process(rank_results, name):
     data, ranks = rank_results
-    single = LOSSES[name]()(data["logits"], target_for(name, data))
+    single = call(name, data["logits"], data)
     torch.testing.assert_close(sum(r[name][0] for r in ranks) / WORLD, single, rtol=1e-12, atol=1e-14)
     if name == "dice_batch":  # purely batch-level: every rank holds the global value itself
         for result in ranks:
@@ -124,7 +150,7 @@ def test_rank_average_equals_single_process(rank_results, name):
 def test_rank_gradient_over_world_size_equals_single_process_gradient(rank_results, name):
     data, ranks = rank_results
     x = data["logits"].clone().requires_grad_()
-    LOSSES[name]()(x, target_for(name, data)).backward()
+    call(name, x, data).backward()
     for rank, result in enumerate(ranks):
         part = slice(rank * B // WORLD, (rank + 1) * B // WORLD)
         torch.testing.assert_close(result[name][1] / WORLD, x.grad[part], rtol=1e-10, atol=1e-13)
@@ -148,3 +174,21 @@ def test_ddp_parameter_gradients_equal_single_process(rank_results):
     for result in ranks:
         for grad, param in zip(result["ddp_model"][1], model.parameters()):
             torch.testing.assert_close(grad, param.grad, rtol=1e-10, atol=1e-13)
+
+
+def test_a_loss_computed_on_one_rank_alone_runs_no_collective(rank_results):
+    """Rank 0 computes a batch-Dice loss built without ddp=True while rank 1 has left: it returns (no hang,
+    no collective timeout) the loss of rank 0's own samples."""
+    data, ranks = rank_results
+    part = slice(0, B // WORLD)
+    expected = UnifiedFocalLoss(batch_dice=True)(data["logits"][part], data["labels"][part], mask=data["mask"][part])
+    torch.testing.assert_close(ranks[0]["alone"], expected, rtol=0, atol=0)
+    assert "alone" not in ranks[1]
+
+
+def test_masked_ranks_count_different_voxels(rank_results):
+    """The masks give the two halves very different voxel counts, so a local voxel mean would differ from
+    the global one: the equalities above for the masked and ignore cases rely on the global count."""
+    data, _ = rank_results
+    counts = data["mask"].flatten(1).sum(1)
+    assert counts[: B // WORLD].sum() > 2 * counts[B // WORLD :].sum()

@@ -214,3 +214,29 @@ def test_nnunet_wrapper_rejects_none_weights():
     outputs, targets = outputs_and_targets()
     ours = DeepSupervisionLoss(UnifiedFocalLoss(), weights=[1, 1, 1])(outputs, targets)
     torch.testing.assert_close(ours, sum(UnifiedFocalLoss()(o, t) for o, t in zip(outputs, targets)), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_mask_is_downsampled_like_the_target(multilabel):
+    """A full-resolution mask goes to each scale resized by nearest neighbour, as the target does."""
+    g = torch.Generator().manual_seed(3)
+    sizes = [16, 8, 4]
+    outputs = [torch.randn(2, 3, s, s, generator=g, dtype=torch.float64) for s in sizes]
+    target = (torch.rand(2, 3, 16, 16, generator=g) > 0.6) if multilabel else torch.randint(0, 3, (2, 1, 16, 16), generator=g)
+    mask = torch.rand(2, 1, 16, 16, generator=g) > 0.3
+    inner = UnifiedFocalLoss(multilabel=multilabel)
+    weights = deep_supervision_weights(3)
+    expected = sum(w * inner(o, nearest(target, o.shape[2:]), mask=nearest(mask, o.shape[2:]))
+                   for w, o in zip(weights, outputs) if w)
+    torch.testing.assert_close(DeepSupervisionLoss(inner)(outputs, target, mask=mask), expected, rtol=1e-14, atol=0)
+    # a (B, *S) mask and a list of masks, one per scale, are accepted too
+    torch.testing.assert_close(DeepSupervisionLoss(inner)(outputs, target, mask=mask[:, 0]), expected,
+                               rtol=1e-14, atol=0)
+    masks = [nearest(mask, o.shape[2:]) for o in outputs]
+    torch.testing.assert_close(DeepSupervisionLoss(inner)(outputs, target, mask=masks), expected, rtol=1e-14, atol=0)
+    with pytest.raises(ValueError, match="3 deep supervision outputs but 2 masks"):
+        DeepSupervisionLoss(inner)(outputs, target, mask=masks[:2])
+
+
+def nearest(tensor, size):
+    return F.interpolate(tensor.float(), size=tuple(size), mode="nearest-exact").to(tensor.dtype)

@@ -8,6 +8,7 @@ import pytest
 from unifocal.gamma import (
     GAMMA_MAX,
     GAMMA_MIN,
+    count_label_values,
     count_labels,
     count_regions,
     gamma_from_imbalance,
@@ -25,6 +26,18 @@ def test_count_labels_streams_and_skips_ignore_and_padding():
 def test_count_labels_rejects_out_of_range():
     with pytest.raises(ValueError, match="outside \\[0, 3\\)"):
         count_labels([np.array([0, 3])], num_classes=3)
+
+
+def test_count_label_values_counts_only_what_occurs():
+    # Fortran order and a huge stray value (np.unique path) next to small ones (np.bincount path).
+    cases = [np.asfortranarray(np.array([[0, 0, 1], [2, 9, -1]])), np.array([0, 1, 2_000_000_000, 9]),
+             np.array([-1, 9])]
+    found = count_label_values(iter(cases), ignore_label=9)
+    assert found.counts == {0: 3, 1: 2, 2: 1, 2_000_000_000: 1}
+    assert found.values == [0, 1, 2, 2_000_000_000]
+    assert found.first_seen == {0: 0, 1: 0, 2: 0, 2_000_000_000: 1} and found.num_maps == 3
+    found = count_label_values([np.array([3, 0, 3], np.uint8)])
+    np.testing.assert_array_equal(found.dense(5), [1, 0, 0, 2, 0])
 
 
 def test_count_regions_nnunet_style():
@@ -85,6 +98,15 @@ def test_multilabel_regions():
     levels = [math.log10(0.95 / 0.05), math.log10(0.99 / 0.01)]
     assert proposal.gamma == pytest.approx([lv / (1 + lv) for lv in levels])
     assert proposal.loss_kwargs() == {"gamma": list(proposal.gamma), "multilabel": True}
+
+
+def test_many_classes():
+    # The rule is linear in the class count (it used to compare every class with the list of rare ones).
+    counts = np.ones(20_000)
+    counts[0] = 10**6
+    proposal = propose_gamma(counts)
+    assert proposal.rare_classes == tuple(range(1, 20_000)) and proposal.common_classes == (0,)
+    assert proposal.gamma[1] == pytest.approx(gamma_from_imbalance(10**6))
 
 
 def test_absent_class_gets_the_largest_gamma():

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +10,8 @@ import torch.nn.functional as F
 from unifocal.losses import (
     AsymmetricFocalTverskyLoss,
     CrossEntropyLoss,
+    DeepSupervisionLoss,
+    DiceCELoss,
     DiceLoss,
     FocalLoss,
     FocalTverskyLoss,
@@ -16,6 +19,7 @@ from unifocal.losses import (
     SymmetricFocalLoss,
     TverskyLoss,
     UnifiedFocalLoss,
+    deep_supervision_weights,
     unified_focal_loss,
 )
 
@@ -353,3 +357,74 @@ def test_input_dtypes_are_computed_in_float32():
         torch.testing.assert_close(value, UnifiedFocalLoss()(x.to(dtype).float(), y), rtol=0, atol=0)
         torch.testing.assert_close(value, reference, rtol=0.02, atol=0.02)
     assert UnifiedFocalLoss()(x.double(), y).dtype == torch.float64
+
+
+# ---------------------------------------------------------------------------------------------------
+# Settings: checked once, at construction, with the argument's name; nothing is coerced
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make, message", [
+    (lambda: UnifiedFocalLoss(rare_classes="12"), "rare_classes must be a list of class indices"),
+    (lambda: UnifiedFocalLoss(rare_classes=(1.7,)), r"rare_classes\[0\] must be an integer label"),
+    (lambda: UnifiedFocalLoss(common_classes=(True,)), r"common_classes\[0\] must be an integer label"),
+    (lambda: UnifiedFocalLoss(ignore_index=True), "ignore_index must be an integer label value"),
+    (lambda: CrossEntropyLoss(ignore_index=2.0), "ignore_index must be an integer label value"),
+    (lambda: TverskyLoss(smooth=math.inf), "smooth must be > 0 and finite"),
+    (lambda: UnifiedFocalLoss(smooth=math.inf), "smooth must be > 0 and finite"),
+    (lambda: CrossEntropyLoss(class_weight=[1.0, math.nan, 1.0]), "class_weight must lie in"),
+    (lambda: CrossEntropyLoss(class_weight=[1.0, math.inf, 1.0]), "class_weight must lie in"),
+    (lambda: CrossEntropyLoss(class_weight=[1.0, -0.5, 1.0]), "class_weight must lie in"),
+    (lambda: CrossEntropyLoss(class_weight="1,2,3"), "class_weight must be a non-empty list of numbers"),
+    (lambda: UnifiedFocalLoss(batch_dice="false"), "batch_dice must be a boolean .*Pass a boolean"),
+    (lambda: DiceLoss(include_background=0), "include_background must be a boolean"),
+    (lambda: UnifiedFocalLoss(multilabel="true"), "multilabel must be a boolean"),
+    (lambda: UnifiedFocalLoss(ddp="yes"), "ddp must be a boolean"),
+    (lambda: UnifiedFocalLoss(delta="0.6"), "delta must be a number"),
+    (lambda: UnifiedFocalLoss(weight=True), r"weight \(lambda\) must be a number"),
+    (lambda: FocalLoss(gamma=[2.0, "x"]), "gamma must be a number"),
+    (lambda: UnifiedFocalLoss(reduction="avg"), "reduction must be one of"),
+])
+def test_settings_are_validated_at_construction_without_coercion(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_deep_supervision_weights_must_be_finite_with_a_finite_sum():
+    for weights in ([1.0, math.inf, 0.0], [1.0, math.nan, 0.0], [1e308, 1e308, 0.0]):
+        with pytest.raises(ValueError, match="deep supervision weights"):
+            DeepSupervisionLoss(UnifiedFocalLoss(), weights=weights)
+        with pytest.raises(ValueError, match="deep supervision weights"):
+            deep_supervision_weights(3, weights)
+    with pytest.raises(ValueError, match="deep supervision weights must be a number"):
+        DeepSupervisionLoss(UnifiedFocalLoss(), weights=[1.0, "0.5"])
+
+
+def test_numpy_settings_are_accepted():
+    x, y = case()
+    loss = UnifiedFocalLoss(gamma=np.array([0.2, 0.5, 0.5]), rare_classes=np.array([1, 2]), batch_dice=np.bool_(True))
+    assert loss.options["gamma"] == (0.2, 0.5, 0.5) and loss.options["rare_classes"] == (1, 2)
+    torch.testing.assert_close(loss(x, y), UnifiedFocalLoss(gamma=(0.2, 0.5, 0.5), rare_classes=(1, 2),
+                                                            batch_dice=True)(x, y))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Class-weighted cross entropy: torch's weighted mean
+# ---------------------------------------------------------------------------------------------------
+def test_class_weighted_cross_entropy_is_torch_weighted_mean():
+    x, y = case(b=3, c=3, spatial=(6, 7), seed=4)
+    x = x.double()
+    weight = torch.tensor([0.2, 1.0, 3.0], dtype=torch.float64)
+    expected = F.cross_entropy(x, y[:, 0], weight=weight)
+    torch.testing.assert_close(CrossEntropyLoss(class_weight=(0.2, 1.0, 3.0))(x, y), expected, rtol=1e-12, atol=0)
+    # the gap to a division by the voxel count is far from round-off for such weights
+    assert abs(float(expected - (F.cross_entropy(x, y[:, 0], weight=weight, reduction="sum") / y.numel()))) > 0.1
+    # with an ignore label, as torch's ignore_index
+    ignored = y.masked_fill(torch.rand(y.shape, generator=torch.Generator().manual_seed(1)) < 0.3, 7)
+    torch.testing.assert_close(CrossEntropyLoss(class_weight=(0.2, 1.0, 3.0), ignore_index=7)(x, ignored),
+                               F.cross_entropy(x, ignored[:, 0], weight=weight, ignore_index=7), rtol=1e-12, atol=0)
+    # the CE part of DiceCELoss too
+    torch.testing.assert_close(DiceCELoss(class_weight=(0.2, 1.0, 3.0), lambda_dice=0.0)(x, y), expected,
+                               rtol=1e-12, atol=0)
+    # per sample ("none"): each sample's weighted mean
+    per_sample = torch.stack([F.cross_entropy(x[i : i + 1], y[i : i + 1, 0], weight=weight) for i in range(3)])
+    torch.testing.assert_close(CrossEntropyLoss(class_weight=(0.2, 1.0, 3.0), reduction="none")(x, y), per_sample,
+                               rtol=1e-12, atol=0)

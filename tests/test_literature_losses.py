@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import unifocal.losses as L
+from unifocal.losses._base import functional
 
 LOSSES = {
     "GeneralizedDiceLoss": L.GeneralizedDiceLoss,
@@ -95,6 +96,13 @@ def test_combo_hand_computed():
     ce = ((1 - beta) * -(math.log(0.9) + math.log(0.6) + math.log(0.8)) + beta * -math.log(0.6)) / 4
     expected = alpha * ce - (1 - alpha) * (DICE0 + DICE1) / 2
     close(L.ComboLoss(alpha=alpha, beta=beta, from_logits=False)(P4, Y4), expected)
+    # Taghanaki et al.'s form: the Dice of the foreground only
+    close(L.ComboLoss(alpha=alpha, beta=beta, include_background=False, from_logits=False)(P4, Y4),
+          alpha * ce - (1 - alpha) * DICE1)
+    # multilabel: the channel's Dice only, without its complement's (channel = the foreground probability)
+    fg, y = P4[:, 1:], Y4.bool()
+    close(L.ComboLoss(alpha=alpha, beta=beta, include_background=False, multilabel=True, from_logits=False)(fg, y),
+          alpha * ce - (1 - alpha) * DICE1)
 
 
 def test_dice_ce_hand_computed():
@@ -461,3 +469,19 @@ def test_bad_inputs_raise_at_forward():
         L.combo_loss(x, y, alpha=3)
     with pytest.raises(ValueError, match="include_background=False leaves no channel"):
         L.GeneralizedDiceLoss(include_background=False, multilabel=True)(x[:, :1], (y > 0).double())
+
+
+FUNCTIONALS = sorted(n for n in L.__all__ if n.endswith("_loss") and n != "deep_supervision_weights")
+
+
+@pytest.mark.parametrize("name", FUNCTIONALS)
+def test_every_functional_is_its_module(name):
+    """Each functional form is generated from its class: same name (snake case), same value."""
+    classes = {cls.__name__: cls for cls in (getattr(L, n) for n in L.__all__) if isinstance(cls, type)}
+    module = next(cls for cls_name, cls in classes.items()
+                  if getattr(L, name).__doc__.startswith(f"Functional form of :class:`{cls_name}`"))
+    assert getattr(L, name).__name__ == functional(module).__name__ == name
+    x, y = random_case((5, 4), seed=3)
+    mask = torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(4)) > 0.3
+    torch.testing.assert_close(getattr(L, name)(x, y, mask=mask, reduction="none"),
+                               module(reduction="none")(x, y, mask=mask), rtol=0, atol=0)

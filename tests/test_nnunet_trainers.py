@@ -7,6 +7,7 @@ with an ignore label; no preprocessed data is needed.
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ pytest.importorskip("nnunetv2")
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer  # noqa: E402
 
 import nnunet_trainers.trainers as T  # noqa: E402
+from nnunet_trainers.checkpoint import CheckpointError  # noqa: E402
 from nnunet_trainers.config import SettingsError  # noqa: E402
 from unifocal import losses as L  # noqa: E402
 
@@ -279,3 +281,166 @@ def test_short_schedule_and_baseline(monkeypatch):
     monkeypatch.setenv("UNIFOCAL_NUM_EPOCHS", "0")
     with pytest.raises(SettingsError, match="UNIFOCAL_NUM_EPOCHS='0': must be a positive integer"):
         make_trainer(T.FocalTrainerShort)
+
+
+# --- trainers named by their settings, the fold-folder guard, checkpoints --------------------------------------
+
+
+def test_trainer_named_by_settings_trains_those_settings():
+    cls = T.variant_trainer("UnifiedFocalTrainer_gamma0.3_delta0.7")
+    assert cls is getattr(T, "UnifiedFocalTrainer_gamma0.3_delta0.7") and issubclass(cls, T.UnifiedFocalTrainer)
+    trainer = make_trainer(cls)
+    assert trainer.output_folder.endswith("UnifiedFocalTrainer_gamma0.3_delta0.7__nnUNetPlans__2d/fold_0")
+    outputs, targets = batch(LABELS)
+    core = L.UnifiedFocalLoss(0.5, 0.7, 0.3, batch_dice=True)
+    torch.testing.assert_close(trainer._build_loss()(outputs, targets), reference(core, outputs, targets, NNUNET_WEIGHTS))
+    record = trainer.my_init_kwargs[T.CHECKPOINT_KEY]
+    assert record["params"] == {"weight": 0.5, "delta": 0.7, "gamma": 0.3, "rare_classes": None}
+    assert record["sources"] == {"gamma": "trainer name UnifiedFocalTrainer_gamma0.3_delta0.7",
+                                 "delta": "trainer name UnifiedFocalTrainer_gamma0.3_delta0.7"}
+    with open(f"{trainer.output_folder}/unifocal_loss.json") as handle:
+        assert json.load(handle)["trainer"] == "UnifiedFocalTrainer_gamma0.3_delta0.7"
+
+
+def test_short_trainer_named_by_settings_keeps_the_short_schedule(monkeypatch):
+    monkeypatch.setenv("UNIFOCAL_NUM_EPOCHS", "2")
+    trainer = make_trainer(T.variant_trainer("FocalTrainerShort_gamma1-2-3"))
+    assert trainer.num_epochs == 2
+    outputs, targets = batch(LABELS)
+    core = L.FocalLoss(gamma=[1.0, 2.0, 3.0])
+    torch.testing.assert_close(trainer._build_loss()(outputs, targets), reference(core, outputs, targets, NNUNET_WEIGHTS))
+
+
+def test_name_and_environment_must_agree(monkeypatch):
+    monkeypatch.setenv("UNIFOCAL_GAMMA", "0.3")
+    monkeypatch.setenv("UNIFOCAL_WEIGHT", "0.4")  # a setting the name leaves open comes from the environment
+    trainer = make_trainer(T.variant_trainer("UnifiedFocalTrainer_gamma0.3"))
+    trainer._build_loss()
+    record = trainer.my_init_kwargs[T.CHECKPOINT_KEY]
+    assert record["params"]["weight"] == 0.4 and record["sources"]["weight"] == "UNIFOCAL_WEIGHT"
+    monkeypatch.setenv("UNIFOCAL_GAMMA", "0.5")
+    with pytest.raises(SettingsError, match="gamma is given twice: 0.3 by the trainer name UnifiedFocalTrainer_gamma0.3 "
+                                            "and 0.5 by UNIFOCAL_GAMMA"):
+        make_trainer(T.variant_trainer("UnifiedFocalTrainer_gamma0.3"))._build_loss()
+
+
+def test_new_training_refuses_a_fold_folder_with_other_settings(monkeypatch):
+    make_trainer(T.UnifiedFocalTrainer)._build_loss()  # a run with the paper's defaults
+    trainer = make_trainer(T.UnifiedFocalTrainer)
+    record_file = f"{trainer.output_folder}/unifocal_loss.json"
+    before = open(record_file).read()
+    monkeypatch.setenv("UNIFOCAL_GAMMA", "0.3")
+    monkeypatch.setenv("UNIFOCAL_DS_WEIGHTS", "exp")
+    with pytest.raises(SettingsError) as error:
+        make_trainer(T.UnifiedFocalTrainer)._build_loss()
+    message = str(error.value)
+    assert "holds a training with other loss settings (gamma 0.5 there, 0.3 now; ds_weights nnunet there, exp now" in message
+    assert "-tr UnifiedFocalTrainer_gamma0.3_dsexp" in message and "add --c" in message
+    assert open(record_file).read() == before
+    monkeypatch.setenv("UNIFOCAL_GAMMA", "0.5")
+    monkeypatch.setenv("UNIFOCAL_DS_WEIGHTS", "nnunet")
+    make_trainer(T.UnifiedFocalTrainer)._build_loss()  # the same settings again: nnU-Net's usual restart
+
+
+def test_refusal_spells_out_default_settings(monkeypatch):
+    monkeypatch.setenv("UNIFOCAL_DELTA", "0.8")
+    make_trainer(T.TverskyTrainer)._build_loss()
+    monkeypatch.delenv("UNIFOCAL_DELTA")
+    with pytest.raises(SettingsError, match="\\(delta 0.8 there, 0.7 now; .*\\(-tr TverskyTrainer_delta0.7\\)"):
+        make_trainer(T.TverskyTrainer)._build_loss()
+
+
+def test_unreadable_record_stops_a_new_training():
+    trainer = make_trainer(T.TverskyTrainer)
+    with open(f"{trainer.output_folder}/unifocal_loss.json", "w") as handle:
+        handle.write("{")
+    with pytest.raises(SettingsError, match="cannot tell which loss settings the training in this fold folder used"):
+        trainer._build_loss()
+
+
+@pytest.fixture
+def checkpoint_file(tmp_path, monkeypatch):
+    """A checkpoint saved by a UnifiedFocalTrainer (gamma 0.3) with nnU-Net's numpy logging values."""
+    import numpy as np
+    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as module
+
+    monkeypatch.setattr(module, "infer_dataset_class", lambda folder: None)  # no preprocessed data here
+    monkeypatch.setenv("UNIFOCAL_GAMMA", "0.3")
+    trainer = make_trainer(T.UnifiedFocalTrainer)
+    trainer.initialize()
+    trainer.logger.log("train_losses", np.float32(0.7), 0)
+    trainer._best_ema = np.float32(0.25)
+    path = tmp_path / "checkpoint_latest.pth"
+    trainer.save_checkpoint(str(path))
+    monkeypatch.delenv("UNIFOCAL_GAMMA")
+    return path, trainer
+
+
+@pytest.mark.parametrize("environment, note", [
+    ({"UNIFOCAL_GAMMA": "abc", "UNIFOCAL_CONFIG": "/no/such/loss.json"},
+     "the current UNIFOCAL_* settings are NOT used (they are invalid: UNIFOCAL_CONFIG=/no/such/loss.json: no such file)"),
+    ({"UNIFOCAL_DELTA": "0.9"}, "the current environment asked for {'delta': 0.9}, which is NOT used"),
+], ids=["invalid", "other"])
+def test_checkpoint_loss_is_used_whatever_the_environment(checkpoint_file, monkeypatch, environment, note):
+    path, saved = checkpoint_file
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    trainer = make_trainer(T.UnifiedFocalTrainer)
+    trainer.load_checkpoint(str(path))
+    assert trainer.my_init_kwargs[T.CHECKPOINT_KEY]["params"]["gamma"] == 0.3
+    assert trainer._best_ema == pytest.approx(0.25) and trainer.logger.get_checkpoint()["train_losses"] == [0.7]
+    for mine, theirs in zip(trainer.network.state_dict().values(), saved.network.state_dict().values()):
+        torch.testing.assert_close(mine, theirs)
+    outputs, targets = batch(LABELS)
+    core = L.UnifiedFocalLoss(0.5, 0.6, 0.3, batch_dice=True)
+    torch.testing.assert_close(trainer.loss(outputs, targets), reference(core, outputs, targets, NNUNET_WEIGHTS))
+    assert note in open(trainer.log_file).read()
+
+
+def test_checkpoint_loaded_into_a_trainer_built_with_other_settings(checkpoint_file, monkeypatch):
+    """--val_best and other loads into an initialized trainer: the loss is rebuilt from the checkpoint."""
+    path, _ = checkpoint_file
+    monkeypatch.setenv("UNIFOCAL_GAMMA", "0.4")
+    trainer = make_trainer(T.UnifiedFocalTrainer)
+    (Path(trainer.output_folder) / "unifocal_loss.json").unlink()  # a fresh fold folder
+    trainer.initialize()
+    trainer.load_checkpoint(str(path))
+    outputs, targets = batch(LABELS)
+    core = L.UnifiedFocalLoss(0.5, 0.6, 0.3, batch_dice=True)
+    torch.testing.assert_close(trainer.loss(outputs, targets), reference(core, outputs, targets, NNUNET_WEIGHTS))
+    assert trainer.my_init_kwargs[T.CHECKPOINT_KEY]["params"]["gamma"] == 0.3
+    assert "the current environment asked for {'gamma': 0.4}, which is NOT used" in open(trainer.log_file).read()
+
+
+def test_a_file_that_is_no_training_checkpoint_is_refused(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "model.pth")
+    with pytest.raises(CheckpointError, match="model.pth: not an nnU-Net training checkpoint"):
+        make_trainer(T.FocalTrainer).load_checkpoint(str(tmp_path / "model.pth"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(checkpoint_file, tmp_path):
+    path, _ = checkpoint_file
+    marker = tmp_path / "code_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return open, (str(marker), "w")  # unpickling calls open(): creates the marker file
+
+    crafted = torch.load(path, weights_only=False)
+    crafted["logging"]["payload"] = Payload()
+    torch.save(crafted, tmp_path / "crafted.pth")
+    torch.load(tmp_path / "crafted.pth", weights_only=False)  # nnU-Net's own loading would run it ...
+    assert marker.exists()
+    marker.unlink()
+    trainer = make_trainer(T.UnifiedFocalTrainer)
+    with pytest.raises(CheckpointError, match="crafted.pth: refused, .*Unsupported global: GLOBAL io.open"):
+        trainer.load_checkpoint(str(tmp_path / "crafted.pth"))  # ... ours refuses before anything runs
+    assert not marker.exists()
+    assert not trainer.was_initialized
+
+
+def test_focal_tversky_names_a_per_class_gamma(monkeypatch):
+    monkeypatch.setenv("UNIFOCAL_GAMMA", "1,1.5,2")
+    with pytest.raises(SettingsError, match="gamma \\[UNIFOCAL_GAMMA\\] has 3 values, but the focal_tversky loss "
+                                            "takes one gamma for every class"):
+        make_trainer(T.FocalTverskyTrainer)._build_loss()

@@ -1,5 +1,5 @@
 """Agreement with the reference implementations in MONAI and nnU-Net on random inputs (2D and 3D), and
-tests that document where MONAI's Unified Focal port departs from the paper (spec: known defects)."""
+tests that document where MONAI's Unified Focal port departs from the paper (docs/losses.md, "How the public Unified Focal ports differ")."""
 
 import pytest
 import torch
@@ -221,7 +221,7 @@ def test_monai_unified_takes_probabilities_not_logits():
 
 
 def test_monai_absent_foreground_predicted_absent_is_not_zero():
-    # spec, known defects: the clip makes an absent class predicted absent cost ~ (1 - 1/(1 + 0.3 N))^0.25
+    # a known defect of the ports (docs/losses.md): the clip makes an absent class predicted absent cost ~ (1 - 1/(1 + 0.3 N))^0.25
     p = torch.zeros(1, 2, 8, 8, dtype=torch.float64)
     p[:, 0] = 1.0
     y = torch.zeros(1, 1, 8, 8, dtype=torch.long)

@@ -1,7 +1,8 @@
-"""The Unified Focal family against hand-computed values and the special cases of the spec.
+"""The Unified Focal family against hand-computed values and the special cases listed in docs/losses.md.
 
 Hand-computed cases spell their arithmetic out; random cases compare against ``reference_unified``, a
-direct transcription of the spec's formulas (loops over classes, no shared code with the package).
+direct transcription of the paper's formulas as docs/losses.md writes them (loops over classes, no shared
+code with the package).
 Everything runs in float64, so agreement is to round-off.
 """
 
@@ -50,7 +51,7 @@ def onehot(labels, c):
 
 
 def reference_unified(p, y, *, weight, delta, gamma, asymmetric=True, rare=None, smooth=1.0, batch_dice=False):
-    """The spec's L_UF on probabilities p and one-hot y, both (B, C, *S) float64.
+    """The paper's L_UF on probabilities p and one-hot y, both (B, C, *S) float64.
 
     rare: per-class booleans (default: every class but 0); gamma: a number or one per class.
     """
@@ -229,7 +230,7 @@ def test_against_reference_formula(seed, asymmetric, batch_dice):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Special cases (spec table), to float64 round-off
+# Special cases (docs/losses.md, "Special cases"), to float64 round-off
 # ---------------------------------------------------------------------------------------------------
 
 

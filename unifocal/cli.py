@@ -2,6 +2,11 @@
 
 Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int`` and
 imports its heavy dependencies inside ``run``, so that ``unifocal --help`` stays fast.
+
+Errors are one line on stderr, never a traceback (``--debug`` shows it): a command's
+``SystemExit("message")`` and bad input (:class:`unifocal.io.InputError` and the other ``ValueError``
+of the input checks, or an ``OSError`` naming a file) exit with status 2, like argparse's usage errors;
+anything else is reported as an internal error with status 1.
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ from typing import Optional, Sequence
 from . import __version__
 
 COMMAND_MODULES = ("demo", "compare", "gamma", "sweep", "nnunet_path")
+
+USAGE_ERROR = 2
+INTERNAL_ERROR = 1
+INTERRUPTED = 130
 
 
 def _commands():
@@ -31,12 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Unified Focal loss family for class-imbalanced medical image segmentation.",
     )
     parser.add_argument("--version", action="version", version=f"unifocal {__version__}")
+    debug_help = "show the full traceback of an error instead of one line"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _commands():
         sub = subparsers.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
+        # Accepted after the command name too; SUPPRESS keeps a --debug given before it.
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
         sub.set_defaults(run=module.run)
     return parser
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -44,8 +63,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help()
-        return 2
-    return int(args.run(args) or 0)
+        return USAGE_ERROR
+    prefix = f"unifocal {args.command}"
+    try:
+        return int(args.run(args) or 0)
+    except SystemExit as stop:
+        if not isinstance(stop.code, str):
+            raise
+        # A command's one-line error: print it and exit with status 2; str(stop) stays the message.
+        print(stop.code, file=sys.stderr)
+        stop.code = USAGE_ERROR
+        raise
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except (ValueError, OSError) as error:
+        if args.debug:
+            raise
+        print(f"{prefix}: {_one_line(error)}", file=sys.stderr)
+        return USAGE_ERROR
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"{prefix}: internal error ({type(error).__name__}: {_one_line(error)}); rerun with --debug for "
+              "the traceback", file=sys.stderr)
+        return INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -10,10 +10,15 @@ variables (see ``nnunet_trainers.config``).
 Every stage writes nnU-Net's complete output to a log file and reports progress through a :class:`Reporter`:
 stage lines with the elapsed time, one line per training epoch (losses, pseudo Dice, epoch time), and the
 tail of the log when a stage fails.
+
+Before any of that, :func:`check_loss_settings` runs the checks a trainer runs when it builds its loss, and
+:func:`check_output` decides what the run may write and remove in its output folder (see there), so that a
+bad setting fails in seconds and no user file is lost.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -29,6 +34,12 @@ from typing import Callable, Mapping, Optional, Sequence, TextIO
 __all__ = [
     "StageError",
     "Reporter",
+    "OutputClaim",
+    "check_output",
+    "claim_output",
+    "nnunet_variables",
+    "TRAINER_LOSSES",
+    "check_loss_settings",
     "Workspace",
     "Schedule",
     "LossSettings",
@@ -324,6 +335,26 @@ class Workspace:
             env.update(extra)
         return env
 
+    def missing_trainers(self, names: Sequence[str]) -> list[str]:
+        """The trainer names ``nnUNetv2_train`` would not find: looked up by nnU-Net's own function in a child
+        process with this workspace's environment (``nnUNet_extTrainer`` included), in seconds.
+
+        Raises:
+            StageError: when the lookup itself fails (nnU-Net not installed, for instance).
+        """
+        code = ("import sys\n"
+                "from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find\n"
+                "for name in sys.argv[1:]:\n"
+                "    try:\n"
+                "        find(name)\n"
+                "    except (RuntimeError, AssertionError):\n"
+                "        print('MISSING', name)\n")
+        result = subprocess.run([sys.executable, "-c", code, *names], env=self.env(), capture_output=True, text=True)
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise StageError(f"looking up the nnU-Net trainers failed ({last})")
+        return [line.split(" ", 1)[1] for line in result.stdout.splitlines() if line.startswith("MISSING ")]
+
     # -- the three nnU-Net steps ---------------------------------------------------------------------------
 
     def plan_and_preprocess(self, dataset_id: int, configuration: str, echo: bool = False) -> None:
@@ -386,3 +417,151 @@ class Workspace:
                    "-npp", "1", "-nps", "1", "--disable_progress_bar"]
         run_logged(command, self.env(), self.logs / f"predict_{label}.log", f"predicting with {label}", echo=echo)
         return output
+
+
+# -- the output folder: what a run may write and remove ----------------------------------------------------
+
+MARKER = ".unifocal_outputs.json"
+NNUNET_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+
+
+@dataclass(frozen=True)
+class OutputClaim:
+    """The entries (files or folders directly in ``root``) a run writes, and the existing ones it removes
+    first. Made by :func:`check_output`, carried out by :func:`claim_output`."""
+
+    root: Path
+    entries: tuple[str, ...]
+    remove: tuple[Path, ...]
+
+
+def nnunet_variables(environ: Optional[Mapping[str, str]] = None) -> dict[str, Path]:
+    """The folders the nnU-Net variables point to (those that are set), as ``{"$nnUNet_raw": path}``."""
+    env = os.environ if environ is None else environ
+    return {f"${name}": Path(env[name]) for name in NNUNET_VARIABLES if env.get(name, "").strip()}
+
+
+def _recorded_entries(root: Path) -> set[str]:
+    """The entries earlier unifocal runs recorded creating in ``root`` (none when the record is unreadable)."""
+    try:
+        record = json.loads((root / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    entries = record.get("entries") if isinstance(record, dict) else None
+    return {e for e in entries if isinstance(e, str)} if isinstance(entries, list) else set()
+
+
+def check_output(
+    root: Path, entries: Sequence[str], overwrite: bool, protected: Mapping[str, Path]
+) -> OutputClaim:
+    """Decide what a run may do in its output folder ``root``, without touching anything.
+
+    The run writes ``entries`` (names directly in ``root``). An entry that already exists is removed only
+    when all of these hold:
+
+    - ``overwrite`` is given;
+    - an earlier unifocal run created it: it is listed in ``root/.unifocal_outputs.json``, the record every
+      run keeps of the entries it created (:func:`claim_output`);
+    - it is not a symbolic link (unifocal never creates one);
+    - it neither is nor contains a protected path: a folder an nnU-Net variable points to
+      (:func:`nnunet_variables`) or data the run reads (a ``--dataset``, ``--workspace``, predictions).
+
+    Raises:
+        ValueError: naming the first entry that may not be removed, and why.
+    """
+    root = Path(root).resolve()
+    recorded = _recorded_entries(root)
+    guarded = {name: Path(path).resolve() for name, path in protected.items()}
+    remove = []
+    for name in entries:
+        path = root / name
+        if not (path.exists() or path.is_symlink()):
+            continue
+        if path.is_symlink():
+            raise ValueError(f"{path} is a symbolic link; unifocal does not replace it: choose another --output")
+        for what, target in guarded.items():
+            if path == target or path in target.parents:
+                relation = "is" if path == target else "contains"
+                raise ValueError(f"{path} {relation} {what} ({target}); unifocal never removes it: choose another "
+                                 "--output")
+        if name not in recorded:
+            raise ValueError(f"{path} already exists and no unifocal run recorded creating it (in {root / MARKER}); "
+                             "move it away or choose another --output")
+        if not overwrite:
+            raise ValueError(f"{path} exists from an earlier unifocal run; pass --overwrite to replace it, or "
+                             "choose another --output")
+        remove.append(path)
+    return OutputClaim(root, tuple(entries), tuple(remove))
+
+
+def claim_output(claim: OutputClaim) -> None:
+    """Remove what :func:`check_output` allowed and record the run's entries as unifocal's (before they
+    exist, so that an interrupted run's partial output can be replaced with ``--overwrite`` too)."""
+    claim.root.mkdir(parents=True, exist_ok=True)
+    for path in claim.remove:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    entries = sorted(_recorded_entries(claim.root) | set(claim.entries))
+    record = {"created_by": "unifocal", "entries": entries,
+              "note": "entries a later unifocal run may replace with --overwrite; nothing else is ever removed"}
+    (claim.root / MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+# -- the loss settings a trainer will use ------------------------------------------------------------------
+
+# The loss each unifocal trainer builds (its ``_build_loss``); the ``...Short`` variants build the same.
+TRAINER_LOSSES = {
+    "UnifiedFocalTrainer": "asymmetric_unified_focal",
+    "SymmetricUnifiedFocalTrainer": "symmetric_unified_focal",
+    "FocalTrainer": "focal",
+    "TverskyTrainer": "tversky",
+    "FocalTverskyTrainer": "focal_tversky",
+    "ComboTrainer": "combo",
+}
+
+
+def check_loss_settings(
+    trainer: str,
+    loss: Optional[LossSettings],
+    num_channels: int,
+    has_regions: bool = False,
+    ignore_label: Optional[int] = None,
+    options: Optional[Mapping[str, str]] = None,
+    environ: Optional[Mapping[str, str]] = None,
+) -> None:
+    """Run the checks ``trainer`` runs when it builds its loss, on the settings it will get: the ``UNIFOCAL_*``
+    variables of ``environ`` (default ``os.environ``) overridden by ``loss``, for a dataset of
+    ``num_channels`` classes (regions). ``options`` names where each of ``loss``'s values came from (e.g.
+    ``{"gamma": "--gamma"}``), for the error message.
+
+    Trainers other than the unifocal ones (nnU-Net's, a user's) read no unifocal settings: nothing to check.
+    ``gamma="auto"`` takes its values from the fold's labels at training time; here a proposal that makes
+    every foreground class rare stands in for it, so that the other settings are checked with it.
+
+    Raises:
+        ValueError: (``nnunet_trainers.config.SettingsError``) naming the setting and where it came from.
+    """
+    name = trainer[: -len("Short")] if trainer.endswith("Short") else trainer
+    key = TRAINER_LOSSES.get(name)
+    if key is None:
+        return
+    from dataclasses import replace
+
+    from nnunet_trainers.config import SETTING_ENV, load_settings, parse_setting
+    from nnunet_trainers.loss_builder import TrainerState, resolve
+
+    from .gamma import propose_gamma
+
+    settings = load_settings(os.environ if environ is None else environ)
+    given, sources = {}, dict(settings.sources)
+    for setting, text in (loss.env() if loss is not None else {}).items():
+        setting = next(k for k, variable in SETTING_ENV.items() if variable == setting)
+        where = (options or {}).get(setting, SETTING_ENV[setting])
+        given[setting] = parse_setting(setting, text, f"{where} {text}")
+        sources[setting] = where
+    settings = replace(settings, **given, sources=sources)
+    state = TrainerState(has_regions=has_regions, num_channels=num_channels, ignore_label=ignore_label)
+    if has_regions:
+        stand_in = propose_gamma([0.1] * num_channels, multilabel=True)
+    else:
+        stand_in = propose_gamma([0.9] + [0.1 / (num_channels - 1)] * (num_channels - 1))
+    resolve(key, settings, state, gamma_provider=lambda: stand_in)

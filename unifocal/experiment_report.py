@@ -51,6 +51,7 @@ from .metrics import (
     surface_metrics_available,
     surface_settings,
 )
+from .run_settings import layout_with_settings, read_run_settings
 
 __all__ = [
     "MethodSource",
@@ -83,7 +84,8 @@ class MethodSource:
     """One method's predictions: ``files`` maps case identifiers to label files.
 
     ``dataset_json`` and ``reference`` are what the source itself suggests (an nnU-Net results folder
-    knows both); explicit command line options win over them.
+    knows both); explicit command line options win over them. ``settings``: the loss settings a unifocal
+    trainer recorded in its fold folders (:func:`unifocal.run_settings.read_run_settings`).
     """
 
     name: str
@@ -91,6 +93,7 @@ class MethodSource:
     origin: Path
     dataset_json: Optional[Path] = None
     reference: Optional[Path] = None
+    settings: Optional[str] = None
 
 
 def _fold_folders(trainer_folder: Path, folds: Optional[Sequence[str]]) -> list[Path]:
@@ -131,6 +134,7 @@ def _trainer_source(
         folder,
         dataset_json if dataset_json.is_file() else None,
         reference,
+        read_run_settings(folder, folds),
     )
 
 
@@ -181,6 +185,7 @@ class Evaluation:
             :func:`unifocal.metrics.surface_metrics`).
         spacing: per case, the reference's voxel size in mm (None: no voxel size, distances in voxels).
         surface_note: why the surface metrics are missing, when they are.
+        settings: per method, the loss settings its training recorded (shown in the table and plots).
     """
 
     methods: list[str]
@@ -196,6 +201,7 @@ class Evaluation:
     one_empty: Union[str, float] = "diagonal"
     spacing: dict[str, Optional[tuple[float, ...]]] = field(default_factory=dict)
     surface_note: str = ""
+    settings: dict[str, str] = field(default_factory=dict)
 
     def rows(self) -> list[str]:
         """Class names plus ``CLASS_MEAN`` when there is more than one class."""
@@ -241,22 +247,22 @@ class _CaseSettings:
     spacing: Optional[tuple[float, ...]]
 
 
-def _case_spacing(settings: _CaseSettings, path: Path, ndim: int) -> Optional[tuple[float, ...]]:
+def _case_spacing(setup: _CaseSettings, path: Path, ndim: int) -> Optional[tuple[float, ...]]:
     """The reference's voxel size: its header's, else the one given for header-less files, else None."""
     spacing = read_spacing(path)
-    if spacing is not None and settings.spacing is not None:
+    if spacing is not None and setup.spacing is not None:
         raise ValueError(f"{path} has a voxel size in its header {spacing}; the spacing option is only for "
                          "label files without one")
-    spacing = spacing if spacing is not None else settings.spacing
+    spacing = spacing if spacing is not None else setup.spacing
     if spacing is not None and len(spacing) != ndim:
         raise ValueError(f"{path}: voxel size {spacing} has {len(spacing)} values for a {ndim}D label map")
     return spacing
 
 
-def _evaluate_case(settings: _CaseSettings, case: str, reference: Path, predictions: dict[str, Path]) -> dict:
+def _evaluate_case(setup: _CaseSettings, case: str, reference: Path, predictions: dict[str, Path]) -> dict:
     """Every method's metrics for one case; reads the reference and one prediction at a time."""
     truth = read_label(reference)
-    spacing = _case_spacing(settings, reference, truth.ndim) if settings.surface else None
+    spacing = _case_spacing(setup, reference, truth.ndim) if setup.surface else None
     values, counts = {}, {}
     for method, path in predictions.items():
         predicted = read_label(path)
@@ -270,18 +276,18 @@ def _evaluate_case(settings: _CaseSettings, case: str, reference: Path, predicti
             predicted, truth_for_case = squeezed, np.squeeze(truth)
             if spacing is not None:
                 spacing_for_case = tuple(v for v, n in zip(spacing, truth.shape) if n != 1)
-        result = case_metrics(predicted, truth_for_case, settings.classes, settings.ignore_label, settings.empty)
+        result = case_metrics(predicted, truth_for_case, setup.classes, setup.ignore_label, setup.empty)
         counts[method] = result.pop("counts")
-        if settings.surface:
+        if setup.surface:
             own = read_spacing(path)
             if own is not None and spacing is not None and len(own) == len(spacing) and not np.allclose(
                 own, spacing, rtol=1e-3, atol=1e-6
             ):
                 raise ValueError(f"{method}, case {case}: prediction voxel size {own} ({path}) differs from the "
                                  f"reference's {spacing} ({reference})")
-            result.update(surface_metrics(predicted, truth_for_case, settings.classes, spacing_for_case,
-                                          settings.tolerances, settings.ignore_label, settings.empty,
-                                          settings.one_empty))
+            result.update(surface_metrics(predicted, truth_for_case, setup.classes, spacing_for_case,
+                                          setup.tolerances, setup.ignore_label, setup.empty,
+                                          setup.one_empty))
         values[method] = result
     return {"values": values, "counts": counts, "spacing": spacing}
 
@@ -361,9 +367,9 @@ def evaluate(
     cases = sorted(common)
     if not cases:
         raise ValueError("no case is present in the reference and in every method's predictions")
-    settings = _CaseSettings(classes, ignore_label, empty, surface, tolerances, one_empty, spacing)
+    setup = _CaseSettings(classes, ignore_label, empty, surface, tolerances, one_empty, spacing)
     if surface and spacing is not None:
-        _case_spacing(settings, reference[cases[0]], len(spacing))
+        _case_spacing(setup, reference[cases[0]], len(spacing))
     skipped = {m: sorted(set(reference) - set(files)) for m, files in predictions.items()}
     methods = list(predictions)
     metrics = list(METRICS) + (list(SURFACE_METRICS) if surface else [])
@@ -379,7 +385,7 @@ def evaluate(
         case_spacing[cases[index]] = result["spacing"]
 
     def inputs(case: str):
-        return settings, case, reference[case], {m: predictions[m][case] for m in methods}
+        return setup, case, reference[case], {m: predictions[m][case] for m in methods}
 
     if progress is not None:
         progress(0, len(cases))  # the bar shows from the start: a worker's first case includes importing MONAI
@@ -514,6 +520,10 @@ def markdown_report(evaluation: Evaluation, baseline: Optional[str], digits: int
                 cells.append(cell)
             label = f"{method} (baseline)" if method == baseline else method
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if evaluation.settings:
+        lines += ["", "### loss settings (unifocal_loss.json)", "", "| method | settings |", "|---|---|"]
+        lines += [f"| {method} | {evaluation.settings[method]} |" for method in evaluation.methods
+                  if method in evaluation.settings]
     return "\n".join(lines) + "\n"
 
 
@@ -593,7 +603,7 @@ def box_plots(evaluation: Evaluation, path: Union[str, Path], title: Optional[st
                 ax.set_ylabel(f"{metric} ({_axis_unit(evaluation)})" if metric == "HD95" else metric)
     if title:
         fig.suptitle(textwrap.fill(title, width=int(width * 11)), fontsize=10)
-    fig.tight_layout()
+    layout_with_settings(fig, {m: evaluation.settings[m] for m in evaluation.methods if m in evaluation.settings})
     path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -640,7 +650,7 @@ def classes_from_dataset(
     dataset_json: Optional[Path], include_background: bool = False
 ) -> tuple[list[str], list[ClassSpec], Optional[int]]:
     """Classes to evaluate from an nnU-Net ``dataset.json`` (background dropped unless asked for)."""
-    names, classes, ignore_label = label_classes(load_dataset_json(dataset_json))
+    names, classes, ignore_label = label_classes(load_dataset_json(dataset_json), dataset_json)
     keep = [
         i for i, spec in enumerate(classes)
         if include_background or not (spec == 0 or (isinstance(spec, tuple) and spec == (0,)))

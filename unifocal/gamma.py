@@ -39,6 +39,8 @@ __all__ = [
     "PAPER_GAMMA",
     "RULES",
     "GammaProposal",
+    "LabelValueCounts",
+    "count_label_values",
     "count_labels",
     "count_regions",
     "gamma_from_imbalance",
@@ -70,6 +72,65 @@ def count_labels(labels: Iterable[np.ndarray], num_classes: int, ignore_label: O
             raise ValueError(f"label value {values.max()} outside [0, {num_classes}) (ignore_label={ignore_label})")
         counts += np.bincount(values, minlength=num_classes)
     return counts
+
+
+@dataclass
+class LabelValueCounts:
+    """The label values that occur in a stream of label maps, with their voxel counts.
+
+    Attributes:
+        counts: voxels per label value, for the values that occur (ascending).
+        first_seen: for each value, the index (in the stream) of the first label map holding it.
+        num_maps: number of label maps read.
+    """
+
+    counts: dict
+    first_seen: dict
+    num_maps: int = 0
+
+    @property
+    def values(self) -> list:
+        return sorted(self.counts)
+
+    def dense(self, num_classes: int) -> np.ndarray:
+        """Counts of the classes 0..num_classes-1 (0 for a value that does not occur)."""
+        out = np.zeros(num_classes, dtype=np.int64)
+        for value, count in self.counts.items():
+            out[value] = count
+        return out
+
+
+def count_label_values(labels: Iterable[np.ndarray], ignore_label: Optional[int] = None) -> LabelValueCounts:
+    """Voxel count of each label value that occurs, one label map in memory at a time.
+
+    Values equal to ``ignore_label`` and negative values (nnU-Net's -1 padding) are not counted. Memory
+    and time do not depend on how large a value is (a single stray voxel of 10^9 costs nothing): small
+    values are counted with ``np.bincount``, others with ``np.unique``.
+    """
+    counts: dict = {}
+    first_seen: dict = {}
+    num_maps = 0
+    for index, array in enumerate(labels):
+        num_maps += 1
+        values = np.asarray(array).ravel()
+        keep = values >= 0
+        if ignore_label is not None:
+            keep &= values != ignore_label
+        values = values[keep]
+        if not values.size:
+            continue
+        if int(values.max()) < max(values.size, 1 << 16):
+            per_value = np.bincount(values.astype(np.intp, copy=False))
+            found = np.flatnonzero(per_value)
+            found_counts = per_value[found]
+        else:
+            found, found_counts = np.unique(values, return_counts=True)
+        for value, count in zip(found.tolist(), found_counts.tolist()):
+            if value not in counts:
+                counts[value] = 0
+                first_seen[value] = index
+            counts[value] += count
+    return LabelValueCounts(dict(sorted(counts.items())), first_seen, num_maps)
 
 
 def count_regions(
@@ -159,17 +220,19 @@ def propose_gamma(frequencies: Sequence[float], rule: str = "frequency", multila
     num_classes = freq.size
     if rule == "paper":
         rare = list(range(1, num_classes))
-        gamma = [PAPER_GAMMA] * num_classes
     else:
         rare = [c for c in range(num_classes) if freq[c] < 1.0 / num_classes]
-        common = [c for c in range(num_classes) if c not in rare]
+    rare_set = set(rare)  # a set: the class count can be large, the rule stays linear in it
+    common = [c for c in range(num_classes) if c not in rare_set]
+    if rule == "paper":
+        gamma = [PAPER_GAMMA] * num_classes
+    else:
         reference = max(freq[c] for c in common)
         gamma = []
         for c in range(num_classes):
-            if c in rare:
+            if c in rare_set:
                 ratio = reference / freq[c] if freq[c] > 0 else math.inf
             else:
                 ratio = freq[c] / (1 - freq[c]) if freq[c] < 1 else math.inf
             gamma.append(gamma_from_imbalance(ratio))
-    common = [c for c in range(num_classes) if c not in rare]
     return GammaProposal(tuple(freq.tolist()), tuple(gamma), tuple(rare), tuple(common), rule, False)

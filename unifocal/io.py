@@ -35,6 +35,7 @@ from typing import Iterator, Optional, Union
 import numpy as np
 
 __all__ = [
+    "InputError",
     "LABEL_ENDINGS",
     "split_ending",
     "read_label",
@@ -67,6 +68,19 @@ LABEL_ENDINGS = (
 _SEG_SUFFIX = "_seg"
 
 
+class InputError(ValueError):
+    """A file that cannot be used as given (unreadable, truncated, not a label map, invalid JSON); the
+    message names the file and the problem in one line."""
+
+
+def _reason(error: BaseException) -> str:
+    """The error's type and message on one line (reader libraries write multi-line messages)."""
+    text = " ".join(str(error).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def split_ending(name: str) -> tuple[str, str]:
     """Split a file name into (stem, known ending), e.g. ``"case_001.nii.gz" -> ("case_001", ".nii.gz")``.
 
@@ -84,14 +98,14 @@ def _as_labels(array: np.ndarray, path: Path) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating):
         rounded = np.rint(array)
         if not np.allclose(rounded, array, atol=1e-3, equal_nan=False):
-            raise ValueError(f"{path}: not a label map (non-integer values, dtype {array.dtype})")
+            raise InputError(f"{path}: not a label map (non-integer values, dtype {array.dtype})")
         array = rounded
     elif array.dtype == bool:
         array = array.astype(np.uint8)
     elif not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"{path}: not a label map (dtype {array.dtype})")
+        raise InputError(f"{path}: not a label map (dtype {array.dtype})")
     if array.size and (array.min() < np.iinfo(np.int32).min or array.max() > np.iinfo(np.int32).max):
-        raise ValueError(f"{path}: label values outside the int32 range")
+        raise InputError(f"{path}: label values outside the int32 range")
     return array.astype(np.int32, copy=False)
 
 
@@ -99,38 +113,50 @@ def read_label(path: PathLike) -> np.ndarray:
     """Read one label map as an int32 array (see the module docstring for the formats).
 
     Raises:
-        ValueError: for an unknown file ending, a multi-channel (e.g. RGB) image, or non-integer values.
+        InputError: for an unknown file ending, a file the reader cannot read (truncated or corrupt, an
+            object array), a multi-channel (e.g. RGB) image, or non-integer values; the message names the file.
     """
     path = Path(path)
     _, ending = split_ending(path.name)
+    if ending not in LABEL_ENDINGS:
+        raise InputError(f"{path}: unknown label file ending; supported: {', '.join(LABEL_ENDINGS)}")
+    try:
+        array = _read_array(path, ending)
+    except InputError:
+        raise
+    except ImportError as error:
+        raise InputError(f"{path}: reading {ending} files needs the Python module {error.name!r}, which is not "
+                         "installed") from error
+    except Exception as error:  # the readers raise anything from zlib.error to RuntimeError on a bad file
+        raise InputError(f"{path}: cannot read this {ending} file ({_reason(error)})") from error
+    return _as_labels(array, path)
+
+
+def _read_array(path: Path, ending: str) -> np.ndarray:
     if ending in (".nii.gz", ".nii"):
         import nibabel
 
         image = nibabel.load(str(path))
-        array = np.asanyarray(image.dataobj)
-    elif ending in (".nrrd", ".mha", ".mhd"):
+        return np.asanyarray(image.dataobj)
+    if ending in (".nrrd", ".mha", ".mhd"):
         import SimpleITK
 
         image = SimpleITK.ReadImage(str(path))
         if image.GetNumberOfComponentsPerPixel() != 1:
-            raise ValueError(f"{path}: a label map must have one component per voxel")
-        array = SimpleITK.GetArrayFromImage(image)
-    elif ending in (".png", ".bmp", ".tif", ".tiff"):
-        array = _read_2d(path, ending)
-    elif ending == ".b2nd":
+            raise InputError(f"{path}: a label map must have one component per voxel")
+        return SimpleITK.GetArrayFromImage(image)
+    if ending in (".png", ".bmp", ".tif", ".tiff"):
+        return _read_2d(path, ending)
+    if ending == ".b2nd":
         import blosc2
 
-        array = blosc2.open(urlpath=str(path), mode="r")[:]
-    elif ending == ".npy":
-        array = np.load(path)
-    elif ending == ".npz":
-        with np.load(path) as archive:
-            if "seg" not in archive:
-                raise ValueError(f"{path}: an .npz label file must hold an array named 'seg'")
-            array = archive["seg"]
-    else:
-        raise ValueError(f"{path}: unknown label file ending; supported: {', '.join(LABEL_ENDINGS)}")
-    return _as_labels(array, path)
+        return blosc2.open(urlpath=str(path), mode="r")[:]
+    if ending == ".npy":
+        return np.load(path)
+    with np.load(path) as archive:
+        if "seg" not in archive:
+            raise InputError(f"{path}: an .npz label file must hold an array named 'seg'")
+        return archive["seg"]
 
 
 def read_spacing(path: PathLike) -> Optional[tuple[float, ...]]:
@@ -176,13 +202,13 @@ def _read_2d(path: Path, ending: str) -> np.ndarray:
         if tifffile is not None:
             array = tifffile.imread(str(path))
             if array.ndim == 3 and array.shape[-1] in (3, 4):
-                raise ValueError(f"{path}: a label map must be a single-channel image; got shape {array.shape}")
+                raise InputError(f"{path}: a label map must be a single-channel image; got shape {array.shape}")
             return array
     from PIL import Image
 
     with Image.open(path) as image:
         if image.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LA"):
-            raise ValueError(f"{path}: a label map must be a single-channel image; got mode {image.mode}")
+            raise InputError(f"{path}: a label map must be a single-channel image; got mode {image.mode}")
         if image.mode == "P":
             # A palette image stores the label values as palette indices.
             return np.asarray(image)
@@ -242,33 +268,58 @@ def find_dataset_json(folder: PathLike, levels: int = 3) -> Optional[Path]:
 
 
 def load_dataset_json(path: PathLike) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    """Read an nnU-Net ``dataset.json`` (or plans file): a JSON object.
+
+    Raises:
+        InputError: when the file cannot be read, is not valid JSON or not a JSON object (names the file).
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not valid JSON ({error})") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot read ({_reason(error)})") from error
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
-def label_classes(dataset: dict) -> tuple[list[str], list[Union[int, tuple[int, ...]]], Optional[int]]:
+def label_classes(
+    dataset: dict, source: PathLike = "dataset.json"
+) -> tuple[list[str], list[Union[int, tuple[int, ...]]], Optional[int]]:
     """Class names, class definitions and the ignore label from an nnU-Net ``dataset.json``.
 
     Returns ``(names, classes, ignore_label)`` in the file's order, background included. A class is an int
     label value (label mode) or a tuple of label values (region mode: a region is the union of those
     labels; when any entry is a list, every entry is returned as a tuple). The ``"ignore"`` entry is
     returned separately and not as a class.
+
+    Raises:
+        InputError: naming ``source`` when ``labels`` is missing or holds anything but integer label values.
     """
     labels = dataset.get("labels")
     if not isinstance(labels, dict) or not labels:
-        raise ValueError("dataset.json has no 'labels' mapping")
+        raise InputError(f"{source}: no 'labels' mapping")
+
+    def value(name: str, item) -> int:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise InputError(f"{source}: label {name!r} must be an integer label value (or a list of them); "
+                             f"got {item!r}")
+        return item
+
     names: list[str] = []
     classes: list[Union[int, tuple[int, ...]]] = []
     ignore_label = None
-    for name, value in labels.items():
+    for name, item in labels.items():
         if name == "ignore":
-            ignore_label = int(value)
+            ignore_label = value(name, item)
             continue
         names.append(str(name))
-        if isinstance(value, (list, tuple)):
-            classes.append(tuple(int(v) for v in value))
+        if isinstance(item, (list, tuple)):
+            classes.append(tuple(value(name, v) for v in item))
         else:
-            classes.append(int(value))
+            classes.append(value(name, item))
     if any(isinstance(c, tuple) for c in classes):
         # Region mode (nnU-Net's has_regions): a plain value is a region of one label.
         classes = [c if isinstance(c, tuple) else (c,) for c in classes]

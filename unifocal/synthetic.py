@@ -27,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "CLASS_NAMES",
+    "MIN_SIZE",
     "synthetic_case",
     "synthetic_cases",
     "SyntheticDataset",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 CLASS_NAMES = ("background", "organ", "lesion")
+# Smallest image size in pixels the case generator accepts (its shapes are tuned for 64 and scale with it).
+MIN_SIZE = 32
 
 _AIR = 15.0
 _TISSUE = 85.0
@@ -60,8 +63,8 @@ def synthetic_case(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray
 
     Shapes scale with ``size`` (the defaults are tuned for 64), so the class frequencies stay about the same.
     """
-    if size < 32:
-        raise ValueError(f"size must be >= 32; got {size}")
+    if size < MIN_SIZE:
+        raise ValueError(f"size must be >= {MIN_SIZE}; got {size}")
     from scipy.ndimage import gaussian_filter
 
     shape = (size, size)

@@ -248,7 +248,8 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"reference: {reference} ({len(reference_files)} files)")
     for source in sources:
-        print(f"method {source.name}: {source.origin} ({len(source.files)} files)")
+        print(f"method {source.name}: {source.origin} ({len(source.files)} files)"
+              + (f"; loss {source.settings}" if source.settings else ""))
     print(f"classes ({origin}): " + ", ".join(f"{n}={c}" for n, c in zip(class_names, classes)))
     if not args.no_surface:
         print(f"NSD tolerance ({tolerance_origin}): " + ", ".join(f"{n} {t:.3g}" for n, t in zip(class_names, tolerances)))
@@ -268,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
                   "they are left out for every method", file=sys.stderr)
 
     evaluation.methods = [baseline] + [n for n in names if n != baseline]
+    evaluation.settings = {s.name: s.settings for s in sources if s.settings}
     report, written = write_report(evaluation, baseline, args.output, args.title, plot=not args.no_plot)
     print()
     print(report)

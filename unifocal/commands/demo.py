@@ -9,14 +9,16 @@
 6. per-case, per-class DSC / IoU / recall / precision, paired Wilcoxon tests, a table and box plots
    (:mod:`unifocal.experiment_report`).
 
-All nnU-Net folders live inside the output folder; nothing outside it is touched.
+All nnU-Net folders live inside the output folder; nothing outside it is touched. Every argument (the loss
+settings with the trainer's own checks included) is checked before anything is written; an earlier run's
+output is replaced only with ``--overwrite`` (:func:`unifocal.experiment.check_output` says what may go).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import shlex
 from pathlib import Path
 
 NAME = "demo"
@@ -29,9 +31,11 @@ BASELINE_TRAINER = "BaselineTrainerShort"
 UNIFIED_TRAINER = "UnifiedFocalTrainerShort"
 BASELINE_LABEL = "DC+CE"
 UNIFIED_LABEL = "UnifiedFocal"
-# Folders the demo and the sweep create inside their output folder (and replace on the next run).
-OWNED_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "results", "predictions", "comparison", "logs")
-MARKER = ".unifocal_demo"
+# What the demo writes in its output folder.
+DEMO_ENTRIES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "predictions", "comparison", "logs")
+# Where the --gamma/--delta/--weight values of a run came from, for error messages.
+LOSS_OPTIONS = {"gamma": "--gamma", "delta": "--delta", "weight": "--weight"}
+DEVICES = ("cpu", "cuda", "mps")
 
 # Default schedule: sized so that the whole demo (planning, two trainings, two predictions) finishes within
 # 15 minutes on 2 CPU cores (see docs/quickstart.md for measured times).
@@ -53,7 +57,7 @@ def add_schedule_arguments(parser: argparse.ArgumentParser, epochs: int, iterati
     group.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset (default: %(default)s)")
     group.add_argument("--dataset-id", type=int, default=990, help="nnU-Net dataset id (default: %(default)s)")
     group.add_argument("--fold", default="0", help="nnU-Net fold to train (default: %(default)s; 'all' for all cases)")
-    group.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: %(default)s)")
+    group.add_argument("--device", default="cpu", choices=DEVICES, help="(default: %(default)s)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,37 +69,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     loss.add_argument("--delta", type=float, help="delta in [0, 1]")
     loss.add_argument("--weight", type=float, help="lambda in [0, 1], the weight of the focal part")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace nnU-Net folders in --output even if a previous demo did not create them")
+                        help="replace what an earlier unifocal run wrote in --output (nothing else is ever removed)")
     parser.add_argument("--no-plot", action="store_true", help="skip the box plots")
     parser.add_argument("-v", "--verbose", action="store_true", help="show nnU-Net's complete output")
 
 
-def prepare_output(output: Path, overwrite: bool) -> None:
-    """Create ``output``; remove the folders a previous demo left (only those, and only when this tool made
-    them or ``overwrite`` is given)."""
-    output.mkdir(parents=True, exist_ok=True)
-    existing = [output / name for name in OWNED_FOLDERS if (output / name).exists()]
-    if existing and not (output / MARKER).exists() and not overwrite:
-        raise SystemExit(
-            f"unifocal: {output} already holds {', '.join(p.name for p in existing)} that this tool did not "
-            "create; choose another --output or pass --overwrite"
-        )
-    for path in existing:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    (output / MARKER).write_text("created by unifocal; its nnU-Net folders are replaced on the next run\n")
-
-
 def check_schedule(args) -> None:
+    """Check the schedule and data arguments shared by demo and sweep (nothing is written yet)."""
     from ..experiment import Schedule
+    from ..synthetic import MIN_SIZE
 
     try:
         Schedule(args.epochs, args.iterations, args.val_iterations)
     except ValueError as error:
         raise SystemExit(f"unifocal: {error}") from None
+    if args.fold != "all" and not args.fold.isdigit():
+        raise SystemExit(f"unifocal: --fold must be a fold number or 'all'; got {args.fold!r}")
     if args.fold != "all" and args.train_cases < 5:
         raise SystemExit("unifocal: nnU-Net's 5-fold split needs --train-cases >= 5 (or --fold all)")
     if args.test_cases < 1:
         raise SystemExit("unifocal: --test-cases must be >= 1")
+    if args.image_size < MIN_SIZE:
+        raise SystemExit(f"unifocal: --image-size must be >= {MIN_SIZE}; got {args.image_size}")
+    if args.seed < 0:
+        raise SystemExit(f"unifocal: --seed must be >= 0; got {args.seed}")
+    if not 1 <= args.dataset_id <= 999:
+        raise SystemExit(f"unifocal: --dataset-id must be in [1, 999] (nnU-Net's DatasetXXX); got {args.dataset_id}")
+    check_device(args.device)
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available[device]:
+        raise SystemExit(f"unifocal: --device {device}: not available in this PyTorch installation")
 
 
 def describe_loss(fold_folder: Path) -> str:
@@ -110,18 +118,32 @@ def describe_loss(fold_folder: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiment import LossSettings, Reporter, Schedule, StageError, Workspace
+    from ..experiment import (
+        LossSettings,
+        Reporter,
+        Schedule,
+        StageError,
+        Workspace,
+        check_loss_settings,
+        check_output,
+        claim_output,
+        nnunet_variables,
+    )
     from ..experiment_report import evaluate, write_report
     from ..io import list_label_files
     from ..synthetic import CLASS_NAMES, write_nnunet_dataset
 
     check_schedule(args)
+    loss = LossSettings(gamma=args.gamma, delta=args.delta, weight=args.weight)
+    try:
+        check_loss_settings(UNIFIED_TRAINER, loss, len(CLASS_NAMES), options=LOSS_OPTIONS)
+    except ValueError as error:
+        raise SystemExit(f"unifocal demo: {error}") from None
     report = Reporter()
     output = args.output.resolve()
-    prepare_output(output, args.overwrite)
+    claim_output(check_output(output, DEMO_ENTRIES, args.overwrite, nnunet_variables()))
     workspace = Workspace.under(output, device=args.device)
     schedule = Schedule(args.epochs, args.iterations, args.val_iterations)
-    loss = LossSettings(gamma=args.gamma, delta=args.delta, weight=args.weight)
     foreground = list(CLASS_NAMES[1:])
     steps = 6
     try:
@@ -176,8 +198,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {path}")
     print(f"  nnU-Net results (checkpoints, training curves): {workspace.results / dataset.dataset_name}")
     print(f"  logs: {workspace.logs}")
-    print(f"compare again any time: unifocal compare {' '.join(f'{k}={v}' for k, v in sorted_predictions(output))} "
-          f"--reference {dataset.test_labels} -o {output / 'comparison'} --overwrite")
+    methods = " ".join(shlex.quote(f"{label}={folder}") for label, folder in sorted_predictions(output))
+    print(f"compare again any time: unifocal compare {methods} --reference {shlex.quote(str(dataset.test_labels))} "
+          f"-o {shlex.quote(str(output / 'comparison'))} --overwrite")
     return 0
 
 

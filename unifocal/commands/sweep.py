@@ -6,6 +6,10 @@ Every run is evaluated on the same cases: the held-out ``imagesTs``/``labelsTs``
 them (predicted with ``nnUNetv2_predict``), else the trained fold's validation predictions against
 ``gt_segmentations``. The plot shows mean DSC against gamma per class, with the baselines as horizontal
 reference lines; the full comparison table (every gamma against the first baseline) is written as well.
+
+Every argument is checked before anything is written or trained: the data source, the dataset's plans and
+configuration, the baseline predictions, and the loss settings of every run with the trainer's own checks.
+The sweep never removes its input data (see :func:`unifocal.experiment.check_output`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
 from .demo import (
     BASELINE_LABEL,
@@ -24,8 +30,10 @@ from .demo import (
     UNIFIED_TRAINER,
     add_schedule_arguments,
     check_schedule,
-    prepare_output,
 )
+
+if TYPE_CHECKING:
+    from ..experiment import Workspace
 
 NAME = "sweep"
 HELP = (
@@ -68,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delta", type=float, help="delta for every run (default: the trainer's)")
     parser.add_argument("--weight", type=float, help="lambda for every run (default: the trainer's)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace nnU-Net folders in --output even if a previous run did not create them")
+                        help="replace what an earlier unifocal run wrote in --output (nothing else is ever removed)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show nnU-Net's complete output")
 
 
@@ -85,44 +93,98 @@ def _dataset_id(folder: Path) -> int:
     return int(folder.name[len("Dataset"):].split("_", 1)[0])
 
 
-def _prepare_data(args, report):
-    """(workspace, raw dataset folder); writes and plans the synthetic data when no data source is given."""
+# What the sweep writes in its output folder; "predictions" too when the dataset has held-out cases, the
+# nnU-Net data folders only for the synthetic dataset.
+SWEEP_ENTRIES = ("results", "logs", "comparison", "sweep.csv", "sweep.png")
+SYNTHETIC_ENTRIES = ("nnUNet_raw", "nnUNet_preprocessed")
+
+
+@dataclass
+class DataSource:
+    """Where the sweep's data comes from, and what it knows of the dataset before anything is written.
+
+    ``folder`` is the raw dataset folder (None for the synthetic dataset until it is written); ``protected``
+    the input folders the sweep must never remove (besides the nnU-Net variables' folders).
+    """
+
+    workspace: "Workspace"
+    folder: Optional[Path]
+    class_names: list
+    classes: list
+    ignore_label: Optional[int]
+    num_channels: int
+    has_regions: bool
+    ending: str
+    held_out: bool
+    protected: dict = field(default_factory=dict)
+
+
+def _existing_dataset(workspace, folder: Path, configuration: str, protected: dict) -> DataSource:
+    from ..experiment_report import classes_from_dataset
+    from ..io import label_classes, load_dataset_json
+
+    dataset_json = folder / "dataset.json"
+    meta = load_dataset_json(dataset_json)
+    _, all_classes, _ = label_classes(meta, dataset_json)
+    has_regions = any(isinstance(c, tuple) for c in all_classes)
+    class_names, classes, ignore_label = classes_from_dataset(dataset_json)
+    _check_preprocessed(workspace, folder, configuration)
+    held_out = (folder / "imagesTs").is_dir() and (folder / "labelsTs").is_dir()
+    num_channels = len(classes) if has_regions else len(all_classes)
+    return DataSource(workspace, folder, class_names, classes, ignore_label, num_channels, has_regions,
+                      meta.get("file_ending"), held_out, {**protected, "the dataset": folder})
+
+
+def _data_source(args, output: Path) -> DataSource:
+    """The data of the sweep, checked; nothing is written."""
     import os
 
     from ..experiment import Workspace
-    from ..synthetic import write_nnunet_dataset
+    from ..synthetic import CLASS_NAMES
 
-    output = args.output.resolve()
     if args.workspace is not None:
         if args.workspace.resolve() == output:
             raise SystemExit("unifocal sweep: --output must differ from --workspace")
         source = Workspace.under(args.workspace, args.device)
         folder = _dataset_folder(source.raw, str(args.dataset_id))
-        prepare_output(output, args.overwrite)
-        return source.with_results(output / "results", output / "logs"), folder
+        return _existing_dataset(source.with_results(output / "results", output / "logs"), folder,
+                                 args.configuration, {"--workspace": args.workspace})
     if args.dataset is not None:
         raw, preprocessed = os.environ.get("nnUNet_raw"), os.environ.get("nnUNet_preprocessed")
         if not raw or not preprocessed:
             raise SystemExit("unifocal sweep: --dataset needs nnUNet_raw and nnUNet_preprocessed in the environment")
         folder = _dataset_folder(Path(raw), args.dataset)
-        prepare_output(output, args.overwrite)
-        return Workspace(raw, preprocessed, output / "results", output / "logs", args.device), folder
-    prepare_output(output, args.overwrite)
+        workspace = Workspace(raw, preprocessed, output / "results", output / "logs", args.device)
+        return _existing_dataset(workspace, folder, args.configuration, {})
     workspace = Workspace(output / "nnUNet_raw", output / "nnUNet_preprocessed", output / "results",
                           output / "logs", args.device)
+    foreground = list(range(1, len(CLASS_NAMES)))
+    return DataSource(workspace, None, list(CLASS_NAMES[1:]), foreground, None, len(CLASS_NAMES), False, ".png", True)
+
+
+def _write_synthetic(args, data: DataSource, report) -> None:
+    from ..synthetic import write_nnunet_dataset
+
     report(f"writing the synthetic dataset ({args.train_cases} training + {args.test_cases} held-out cases) "
            "and planning it")
-    dataset = write_nnunet_dataset(workspace.raw, args.dataset_id, num_train=args.train_cases,
+    dataset = write_nnunet_dataset(data.workspace.raw, args.dataset_id, num_train=args.train_cases,
                                    num_test=args.test_cases, size=args.image_size, seed=args.seed)
-    workspace.plan_and_preprocess(args.dataset_id, args.configuration, echo=args.verbose)
-    return workspace, dataset.folder
+    data.workspace.plan_and_preprocess(args.dataset_id, args.configuration, echo=args.verbose)
+    data.folder = dataset.folder
+    _check_preprocessed(data.workspace, data.folder, args.configuration)
 
 
 def _check_preprocessed(workspace, folder: Path, configuration: str) -> None:
-    plans = workspace.preprocessed / folder.name / "nnUNetPlans.json"
-    if not plans.is_file():
-        raise SystemExit(f"unifocal sweep: {plans} not found: run nnUNetv2_plan_and_preprocess -d "
+    from ..io import load_dataset_json
+
+    plans_file = workspace.preprocessed / folder.name / "nnUNetPlans.json"
+    if not plans_file.is_file():
+        raise SystemExit(f"unifocal sweep: {plans_file} not found: run nnUNetv2_plan_and_preprocess -d "
                          f"{_dataset_id(folder)} first")
+    configurations = load_dataset_json(plans_file).get("configurations", {})
+    if configuration not in configurations:
+        raise SystemExit(f"unifocal sweep: {plans_file} has no configuration {configuration!r} (it has "
+                         f"{', '.join(sorted(configurations)) or 'none'})")
 
 
 def _gamma_label(gamma: float) -> str:
@@ -130,9 +192,21 @@ def _gamma_label(gamma: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiment import LossSettings, Reporter, Schedule, StageError
-    from ..experiment_report import classes_from_dataset, evaluate, resolve_method, write_report
-    from ..io import list_label_files, load_dataset_json
+    from ..experiment import (
+        LossSettings,
+        Reporter,
+        Schedule,
+        StageError,
+        check_loss_settings,
+        check_output,
+        claim_output,
+        nnunet_variables,
+    )
+    from nnunet_trainers import TRAINER_NAMES
+
+    from ..experiment_report import evaluate, resolve_method, write_report
+    from ..io import list_label_files
+    from ..run_settings import read_run_settings
 
     check_schedule(args)
     if any(not 0 <= g < 1 for g in args.gammas):
@@ -142,33 +216,55 @@ def run(args: argparse.Namespace) -> int:
     report = Reporter()
     schedule = Schedule(args.epochs, args.iterations, args.val_iterations)
     output = args.output.resolve()
-    try:
-        workspace, folder = _prepare_data(args, report)
-    except StageError as error:
-        report(f"FAILED: {error}")
-        return 1
-    _check_preprocessed(workspace, folder, args.configuration)
-    dataset_id = _dataset_id(folder)
-    meta = load_dataset_json(folder / "dataset.json")
-    class_names, classes, ignore_label = classes_from_dataset(folder / "dataset.json")
-    ending = meta.get("file_ending")
-    held_out = (folder / "imagesTs").is_dir() and (folder / "labelsTs").is_dir()
-    reference = folder / "labelsTs" if held_out else workspace.preprocessed / folder.name / "gt_segmentations"
-    report(f"dataset {folder.name}: classes {', '.join(class_names)}; evaluated on "
-           + ("the held-out cases (labelsTs)" if held_out else f"the fold {args.fold} validation cases"))
+    data = _data_source(args, output)
 
     runs = [(_gamma_label(g), args.trainer, LossSettings(gamma=str(g), delta=args.delta, weight=args.weight))
             for g in args.gammas]
     runs += [(BASELINE_LABEL if t == BASELINE_TRAINER else t, t, None) for t in args.baselines]
+    options = {"gamma": "--gammas", "delta": "--delta", "weight": "--weight"}
+    for label, trainer, loss in runs:
+        try:
+            check_loss_settings(trainer, loss, data.num_channels, data.has_regions, data.ignore_label, options)
+        except ValueError as error:
+            raise SystemExit(f"unifocal sweep: {label} ({trainer}): {error}") from None
+    # nnU-Net's lookup imports every trainer module (seconds): only for names that are not unifocal's own.
+    unknown = sorted({trainer for _, trainer, _ in runs} - set(TRAINER_NAMES))
+    try:
+        missing = data.workspace.missing_trainers(unknown) if unknown else []
+    except StageError as error:
+        raise SystemExit(f"unifocal sweep: {error}") from None
+    if missing:
+        raise SystemExit(f"unifocal sweep: nnU-Net finds no trainer {', '.join(missing)} (nor in $nnUNet_extTrainer)")
     predictions: dict[str, dict[str, Path]] = {}
+    settings: dict[str, str] = {}  # the loss settings each run recorded
     baseline_names: list[str] = []
+    protected = {**nnunet_variables(), **data.protected}
     for spec in args.baseline_predictions:
         try:
-            (source,) = resolve_method(spec, [args.fold], ending)
+            (source,) = resolve_method(spec, [args.fold], data.ending)
         except ValueError as error:
             raise SystemExit(f"unifocal sweep: {error}") from None
         predictions[source.name] = source.files
         baseline_names.append(source.name)
+        protected[f"the {source.name} predictions"] = source.origin
+    entries = SWEEP_ENTRIES + (("predictions",) if data.held_out else ())
+    if data.folder is None:
+        entries += SYNTHETIC_ENTRIES
+    claim_output(check_output(output, entries, args.overwrite, protected))
+
+    try:
+        if data.folder is None:
+            _write_synthetic(args, data, report)
+    except StageError as error:
+        report(f"FAILED: {error}")
+        return 1
+    workspace, folder, ending, held_out, class_names = data.workspace, data.folder, data.ending, data.held_out, \
+        data.class_names
+    dataset_id = _dataset_id(folder)
+    reference = folder / "labelsTs" if held_out else workspace.preprocessed / folder.name / "gt_segmentations"
+    report(f"dataset {folder.name}: classes {', '.join(class_names)}; evaluated on "
+           + ("the held-out cases (labelsTs)" if held_out else f"the fold {args.fold} validation cases"))
+
     try:
         for index, (label, trainer, loss) in enumerate(runs, start=1):
             what = f"{trainer}, {loss.describe()}" if loss else f"{trainer} (baseline)"
@@ -184,6 +280,9 @@ def run(args: argparse.Namespace) -> int:
                 predictions[label] = list_label_files(target, ending)
             else:
                 predictions[label] = list_label_files(trained / f"fold_{args.fold}" / "validation", ending)
+            recorded = read_run_settings(trained, [args.fold])
+            if recorded:
+                settings[label] = recorded
             if loss is None:
                 baseline_names.append(label)
             report(f"  {label}: {len(predictions[label])} predictions")
@@ -195,9 +294,11 @@ def run(args: argparse.Namespace) -> int:
         return 130
 
     report("evaluating every run on the same cases")
-    evaluation = evaluate(predictions, list_label_files(reference, ending), classes, class_names, ignore_label)
+    evaluation = evaluate(predictions, list_label_files(reference, ending), data.classes, class_names,
+                          data.ignore_label)
     gamma_labels = [_gamma_label(g) for g in args.gammas]
     evaluation.methods = baseline_names + gamma_labels
+    evaluation.settings = {label: settings[label] for label in evaluation.methods if label in settings}
     baseline = baseline_names[0] if baseline_names else None
     title = f"gamma sweep, {folder.name}, {schedule.epochs * schedule.iterations} iterations per run"
     text, written = write_report(evaluation, baseline, output / "comparison", title)
@@ -234,10 +335,10 @@ def _dsc_table(evaluation, gammas, gamma_labels, baseline_names) -> str:
 
     rows = evaluation.rows()
     lines = ["mean DSC over the evaluated cases", "",
-             "| run | " + " | ".join(rows) + " |", "|---" * (len(rows) + 1) + "|"]
+             "| run | " + " | ".join(rows) + " | loss settings |", "|---" * (len(rows) + 2) + "|"]
     for method in baseline_names + gamma_labels:
         cells = [f"{nan_summary(evaluation.column(method, 'DSC', row))[0]:.3f}" for row in rows]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {evaluation.settings.get(method, '')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -251,6 +352,7 @@ def plot_sweep(evaluation, gammas, gamma_labels, baseline_names, path: Path, tit
     import numpy as np
 
     from ..metrics import nan_summary
+    from ..run_settings import layout_with_settings
 
     rows = evaluation.rows()
     fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows) + 0.8, 3.6), squeeze=False)
@@ -276,7 +378,7 @@ def plot_sweep(evaluation, gammas, gamma_labels, baseline_names, path: Path, tit
         import textwrap
 
         fig.suptitle(textwrap.fill(title, width=int((3.6 * len(rows) + 0.8) * 11)), fontsize=10)
-    fig.tight_layout()
+    layout_with_settings(fig, evaluation.settings)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -2,116 +2,18 @@
 
 Every loss takes raw network outputs (``from_logits=True``) of shape (B, C, *S), 2D or 3D, and a label
 map (B, 1, *S) / (B, *S) or one-hot target (B, C, *S); ``multilabel=True`` switches from softmax classes
-to independent sigmoid channels (regions). Each loss is an ``nn.Module`` with a functional twin.
-The mathematics is documented in ``docs/losses.md``.
+to independent sigmoid channels (regions). Each loss is an ``nn.Module`` whose hyperparameters are
+validated attributes (:mod:`unifocal.losses._base`), with a functional twin ``xyz_loss(input, target,
+**options)`` that builds and calls the module. The mathematics is documented in ``docs/losses.md``.
 """
 
-from .boundary import (
-    BoundaryLoss,
-    DistancePenalizedCELoss,
-    HausdorffDTLoss,
-    ShapeAwareLoss,
-    boundary_loss,
-    distance_penalized_ce_loss,
-    hausdorff_dt_loss,
-    shape_aware_loss,
-)
-from .compound import (
-    ComboLoss,
-    DiceCELoss,
-    ExponentialLogarithmicLoss,
-    combo_loss,
-    dice_ce_loss,
-    exponential_logarithmic_loss,
-)
-from .deep_supervision import WEIGHT_SCHEMES, DeepSupervisionLoss, deep_supervision_weights
-from .distribution import (
-    BalancedCrossEntropyLoss,
-    CrossEntropyLoss,
-    FocalLoss,
-    WeightedCrossEntropyLoss,
-    balanced_cross_entropy_loss,
-    cross_entropy_loss,
-    focal_loss,
-    weighted_cross_entropy_loss,
-)
-from .region import (
-    DiceLoss,
-    FocalTverskyLoss,
-    GeneralizedDiceLoss,
-    JaccardLoss,
-    LogCoshDiceLoss,
-    SensitivitySpecificityLoss,
-    TverskyLoss,
-    dice_loss,
-    focal_tversky_loss,
-    generalized_dice_loss,
-    jaccard_loss,
-    log_cosh_dice_loss,
-    sensitivity_specificity_loss,
-    tversky_loss,
-)
-from .unified import (
-    AsymmetricFocalLoss,
-    AsymmetricFocalTverskyLoss,
-    AsymmetricUnifiedFocalLoss,
-    HybridFocalLoss,
-    SymmetricFocalLoss,
-    SymmetricFocalTverskyLoss,
-    SymmetricUnifiedFocalLoss,
-    UnifiedFocalLoss,
-    hybrid_focal_loss,
-    unified_focal_loss,
-)
+from . import boundary, compound, deep_supervision, distribution, region, unified
+from .boundary import *  # noqa: F401,F403  (each module's __all__ lists its losses, modules and functions)
+from .compound import *  # noqa: F401,F403
+from .deep_supervision import *  # noqa: F401,F403
+from .distribution import *  # noqa: F401,F403
+from .region import *  # noqa: F401,F403
+from .unified import *  # noqa: F401,F403
 
-__all__ = [
-    "AsymmetricFocalLoss",
-    "AsymmetricFocalTverskyLoss",
-    "AsymmetricUnifiedFocalLoss",
-    "BalancedCrossEntropyLoss",
-    "BoundaryLoss",
-    "ComboLoss",
-    "CrossEntropyLoss",
-    "DeepSupervisionLoss",
-    "DiceCELoss",
-    "DiceLoss",
-    "DistancePenalizedCELoss",
-    "ExponentialLogarithmicLoss",
-    "FocalLoss",
-    "FocalTverskyLoss",
-    "GeneralizedDiceLoss",
-    "HausdorffDTLoss",
-    "HybridFocalLoss",
-    "JaccardLoss",
-    "LogCoshDiceLoss",
-    "SensitivitySpecificityLoss",
-    "ShapeAwareLoss",
-    "SymmetricFocalLoss",
-    "SymmetricFocalTverskyLoss",
-    "SymmetricUnifiedFocalLoss",
-    "TverskyLoss",
-    "UnifiedFocalLoss",
-    "WeightedCrossEntropyLoss",
-    "WEIGHT_SCHEMES",
-    "balanced_cross_entropy_loss",
-    "boundary_loss",
-    "combo_loss",
-    "cross_entropy_loss",
-    "deep_supervision_weights",
-    "dice_ce_loss",
-    "dice_loss",
-    "distance_penalized_ce_loss",
-    "exponential_logarithmic_loss",
-    "focal_loss",
-    "focal_tversky_loss",
-    "generalized_dice_loss",
-    "hausdorff_dt_loss",
-    "hybrid_focal_loss",
-    "jaccard_loss",
-    "log_cosh_dice_loss",
-    "sensitivity_specificity_loss",
-    "shape_aware_loss",
-    "tversky_loss",
-    "unified_focal_loss",
-    "weighted_cross_entropy_loss",
-]
+__all__ = sorted([*boundary.__all__, *compound.__all__, *deep_supervision.__all__, *distribution.__all__,
+                  *region.__all__, *unified.__all__])

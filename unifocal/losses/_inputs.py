@@ -1,14 +1,8 @@
 """Validation and preparation of (input, target) pairs, shared by every loss.
 
-Every loss in :mod:`unifocal.losses` reduces its input to one :class:`Prepared` record: class
-probabilities and log-probabilities, a one-hot (or soft) target over the same classes, an optional
-mask of the voxels that count, and the number of independent classification problems. Losses then
-only write their own formula.
-
-Label maps are kept as labels: the one-hot target (K times their size) is formed only when a loss reads
-``Prepared.target``. The per-class sums most losses are made of (soft TP, predicted and actual volumes,
-focal cross entropy) come from :func:`unifocal.losses._stats.class_statistics`, which for a label map and
-logits computes them in one fused pass without a stored one-hot target.
+Every loss reduces its input to one :class:`Prepared` record (scores in the compute dtype, the target as
+labels or dense, a mask of the voxels that count, the number of binary problems) and writes only its own
+formula over it and over the class statistics of :func:`unifocal.losses._stats.class_statistics`.
 
 Exclusive classes (default): ``prob = softmax(input)`` over ``C`` channels, background included.
 
@@ -16,57 +10,51 @@ Multi-label / region mode (``multilabel=True``): channel ``c`` is a binary probl
 probability ``sigmoid(x_c)``. It is represented as ``K = 2C`` exclusive "classes": the ``C``
 complements ("not c", probability ``1 - p_c``) first, then the ``C`` channels themselves, with
 ``num_problems = C``. A loss that sums over classes and divides by ``num_problems`` then averages the
-per-channel binary losses, as the Unified Focal loss and nnU-Net's region training do.
+per-channel binary losses, as the Unified Focal loss and nnU-Net's region training do. The record keeps
+the C channels; the 2C-class tensors are formed only when a loss reads them, and the class statistics
+of region logits come from the C channels directly (:mod:`unifocal.losses._region_stats`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-__all__ = ["Prepared", "prepare", "one_hot", "compute_dtype", "check_unit_interval", "check_choice"]
+from ._region_stats import complement_first
 
 # Probabilities are clamped at this value before a log only when they were given as probabilities
 # (from_logits=False); logits always go through log_softmax / logsigmoid.
 _TINY = {torch.float32: torch.finfo(torch.float32).tiny, torch.float64: torch.finfo(torch.float64).tiny}
 
 
-def _cached(method):
-    """A read-only property computed on first use and then kept (``functools.cached_property`` takes a lock
-    on Python < 3.12, which torch.compile cannot trace)."""
-    key = "_cached_" + method.__name__
-
-    def get(self):
-        if key not in self.__dict__:
-            self.__dict__[key] = method(self)
-        return self.__dict__[key]
-
-    return property(get, doc=method.__doc__)
-
-
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Prepared:
     """One validated batch, ready for a loss formula.
 
     Attributes:
-        scores: (B, K, *S) the input in the compute dtype (float32, or float64 for float64 input): logits
-            (``from_logits``) or probabilities; for multilabel input the K = 2C complement-first form.
+        scores: (B, C, *S) the input in the compute dtype (float32, or float64 for float64 input): logits
+            (``from_logits``) or probabilities; K = C classes, or K = 2C for multilabel input
+            (:attr:`class_scores`).
         mask: (B, 1, *S) 1 where a voxel counts, 0 where it is ignored; None when every voxel counts.
         num_problems: 1 for exclusive classes, C for multilabel input (K = 2C).
         multilabel: whether the input was multilabel.
         labels: (B, 1, *S) integer class of each voxel for an exclusive label-map target (any value at
             ignored voxels), else None.
-        dense_target: (B, K, *S) one-hot or soft target, zero outside ``mask``, when the target was not a
-            label map; else None. Read :attr:`target` for either form.
+        dense_target: (B, C, *S) one-hot or soft target, zero outside ``mask``, when the target was not a
+            label map; else None. Read :attr:`target` for the K classes.
         from_logits: whether ``scores`` are logits.
+        ddp: the batch is one rank's share of a batch split over ``torch.distributed`` ranks (see
+            :class:`~unifocal.losses._base.SegmentationLoss`).
 
-    ``prob``, ``log_prob`` and ``target`` are formed on first use, so a loss that only needs the class
-    statistics of :func:`unifocal.losses._stats.class_statistics` never forms them for a label map.
+    The dense tensors ``log_prob``, ``prob`` and ``target`` are formed on first use and kept in the
+    ``_log_prob``, ``_prob`` and ``_target`` fields, so a loss whose statistics come from the fused pass of
+    :func:`unifocal.losses._stats.class_statistics` never forms them for a label map. Every
+    tensor is contiguous (a copy of a strided input), as the fused statistics' flat views need.
     """
 
     scores: Tensor
@@ -76,51 +64,73 @@ class Prepared:
     labels: Optional[Tensor] = None
     dense_target: Optional[Tensor] = None
     from_logits: bool = True
+    ddp: bool = False
+    _class_scores: Optional[Tensor] = field(default=None, repr=False)
+    _log_prob: Optional[Tensor] = field(default=None, repr=False)
+    _prob: Optional[Tensor] = field(default=None, repr=False)
+    _target: Optional[Tensor] = field(default=None, repr=False)
 
-    @_cached
+    @property
+    def class_scores(self) -> Tensor:
+        """(B, K, *S) ``scores`` per class: for multilabel input the complement-first form (``-x`` / ``1 - p``
+        before each channel's own value), formed on first use."""
+        if not self.multilabel:
+            return self.scores
+        if self._class_scores is None:
+            self._class_scores = complement_first(self.scores, 0.0 if self.from_logits else 1.0)
+        return self._class_scores
+
+    @property
     def log_prob(self) -> Tensor:
         """(B, K, *S) log-probabilities: log_softmax / logsigmoid of logits, else the log of the clamped input."""
-        if not self.from_logits:
-            return self.scores.clamp_min(_TINY[self.scores.dtype]).log()
-        return F.logsigmoid(self.scores) if self.multilabel else F.log_softmax(self.scores, 1)
+        if self._log_prob is None:
+            if not self.from_logits:
+                self._log_prob = self.class_scores.clamp_min(_TINY[self.scores.dtype]).log()
+            else:
+                self._log_prob = F.logsigmoid(self.class_scores) if self.multilabel else F.log_softmax(self.scores, 1)
+        return self._log_prob
 
-    @_cached
+    @property
     def prob(self) -> Tensor:
         """(B, K, *S) class probabilities (``exp(log_prob)`` from logits)."""
-        return self.log_prob.exp() if self.from_logits else self.scores
+        if self._prob is None:
+            self._prob = self.log_prob.exp() if self.from_logits else self.class_scores
+        return self._prob
 
-    @_cached
+    @property
     def target(self) -> Tensor:
-        """(B, K, *S) one-hot or soft target, zero at voxels outside ``mask``; formed from a label map on
-        first use."""
-        if self.labels is None:
-            return self.dense_target
-        return one_hot(self.labels, self.num_classes, self.mask, self.scores.dtype)
+        """(B, K, *S) one-hot or soft target, zero at voxels outside ``mask``; formed from a label map (or for
+        multilabel input) on first use."""
+        if self._target is None:
+            if self.multilabel:
+                self._target = complement_first(self.dense_target, 1.0 if self.mask is None else self.mask)
+            elif self.labels is None:
+                self._target = self.dense_target
+            else:
+                self._target = one_hot(self.labels, self.num_classes, self.mask, self.scores.dtype)
+        return self._target
+
+    @property
+    def batch_size(self) -> int:
+        return self.scores.shape[0]
 
     @property
     def num_classes(self) -> int:
-        return self.scores.shape[1]
-
-    @property
-    def foreground_channels(self) -> slice:
-        """Classes that correspond to the input's own channels (all of them for exclusive input)."""
-        return slice(self.num_classes - self.num_problems, None) if self.multilabel else slice(None)
-
-    def voxel_counts(self) -> Tensor:
-        """(B,) number of voxels that count in each sample."""
-        b = self.scores.shape[0]
-        if self.mask is None:
-            return self.scores.new_full((b,), float(self.scores[0, 0].numel()))
-        return self.mask.flatten(1).sum(1)
+        return self.scores.shape[1] * (2 if self.multilabel else 1)
 
 
 def one_hot(labels: Tensor, num_classes: int, mask: Optional[Tensor], dtype: torch.dtype) -> Tensor:
     """(B, K, *S) one-hot target of a (B, 1, *S) integer label map, zero where ``mask`` is 0.
 
     One comparison pass written straight into the float result (faster than a scatter into zeros, and no
-    int64 copy of the labels).
+    int64 copy of the labels). The class indices are formed in the label dtype when it holds all of them,
+    else in int64 (float64 for float labels): in a narrower dtype they would wrap (uint8 class 256 + k
+    would match label k).
     """
-    classes = torch.arange(num_classes, device=labels.device, dtype=labels.dtype)
+    floating = labels.is_floating_point()
+    exact = 2 / torch.finfo(labels.dtype).eps if floating else torch.iinfo(labels.dtype).max
+    wide = torch.float64 if floating else torch.int64
+    classes = torch.arange(num_classes, device=labels.device, dtype=labels.dtype if num_classes - 1 <= exact else wide)
     classes = classes.view(1, num_classes, *([1] * (labels.ndim - 2)))
     shape = (labels.shape[0], num_classes, *labels.shape[2:])
     onehot = torch.eq(labels, classes, out=torch.empty(shape, dtype=dtype, device=labels.device))
@@ -130,21 +140,6 @@ def one_hot(labels: Tensor, num_classes: int, mask: Optional[Tensor], dtype: tor
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64 (gradient checks); everything else is computed in float32 (AMP safety)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def check_unit_interval(name: str, value: float, *, closed_right: bool = True) -> float:
-    """Raise ValueError unless ``value`` is a finite number in [0, 1] (or [0, 1))."""
-    value = float(value)
-    upper_ok = value <= 1.0 if closed_right else value < 1.0
-    if not (value >= 0.0 and upper_ok):
-        raise ValueError(f"{name} must lie in [0, 1{']' if closed_right else ')'}; got {value}")
-    return value
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
-    return value
 
 
 def _is_compiling() -> bool:
@@ -175,6 +170,54 @@ def _label_map(input: Tensor, target: Tensor) -> Optional[Tensor]:
     )
 
 
+def _check_inputs(input: Tensor, from_logits: bool, multilabel: bool, labels: Optional[Tensor], dense: Optional[Tensor],
+                  num_classes: int, ignore_index: Optional[int]) -> None:
+    """Every check of the values of ``input`` and the target (a label map ``labels`` or a ``dense`` target).
+
+    Eager: a ValueError naming the problem and the offending value. Under ``torch.compile`` reading a value
+    back to the host would break the graph (the loss became nine graphs, and ``fullgraph=True`` failed), so
+    the same conditions are asserted inside the graph (:func:`_assert_values`): a compiled loss rejects the
+    same inputs, with a RuntimeError carrying the message without the value.
+    """
+    if _is_compiling():
+        _assert_values(input, from_logits, multilabel, labels, dense, num_classes, ignore_index)
+        return
+    _check_values(input, from_logits, multilabel, labels, num_classes, ignore_index)
+    if dense is not None:
+        _check_dense_target(dense)
+
+
+def _assert_values(input: Tensor, from_logits: bool, multilabel: bool, labels: Optional[Tensor],
+                   dense: Optional[Tensor], num_classes: int, ignore_index: Optional[int]) -> None:
+    """The conditions of :func:`_check_values` and :func:`_check_dense_target` as assertions compiled into
+    the graph (``torch._assert_async``: no host synchronisation; on CUDA a failure is a device-side assert,
+    as for an out-of-range class in torch's cross_entropy)."""
+    conditions = [(torch.isfinite(input).all(), "input contains NaN or Inf values")]
+    if not from_logits:
+        low, high = torch.aminmax(input)
+        conditions.append(((low >= 0) & (high <= 1), "from_logits=False expects probabilities in [0, 1]"))
+        if not multilabel:
+            deviation = (input.sum(1, dtype=torch.float32) - 1).abs().max()
+            conditions.append((deviation <= _sum_tolerance(input.dtype), "from_logits=False with exclusive classes "
+                               "expects probabilities that sum to 1 over the class axis (dim 1)"))
+    if labels is not None and labels.dtype != torch.bool:
+        if labels.is_floating_point():
+            conditions.append((torch.isfinite(labels).all(), "target contains NaN or Inf values"))
+            conditions.append(((labels == labels.round()).all(), "a label-map target must hold integer class indices"))
+        valid = labels if ignore_index is None else labels.masked_fill(_ignored(labels, ignore_index), 0)
+        low, high = torch.aminmax(valid)
+        hint = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
+        conditions.append(((low >= 0) & (high < num_classes),
+                           f"target label values must lie in [0, {num_classes}){hint}"))
+    if dense is not None and dense.dtype != torch.bool:
+        if dense.is_floating_point():
+            conditions.append((torch.isfinite(dense).all(), "target contains NaN or Inf values"))
+        low, high = torch.aminmax(dense)
+        conditions.append(((low >= 0) & (high <= 1), "a one-hot/soft (B, C, *S) target must hold values in [0, 1]"))
+    for condition, message in conditions:
+        torch._assert_async(condition, message)
+
+
 def _check_values(input: Tensor, from_logits: bool, multilabel: bool, labels: Optional[Tensor], num_classes: int,
                   ignore_index: Optional[int]) -> None:
     """Raise ValueError for NaN/Inf input, probabilities out of range, or labels outside [0, C).
@@ -185,9 +228,7 @@ def _check_values(input: Tensor, from_logits: bool, multilabel: bool, labels: Op
     the extremes looked at, to tell an infinity in the input from a sum that overflowed. Probabilities are
     checked by their extremes, which their range check needs anyway.
     """
-    if input.numel() == 0:
-        extremes = []
-    elif from_logits:
+    if from_logits:
         extremes = [input.sum(dtype=compute_dtype(input.dtype))]
     else:
         extremes = list(torch.aminmax(input))
@@ -197,18 +238,16 @@ def _check_values(input: Tensor, from_logits: bool, multilabel: bool, labels: Op
                 raise ValueError("target contains NaN or Inf values")
             if not (labels == labels.round()).all():
                 raise ValueError("a label-map target must hold integer class indices; found fractional values")
-        valid = labels if ignore_index is None else labels.masked_fill(labels == ignore_index, 0)
+        valid = labels if ignore_index is None else labels.masked_fill(_ignored(labels, ignore_index), 0)
         extremes += list(torch.aminmax(valid))
-    if not extremes:
-        return
     # float32 unless the input is float64: exact for labels below 2^24, and MPS has no float64
     dtype = compute_dtype(input.dtype)
     values = torch.stack([v.to(dtype) for v in extremes]).tolist()
-    if from_logits and input.numel() > 0:
+    if from_logits:
         total = values.pop(0)
         if not math.isfinite(total) and not all(math.isfinite(v) for v in torch.aminmax(input)):
             raise ValueError("input contains NaN or Inf values")
-    elif input.numel() > 0:
+    else:
         low, high = values[:2]
         values = values[2:]
         if not (math.isfinite(low) and math.isfinite(high)):
@@ -224,6 +263,16 @@ def _check_values(input: Tensor, from_logits: bool, multilabel: bool, labels: Op
             )
 
 
+def _ignored(labels: Tensor, ignore_index: int) -> Tensor:
+    """Where ``labels`` equal ``ignore_index``: nowhere when the label dtype cannot hold it (torch's comparison
+    would wrap it, and uint8 labels == -1 would match 255)."""
+    if not labels.is_floating_point():
+        info = torch.iinfo(labels.dtype)
+        if not info.min <= ignore_index <= info.max:
+            return torch.zeros_like(labels, dtype=torch.bool)
+    return labels == ignore_index
+
+
 def _check_probabilities(input: Tensor, low: float, high: float, multilabel: bool) -> None:
     if low < 0 or high > 1:
         raise ValueError(
@@ -232,13 +281,17 @@ def _check_probabilities(input: Tensor, low: float, high: float, multilabel: boo
         )
     if not multilabel:
         deviation = (input.sum(1, dtype=torch.float32) - 1).abs().max()
-        tolerance = 1e-2 if input.dtype in (torch.float16, torch.bfloat16) else 1e-3
-        if deviation > tolerance:
+        if deviation > _sum_tolerance(input.dtype):
             raise ValueError(
                 f"from_logits=False with exclusive classes expects probabilities that sum to 1 over the "
                 f"class axis (dim 1); the sums deviate by up to {deviation.item():.4g}. Pass logits with "
                 f"from_logits=True, or use multilabel=True for independent (sigmoid) channels"
             )
+
+
+def _sum_tolerance(dtype: torch.dtype) -> float:
+    """How far probabilities given in ``dtype`` may sum away from 1 (half precision rounds each of them)."""
+    return 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-3
 
 
 def _check_dense_target(target: Tensor) -> None:
@@ -261,7 +314,7 @@ def _mask(mask: Tensor, input: Tensor, dtype: torch.dtype) -> Tensor:
     if tuple(mask.shape) != shape:
         raise ValueError(f"mask shape {tuple(mask.shape)} does not match {shape} (B, 1, *S) for input {tuple(input.shape)}")
     # 0/1: a voxel counts or not (a weighted mask would enter products of the prediction and the target twice)
-    return (mask != 0).to(dtype)
+    return (mask != 0).to(dtype).contiguous()
 
 
 def prepare(
@@ -272,6 +325,7 @@ def prepare(
     multilabel: bool = False,
     ignore_index: Optional[int] = None,
     mask: Optional[Tensor] = None,
+    ddp: bool = False,
 ) -> Prepared:
     """Validate ``input``/``target`` and turn them into a :class:`Prepared` record.
 
@@ -285,6 +339,7 @@ def prepare(
         ignore_index: label value (label-map targets) whose voxels count nowhere.
         mask: optional (B, 1, *S) or (B, *S) map, nonzero where a voxel counts; combined with
             ``ignore_index``. This is how one-hot or multilabel targets carry an ignore region.
+        ddp: recorded in the result (see :class:`Prepared`).
 
     Raises:
         ValueError: naming the problem: shapes, NaN/Inf, probabilities out of range or not summing to 1,
@@ -296,6 +351,11 @@ def prepare(
         raise ValueError(f"input must be (B, C, *spatial) with at least one spatial dim; got shape {tuple(input.shape)}")
     if not input.is_floating_point():
         raise TypeError(f"input must be a floating-point tensor; got {input.dtype}")
+    if input.numel() == 0:
+        # torch's cross_entropy returns NaN (0 / 0) for an empty batch, which would silently poison an
+        # optimiser step; no loss here has a value without a voxel.
+        raise ValueError(f"input of shape {tuple(input.shape)} is empty: a loss needs at least one sample, "
+                         f"one channel and one voxel (an empty batch has no loss)")
     num_channels = input.shape[1]
     if not multilabel and num_channels < 2:
         raise ValueError(
@@ -314,29 +374,24 @@ def prepare(
         )
     exclusive_labels = labels is not None and not multilabel
     dense = None if exclusive_labels else (target if labels is None else labels)
-    if not _is_compiling():
-        _check_values(input, from_logits, multilabel, labels if exclusive_labels else None, num_channels, ignore_index)
-        if not exclusive_labels:
-            _check_dense_target(dense)
+    _check_inputs(input, from_logits, multilabel, labels if exclusive_labels else None, dense, num_channels,
+                  ignore_index)
 
     dtype = compute_dtype(input.dtype)
-    x = input.to(dtype)
+    # The record's tensors are contiguous: strided inputs (Fortran-ordered arrays, permuted or expanded views,
+    # channels_last) are copied once here, contiguous ones are not copied.
+    x = input.to(dtype).contiguous()
     valid = None if mask is None else _mask(mask, input, dtype)
     onehot = None
     if exclusive_labels:
+        labels = (labels.to(torch.uint8) if labels.dtype == torch.bool else labels).contiguous()
         if ignore_index is not None:
-            ignored = labels == ignore_index
-            keep = (~ignored).to(dtype)
+            keep = (~_ignored(labels, ignore_index)).to(dtype)
             valid = keep if valid is None else valid * keep
-        if labels.dtype == torch.bool:
-            labels = labels.to(torch.uint8)
     else:
-        onehot = dense.to(dtype)
+        onehot = dense.to(dtype).contiguous()
         if valid is not None:
             onehot = onehot * valid
 
-    if multilabel:
-        x = torch.cat([-x, x], 1) if from_logits else torch.cat([1 - x, x], 1)
-        onehot = torch.cat([(valid if valid is not None else 1) - onehot, onehot], 1)
     return Prepared(x, valid, num_channels if multilabel else 1, multilabel,
-                    labels=labels if exclusive_labels else None, dense_target=onehot, from_logits=from_logits)
+                    labels=labels if exclusive_labels else None, dense_target=onehot, from_logits=from_logits, ddp=ddp)

@@ -1,46 +1,25 @@
-"""Shared arithmetic: soft confusion sums, their DDP all-gather, reductions and a gradient-safe power.
+"""Shared arithmetic: the per-class statistics of a batch, soft confusion sums, reductions, a safe power.
 
-Soft confusion sums per class ``c`` (spec: Building blocks), over the voxels that count:
-``TP_c = sum_i y_ic p_ic``, ``FP_c = sum_i (1 - y_ic) p_ic``, ``FN_c = sum_i y_ic (1 - p_ic)``.
-They are summed over the spatial axes per sample, or over the batch too with ``batch_dice=True``; under
-``torch.distributed`` the batch sums are all-gathered across ranks (as nnU-Net's batch Dice does), so
-every rank sees the statistics of the global batch.
-
-Every per-voxel sum the Unified Focal family needs is a per-class sum: TP, the predicted and actual
-volumes, and the (focal) cross entropy of each class. :func:`class_statistics` computes them together; for
-a label map and logits in one fused pass with a hand-written backward (:class:`_LabelMapStatistics`).
+A loss asks :func:`class_statistics` once per call for the per-class sums it needs (TP, predicted and
+actual volumes, the focal cross entropy; one fused pass for a label map and logits) and derives every part
+from that :class:`ClassStatistics`. Soft confusion sums (:func:`confusion_sums`) per class ``c`` over the
+counted voxels: ``TP_c = sum_i y_ic p_ic``, ``FP_c = sum_i (1 - y_ic) p_ic``, ``FN_c = sum_i y_ic (1 - p_ic)``,
+per sample, or over the batch with ``batch_dice`` (over all ranks with ``ddp``).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
-from ._inputs import Prepared, check_choice, one_hot
+from ._inputs import Prepared, one_hot
+from ._region_stats import region_statistics
 
-__all__ = [
-    "ClassStatistics",
-    "class_statistics",
-    "ConfusionSums",
-    "confusion_sums",
-    "BatchLoss",
-    "voxel_mean",
-    "counted_mean",
-    "class_mean",
-    "safe_pow",
-    "per_class",
-    "class_table",
-    "scalar_or_table",
-    "REDUCTIONS",
-    "tversky_distance",
-    "class_roles",
-    "check_class_sets",
-]
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -75,8 +54,15 @@ class _AllGatherSum(torch.autograd.Function):
         return grad
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+def _distributed(prep: Prepared) -> bool:
+    """Whether ``prep`` is one rank's share of a batch split over several ranks (asked for with ``ddp=True``)."""
+    return prep.ddp and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _global_share(total: Tensor, prep: Prepared) -> Tensor:
+    """``total`` (no gradient) summed over the ranks and divided by their number under ``ddp``: what a
+    rank divides its own sum by so that the ranks' mean equals the global ratio."""
+    return _AllGatherSum.apply(total.detach()) / dist.get_world_size() if _distributed(prep) else total
 
 
 class ClassStatistics(NamedTuple):
@@ -105,39 +91,26 @@ def class_statistics(
     gamma: Union[float, Sequence[float]] = 0.0,
     voxel_weight: Optional[Tensor] = None,
 ) -> ClassStatistics:
-    """The :class:`ClassStatistics` of ``prep``, the cross entropy only if ``cross_entropy``.
-
-    ``gamma``: focal exponent, one value or one per class (0: plain cross entropy). ``voxel_weight``:
-    (B, 1, *S) weights ``v_i``, or (B, K, *S) per class and voxel (composed path only).
-
-    For an exclusive label map and logits the sums come from one fused pass
-    (:class:`_LabelMapStatistics`); otherwise from the dense probabilities and target. Computed once per
-    batch: the sums without the cross entropy do not depend on its options, so a later call that does not
-    ask for it (a Tversky part after a focal part) reuses an earlier result.
-    """
+    """The :class:`ClassStatistics` of ``prep``, the cross entropy only if ``cross_entropy``, with focal
+    exponent ``gamma`` (one or one per class; 0: plain cross entropy) and voxel weights ``voxel_weight``
+    ((B, 1, *S), or (B, K, *S) per class and voxel, composed path only). From one fused pass for an exclusive
+    label map and logits (:class:`_LabelMapStatistics`), from the sigmoid channels for region logits
+    (:func:`unifocal.losses._region_stats.region_statistics`), else from the dense probabilities and target."""
     exponents = _exponents(gamma, prep.num_classes)
-    known = prep.__dict__.setdefault("_class_statistics", {})
-    key = exponents if cross_entropy else None
-    if voxel_weight is None:
-        if key in known:
-            return known[key]
-        if key is None and known:
-            return next(iter(known.values()))
     if voxel_weight is not None and voxel_weight.ndim == prep.scores.ndim - 1:
         voxel_weight = voxel_weight.unsqueeze(1)
-    fused = prep.labels is not None and prep.from_logits and (voxel_weight is None or voxel_weight.shape[1] == 1)
-    if fused:
-        exponent = exponents[0] if len(exponents) == 1 else exponents
-        weight = None if voxel_weight is None else voxel_weight.to(prep.scores.dtype)
-        # Autocast would run the batched products in half precision; the sums must stay in the compute dtype.
-        with torch.autocast(prep.scores.device.type, enabled=False):
-            stats = ClassStatistics(*_LabelMapStatistics.apply(prep.scores, prep.labels, prep.mask, exponent, weight,
-                                                               cross_entropy))
-    else:
-        stats = _composed_statistics(prep, cross_entropy, exponents, voxel_weight)
-    if voxel_weight is None:
-        known[key] = stats
-    return stats
+    fused = prep.from_logits and (voxel_weight is None or voxel_weight.shape[1] == 1)
+    if not fused or (prep.labels is None and not prep.multilabel):
+        return _composed_statistics(prep, cross_entropy, exponents, voxel_weight)
+    weight = None if voxel_weight is None else voxel_weight.to(prep.scores.dtype)
+    if prep.multilabel:
+        return ClassStatistics(*region_statistics(prep.scores, prep.dense_target, prep.mask, exponents, weight,
+                                                  cross_entropy))
+    exponent = exponents[0] if len(exponents) == 1 else exponents
+    # Autocast would run the batched products in half precision; the sums must stay in the compute dtype.
+    with torch.autocast(prep.scores.device.type, enabled=False):
+        return ClassStatistics(*_LabelMapStatistics.apply(prep.scores, prep.labels, prep.mask, exponent, weight,
+                                                          cross_entropy))
 
 
 def _composed_statistics(prep: Prepared, cross_entropy: bool, exponents: tuple[float, ...],
@@ -160,10 +133,28 @@ def _composed_statistics(prep: Prepared, cross_entropy: bool, exponents: tuple[f
     return ClassStatistics(predicted, sums(target * prob), sums(target.detach()), cross_entropy_sums)
 
 
+def _first_order(backward: Callable) -> Callable:
+    """A hand-written backward that runs without building a graph and refuses double backward
+    (``create_graph=True``) with a clear error, where torch's ``once_differentiable`` returns gradients
+    silently treated as constants when the incoming gradients need none."""
+
+    def checked(ctx, *grads):
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            raise RuntimeError("the fused statistics of unifocal.losses do not support double backward "
+                               "(create_graph=True, gradient penalties); compute such terms with another loss")
+        # autocast would run the batched products in half precision; the gradients stay in the compute dtype
+        device = next((g.device.type for g in grads if g is not None), "cpu")
+        with torch.no_grad(), torch.autocast(device, enabled=False):
+            return backward(ctx, *grads)
+
+    return checked
+
+
 class _DenseFocalSums(torch.autograd.Function):
     """(B, K) sums ``sum_i w_ic (-log p_ic) (1 - p_ic)^gamma_c`` for a dense weight ``w`` (target times voxel
-    weights, no gradient), with the derivative of :func:`_focal_term`; keeps one (B, K, *S) tensor for the
-    backward (autograd's chain of the same formula keeps several)."""
+    weights, no gradient); keeps one (B, K, *S) tensor for the backward (autograd's chain of the same
+    formula keeps several) and bounds the derivative where ``1 - p`` has lost its digits
+    (:func:`_focal_term`). Double backward is not supported."""
 
     @staticmethod
     def forward(ctx, log_prob: Tensor, weight: Tensor, exponent: Union[float, Tensor]) -> Tensor:
@@ -172,8 +163,9 @@ class _DenseFocalSums(torch.autograd.Function):
         return terms.mul_(weight).flatten(2).sum(2)
 
     @staticmethod
-    @once_differentiable
+    @_first_order
     def backward(ctx, grad: Tensor):
+        # dL/d(log p_ic) = G_bc w_ic (1 - p_ic)^gamma_c (gamma_c r_ic - 1),  r = p log p / (1 - p)  (_focal_term)
         (slope,) = ctx.saved_tensors
         return slope * grad.view(*grad.shape, *([1] * (slope.ndim - 2))), None, None
 
@@ -186,15 +178,10 @@ class _LabelMapStatistics(torch.autograd.Function):
     per voxel), and the per-class sums are batched matrix products with ``y``:
     ``true_positive_c = sum_i y_ic p_ti``, ``cross_entropy_c = sum_i y_ic v_i (1 - p_ti)^gamma_ti (-log p_ti)``.
 
-    Backward, with ``G``, ``T`` and ``E`` the gradients of the loss with respect to the predicted,
-    true-positive and cross-entropy sums, ``g_i = dL/d(log p_ti) = T_ti p_ti + E_ti dterm_i/d(log p_ti)``:
-
-        dL/dx_ic = g_i y_ic + p_ic (m_i (G_c - sum_k G_k p_ik) - g_i)
-
-    written into the buffer of the one-hot target, which is then no longer needed (it is rebuilt from the
-    labels if the graph is run backward again). The forward keeps ``p``, ``y`` and two voxel maps; the
-    focal term's derivative is :func:`_focal_term`'s. A composed autograd graph of the same sums keeps
-    several (B, K, *S) tensors and writes many more.
+    Everything the backward needs is saved through ``save_for_backward`` (saved-tensor hooks such as
+    ``save_on_cpu`` and checkpointing see it); the one-hot target is rebuilt from the labels in the backward,
+    where its buffer becomes the gradient. Double backward is not supported (a clear error),
+    nor are the ``torch.func`` transforms (torch raises: the function has no ``setup_context``).
     """
 
     @staticmethod
@@ -228,7 +215,6 @@ class _LabelMapStatistics(torch.autograd.Function):
                 terms.mul_(voxel_weight)
                 term_slope = voxel_weight.neg() if term_slope is None else term_slope.mul_(voxel_weight)
         ctx.save_for_backward(prob, labels, mask, pt, term_slope)
-        ctx.onehot, ctx.device_type = onehot, logits.device.type
         true_positive = class_sums(pt)
         actual = flat_onehot.sum(2)
         ctx.mark_non_differentiable(actual)
@@ -236,18 +222,14 @@ class _LabelMapStatistics(torch.autograd.Function):
         return predicted, true_positive, actual, None if terms is None else class_sums(terms)
 
     @staticmethod
-    @once_differentiable
+    @_first_order
     def backward(ctx, grad_predicted: Optional[Tensor], grad_tp: Optional[Tensor], _, grad_ce: Optional[Tensor]):
-        with torch.autocast(ctx.device_type, enabled=False):
-            return _LabelMapStatistics._backward(ctx, grad_predicted, grad_tp, grad_ce)
-
-    @staticmethod
-    def _backward(ctx, grad_predicted: Optional[Tensor], grad_tp: Optional[Tensor], grad_ce: Optional[Tensor]):
+        # With G, T, E the gradients of the loss w.r.t. the predicted, true-positive and cross-entropy sums,
+        # m the mask and g_i = dL/d(log p_ti) = T_ti p_ti + E_ti dterm_i/d(log p_ti) (term slope: _focal_term):
+        #     dL/dx_ic = g_i y_ic + p_ic (m_i (G_c - sum_k G_k p_ik) - g_i)
         prob, labels, mask, pt, term_slope = ctx.saved_tensors
         b, k = prob.shape[:2]
-        onehot, ctx.onehot = ctx.onehot, None
-        if onehot is None:  # a second backward through the same graph (retain_graph)
-            onehot = one_hot(labels, k, mask, prob.dtype)
+        onehot = one_hot(labels, k, mask, prob.dtype)
         tables = [t for t in (grad_tp, grad_ce) if t is not None]
         at_voxel = None  # g above, (B, 1, *S)
         if tables:
@@ -318,56 +300,51 @@ def _at_target(values: Tensor, onehot: Tensor) -> Tensor:
     return result
 
 
-def confusion_sums(prep: Prepared, batch_dice: bool = False, classes: Union[slice, Tensor, None] = None) -> ConfusionSums:
-    """Soft TP/FP/FN of ``prep`` per sample (B, K), or over the (global, under DDP) batch (1, K).
+def confusion_sums(stats: ClassStatistics, prep: Prepared, batch_dice: bool = False,
+                   classes: Union[slice, Tensor, None] = None) -> ConfusionSums:
+    """Soft TP/FP/FN per sample (B, K), or over the batch (1, K), from the TP and the predicted and actual
+    volumes of ``stats``; with ``ddp`` the batch sums are those of the global batch (all-reduced, and in
+    the backward the gradients of all ranks summed, like nnU-Net's AllGatherGrad).
 
-    ``classes`` selects classes first (e.g. ``prep.foreground_channels``); all classes by default.
-    FP and FN are derived from TP and the predicted and actual volumes of :func:`class_statistics`.
+    ``classes`` selects classes first; all classes by default.
     """
-    stats = class_statistics(prep)
     stacked = torch.stack([stats.true_positive, stats.predicted, stats.actual])
     if classes is not None:
         stacked = stacked[:, :, classes]
     if batch_dice:
         stacked = stacked.sum(1, keepdim=True)
-        if _distributed():
+        if _distributed(prep):
             stacked = _AllGatherSum.apply(stacked)
     tp, predicted, actual = stacked.unbind(0)
     return ConfusionSums(tp, (predicted - tp).clamp_min(0), (actual - tp).clamp_min(0))
 
 
-class BatchLoss:
-    """A loss value in both reduced forms: ``mean`` (scalar, as the loss defines its batch mean) and
-    ``per_sample`` (B,). Each form is computed only when read, so a loss reduced one way builds no graph
-    for the other. Parts combine linearly: ``a.scaled(w1).plus(b.scaled(w2))``."""
+class BatchLoss(NamedTuple):
+    """A loss value in both reduced forms, each computed only when called, so a loss reduced one way builds
+    no graph for the other: ``mean()`` (scalar, the batch mean as the loss defines it) and ``per_sample()``
+    (B,). Parts combine linearly (:func:`weighted_sum`)."""
 
-    __slots__ = ("_mean", "_per_sample")
-
-    def __init__(self, mean: Callable[[], Tensor], per_sample: Callable[[], Tensor]) -> None:
-        self._mean, self._per_sample = mean, per_sample
-
-    @property
-    def mean(self) -> Tensor:
-        return self._mean()
-
-    @property
-    def per_sample(self) -> Tensor:
-        return self._per_sample()
+    mean: Callable[[], Tensor]
+    per_sample: Callable[[], Tensor]
 
     def scaled(self, factor: float) -> "BatchLoss":
-        return BatchLoss(lambda: self.mean * factor, lambda: self.per_sample * factor)
+        return BatchLoss(lambda: self.mean() * factor, lambda: self.per_sample() * factor)
 
     def plus(self, other: "BatchLoss") -> "BatchLoss":
-        return BatchLoss(lambda: self.mean + other.mean, lambda: self.per_sample + other.per_sample)
+        return BatchLoss(lambda: self.mean() + other.mean(), lambda: self.per_sample() + other.per_sample())
 
     def reduce(self, reduction: str) -> Tensor:
         """"mean": the batch mean; "sum": sum of the per-sample values; "none": per-sample values (B,)."""
-        check_choice("reduction", reduction, REDUCTIONS)
         if reduction == "mean":
-            return self.mean
-        if reduction == "sum":
-            return self.per_sample.sum()
-        return self.per_sample
+            return self.mean()
+        return self.per_sample().sum() if reduction == "sum" else self.per_sample()
+
+
+def weighted_sum(parts: Sequence[tuple[float, Callable[[], BatchLoss]]]) -> BatchLoss:
+    """``sum_j w_j part_j`` of the parts whose weight is not 0 (a part with weight 0 is not computed; with
+    every weight 0 the first part, times 0)."""
+    kept = [part().scaled(w) for w, part in parts if w != 0] or [parts[0][1]().scaled(0.0)]
+    return functools.reduce(BatchLoss.plus, kept)
 
 
 def voxel_mean(per_voxel: Tensor, prep: Prepared) -> BatchLoss:
@@ -375,17 +352,24 @@ def voxel_mean(per_voxel: Tensor, prep: Prepared) -> BatchLoss:
     return counted_mean(per_voxel.flatten(1).sum(1), prep)
 
 
-def counted_mean(sums: Tensor, prep: Prepared) -> BatchLoss:
-    """Voxel mean from (B,) per-sample sums over the voxels that count.
+def counted_mean(sums: Tensor, prep: Prepared, totals: Optional[Tensor] = None) -> BatchLoss:
+    """Mean from (B,) per-sample sums over the voxels that count.
 
-    ``mean`` divides by all counted voxels of the batch (as nnU-Net's and torch's cross entropy do);
-    ``per_sample`` divides each sample by its own count. A sample without counted voxels gives 0.
+    ``mean`` divides by the total of the batch: the number of counted voxels (as nnU-Net's and torch's cross
+    entropy do) or the (B,) per-sample ``totals`` given (torch's class-weighted mean divides by the summed
+    weights of the targets); with ``ddp`` the total of the global batch, shared out over the ranks.
+    ``per_sample`` divides each sample by its own total. A sample without counted voxels gives 0.
     """
-    if prep.mask is None:
+    if totals is None and prep.mask is None and not _distributed(prep):
         count = prep.scores[0, 0].numel()
         return BatchLoss(lambda: sums.sum() / (count * sums.shape[0]), lambda: sums / count)
-    counts = prep.voxel_counts()
-    return BatchLoss(lambda: sums.sum() / counts.sum().clamp_min(1), lambda: sums / counts.clamp_min(1))
+    if totals is None:
+        totals = prep.scores.new_full((prep.batch_size,), float(prep.scores[0, 0].numel())) if prep.mask is None \
+            else prep.mask.flatten(1).sum(1)
+    totals = totals.detach()
+    tiny = torch.finfo(totals.dtype).tiny
+    return BatchLoss(lambda: sums.sum() / _global_share(totals.sum(), prep).clamp_min(tiny),
+                     lambda: sums / totals.clamp_min(tiny))
 
 
 def class_mean(per_class_loss: Tensor, batch_size: int) -> BatchLoss:
@@ -407,41 +391,16 @@ def _power(base: Tensor, exponent: Union[float, Tensor]) -> Tensor:
     return log.exp_().nan_to_num_(nan=1.0)
 
 
-def _power_slope(base: Tensor, power: Tensor, exponent: Union[float, Tensor]) -> Tensor:
-    """Derivative of ``power = base ** exponent`` as safe_pow defines it: ``exponent * power / base`` (that
-    is ``exponent * base ** (exponent - 1)``) where ``base >= _POW_FLOOR``, 0 below. Overwrites ``base``:
-    its buffer becomes the slope."""
-    below = base < _POW_FLOOR
-    return torch.div(power, base.clamp_min_(_POW_FLOOR), out=base).mul_(exponent).masked_fill_(below, 0)
-
-
-class _SafePow(torch.autograd.Function):
-    """:func:`safe_pow` with the power computed once and reused by the backward; no gradient for the
-    exponent (a hyperparameter)."""
-
-    @staticmethod
-    def forward(ctx, base: Tensor, exponent: Union[float, Tensor]) -> Tensor:
-        power = _power(base, exponent)
-        ctx.exponent = exponent if not isinstance(exponent, Tensor) else None
-        ctx.save_for_backward(base, power, exponent if isinstance(exponent, Tensor) else None)
-        return power
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor):
-        base, power, exponent = ctx.saved_tensors
-        exponent = ctx.exponent if exponent is None else exponent
-        return (grad * _power_slope(base.clone(), power, exponent)).sum_to_size(base.shape), None
-
-
 def safe_pow(base: Tensor, exponent: Union[float, Tensor]) -> Tensor:
     """``base ** exponent`` for base in [0, 1], with its value (to round-off) but a bounded gradient.
 
     ``x ** e`` with ``e < 1`` has an infinite derivative at 0 (a perfect prediction, TI -> 1, or a
-    saturated probability p -> 1): below ``_POW_FLOOR`` the gradient is stopped instead. The exponent
-    gets no gradient.
+    saturated probability p -> 1): below ``_POW_FLOOR`` the gradient is stopped instead (the exact power
+    of the detached base). The exponent gets no gradient. Plain autograd: the bases are per-class sums
+    or one voxel map, where a hand-written backward saves nothing measurable.
     """
-    return _SafePow.apply(base, exponent)
+    below = base.detach() < _POW_FLOOR
+    return torch.where(below, base.detach().pow(exponent), base.clamp_min(_POW_FLOOR).pow(exponent))
 
 
 def per_class(value: Union[float, Sequence[float]], prep: Prepared, name: str) -> tuple[float, ...]:
@@ -469,30 +428,21 @@ def scalar_or_table(values: Sequence[float], like: Tensor) -> Union[float, Tenso
 
 
 def tversky_distance(sums: ConfusionSums, fp_weight: float, fn_weight: float, smooth: float) -> Tensor:
-    """``1 - TI`` with ``TI = (TP + s) / (TP + fp_weight FP + fn_weight FN + s)``.
-
-    Computed as ``(a FP + b FN) / (TP + a FP + b FN + s)`` so that it stays exact as TI -> 1, where
-    ``1 - TI`` would cancel. Weights 0.5/0.5 give the Dice loss (with smoothing 2s in the usual form),
-    1/1 the Jaccard loss.
-    """
+    """``1 - TI`` with ``TI = (TP + s) / (TP + fp_weight FP + fn_weight FN + s)``, computed as
+    ``(a FP + b FN) / (TP + a FP + b FN + s)``, exact as TI -> 1 where ``1 - TI`` would cancel."""
     errors = fp_weight * sums.fp + fn_weight * sums.fn
     return errors / (sums.tp + errors + smooth)
 
 
-def class_roles(prep: Prepared, common_classes, rare_classes) -> tuple[bool, ...]:
+def class_roles(prep: Prepared, common_classes=None, rare_classes=None) -> tuple[bool, ...]:
     """One flag per class of ``prep``: True for rare classes.
 
     Exclusive classes: ``common_classes`` default to (0,) (the background) and ``rare_classes`` to
     the rest; giving one set makes the other its complement; giving both requires a partition.
-    Multilabel input: each channel is rare and its complement common; the sets must be left unset.
+    Multilabel input: each channel is rare and its complement common (the sets are unset there).
     """
     k = prep.num_classes
     if prep.multilabel:
-        if common_classes is not None or rare_classes is not None:
-            raise ValueError(
-                "common_classes/rare_classes apply to exclusive classes; with multilabel=True every channel is "
-                "its own binary problem (its complement common, the channel rare)"
-            )
         return (False,) * prep.num_problems + (True,) * prep.num_problems
     for name, classes in (("common_classes", common_classes), ("rare_classes", rare_classes)):
         if classes is not None and any(c >= k for c in classes):
@@ -509,17 +459,17 @@ def class_roles(prep: Prepared, common_classes, rare_classes) -> tuple[bool, ...
     return tuple(c in rare_set for c in range(k))
 
 
-def check_class_sets(common_classes, rare_classes) -> tuple:
-    """Validate class index sets at construction time; returns them as tuples (or None)."""
-    sets = []
-    for name, classes in (("common_classes", common_classes), ("rare_classes", rare_classes)):
-        if classes is None:
-            sets.append(None)
-            continue
-        classes = tuple(int(c) for c in classes)
-        if any(c < 0 for c in classes) or len(set(classes)) != len(classes):
-            raise ValueError(f"{name} must hold distinct non-negative class indices; got {classes}")
-        sets.append(classes)
-    if sets[0] is not None and sets[1] is not None and set(sets[0]) & set(sets[1]):
-        raise ValueError(f"common_classes {sets[0]} and rare_classes {sets[1]} overlap: {sorted(set(sets[0]) & set(sets[1]))}")
-    return tuple(sets)
+def role_weights(rare: Sequence[bool], rare_weight: float, common_weight: float) -> tuple[float, ...]:
+    """Per-class weights from :func:`class_roles`: ``rare_weight`` on rare classes, ``common_weight`` on common."""
+    return tuple(rare_weight if is_rare else common_weight for is_rare in rare)
+
+
+def region_classes(prep: Prepared, include_background: bool = True) -> slice:
+    """The classes of ``prep`` that stand for the input's channels (not the complements of multilabel
+    input), less channel 0 if so asked (the background with exclusive classes, as MONAI does in both modes)."""
+    start = prep.num_classes - prep.num_problems if prep.multilabel else 0
+    if include_background:
+        return slice(start, None)
+    if prep.num_classes - start < 2:
+        raise ValueError("include_background=False leaves no channel: the input has a single channel")
+    return slice(start + 1, None)

@@ -5,20 +5,13 @@
     boundary loss (Kervadec 2019):            L = (1/N) sum_i mean_{c >= 1} phi_ic p_ic, phi signed distance
     Hausdorff DT loss (Karimi 2019):          L = (1/N) sum_i mean_c (p_ic - y_ic)^2 (dp_ic^a + dy_ic^a)
 
-Distance maps. Every map is computed from binary regions with ``scipy.ndimage.distance_transform_edt``
-(``sampling=spacing``: pass the voxel spacing to measure in physical units) on the CPU, once per batch,
-and carries no gradient. The regions are the target's classes (``y > 0.5`` of the prepared one-hot
-target: label ``c`` for exclusive classes, each channel and its complement with ``multilabel=True``) and,
-for the Hausdorff loss only, the prediction thresholded at ``p > 0.5``. Per region:
-
-- ``inside``: at a voxel of the region, the distance to the nearest voxel outside it (one voxel spacing
-  on the region's contour); 0 elsewhere.
-- ``outside``: at a voxel outside the region, the distance to the nearest voxel of it; 0 inside.
-
-A region that is empty or fills the whole sample has no contour: both maps are 0 there (as in MONAI and
-Kervadec's code), so these losses stay finite with finite gradients on all-background samples and on
-absent classes. What that means for each loss is in its docstring. Ignored voxels (``ignore_index`` /
-``mask``) belong to no region (they border every class, like an unknown label) and contribute no loss.
+Distance maps come from binary regions with ``scipy.ndimage.distance_transform_edt`` (``sampling=spacing``
+for physical units), on the CPU, once per batch, without gradient: the target's classes (``y > 0.5``; each
+channel and its complement with ``multilabel=True``) and, for the Hausdorff loss, the prediction at
+``p > 0.5``. ``inside``: at a voxel of a region, the distance to the nearest voxel outside it (one spacing on
+the contour), 0 elsewhere; ``outside``: at a voxel outside, the distance to the region, 0 inside. An empty or
+full region has no contour and both maps 0, so the losses stay finite on absent classes. Ignored voxels
+belong to no region and contribute no loss. Choices and peers: docs/losses-literature.md.
 """
 
 from __future__ import annotations
@@ -30,50 +23,37 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
-from ._inputs import Prepared, check_choice, prepare
-from ._stats import REDUCTIONS, BatchLoss, class_roles, voxel_mean
-from .distribution import _LossModule, modulated_cross_entropy
-from .region import region_classes
+from ._base import SegmentationLoss, check_bool, check_number, check_numbers, functional
+from ._inputs import Prepared
+from ._stats import BatchLoss, class_roles, class_statistics, region_classes, voxel_mean
+from .distribution import modulated_cross_entropy
 
-__all__ = [
-    "check_spacing",
-    "region_distances",
-    "distance_penalized_cross_entropy",
-    "distance_penalized_ce_loss",
-    "shape_aware",
-    "shape_aware_loss",
-    "boundary",
-    "boundary_loss",
-    "hausdorff_dt",
-    "hausdorff_dt_loss",
-    "DistancePenalizedCELoss",
-    "ShapeAwareLoss",
-    "BoundaryLoss",
-    "HausdorffDTLoss",
-]
+__all__ = ["DistancePenalizedCELoss", "ShapeAwareLoss", "BoundaryLoss", "HausdorffDTLoss",
+           "distance_penalized_ce_loss", "shape_aware_loss", "boundary_loss", "hausdorff_dt_loss"]
 
 Spacing = Optional[Sequence[float]]
 
-
-def check_spacing(spacing: Spacing) -> Optional[tuple]:
-    """None, or a sequence of finite spacings > 0 (one per spatial axis); returned as a tuple."""
-    if spacing is None:
-        return None
-    if isinstance(spacing, (int, float)):
-        raise ValueError(f"spacing must be a sequence with one value per spatial axis; got {spacing!r}")
-    values = tuple(float(s) for s in spacing)
-    if not values or any(not 0 < s < float("inf") for s in values):
-        raise ValueError(f"spacing must hold finite values > 0, one per spatial axis; got {spacing!r}")
-    return values
+_COMMON_ARGS = """
+        spacing: optional voxel spacing, one value > 0 per spatial axis, for distances in physical units
+            (default: one voxel = 1).
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss
+            (:class:`~unifocal.losses._base.SegmentationLoss`); "mean" is over all counted voxels of the batch.
+"""
 
 
-def _spacing_for(prep: Prepared, spacing: Spacing) -> Optional[tuple]:
-    spacing = check_spacing(spacing)
-    spatial = prep.prob.ndim - 2
-    if spacing is not None and len(spacing) != spatial:
-        raise ValueError(f"spacing has {len(spacing)} values but the input has {spatial} spatial axes "
-                         f"(shape {tuple(prep.prob.shape)})")
-    return spacing
+class _DistanceLoss(SegmentationLoss):
+    """A loss with distance maps of the target: the voxel ``spacing`` they are measured in."""
+
+    def __init__(self, spacing: Spacing = None, **options) -> None:
+        super().__init__(**options)
+        self.spacing = None if spacing is None else check_numbers("spacing", spacing, 0.0, low_open=True, scalar=False)
+
+    def spacing_for(self, prep: Prepared) -> Optional[tuple]:
+        spatial = prep.scores.ndim - 2
+        if self.spacing is not None and len(self.spacing) != spatial:
+            raise ValueError(f"spacing has {len(self.spacing)} values but the input has {spatial} spatial axes "
+                             f"(shape {tuple(prep.scores.shape)})")
+        return self.spacing
 
 
 @torch.no_grad()
@@ -104,299 +84,128 @@ def region_distances(
     return back(inside), None if beyond is None else back(beyond), back(has_contour)
 
 
-def _expand(per_region: Tensor, ndim: int) -> Tensor:
-    return per_region.view(*per_region.shape, *([1] * (ndim - 2)))
-
-
 def _distance_weighted_ce(prep: Prepared, penalty: Tensor) -> BatchLoss:
-    """Cross entropy with weight ``1 + penalty`` where ``penalty`` (B, K, *S) is a map per target region.
-
-    Exclusive classes: every voxel lies in one region, so the maps add up to one voxel map, passed as
-    ``modulated_cross_entropy``'s voxel weight. Multilabel: each channel's binary cross entropy has its own
-    map (channel and complement regions), a weight per class and voxel.
-    """
-    if prep.multilabel:
-        return modulated_cross_entropy(prep, voxel_weight=1 + penalty)
-    return modulated_cross_entropy(prep, voxel_weight=1 + penalty.sum(1, keepdim=True))
+    """Cross entropy with weight ``1 + penalty``, ``penalty`` (B, K, *S) a map per target region: summed to
+    one voxel map for exclusive classes (each voxel lies in one region), per class and voxel for multilabel."""
+    weight = 1 + (penalty if prep.multilabel else penalty.sum(1, keepdim=True))
+    return modulated_cross_entropy(class_statistics(prep, cross_entropy=True, voxel_weight=weight), prep)
 
 
-# --- Distance-map penalised cross entropy ----------------------------------------------------------------------
-
-
-def distance_penalized_cross_entropy(prep: Prepared, *, spacing: Spacing = None) -> BatchLoss:
-    """Distance-map penalised cross entropy on a prepared batch (see :class:`DistancePenalizedCELoss`)."""
-    spacing = _spacing_for(prep, spacing)
-    regions = prep.target > 0.5
-    inside, _, has_contour = region_distances(regions, spacing, outside=False, dtype=prep.prob.dtype)
-    has_contour = _expand(has_contour, inside.ndim)
-    dims = tuple(range(2, inside.ndim))
-    far = inside.amax(dims, keepdim=True)
-    near = torch.where(regions, inside, torch.full_like(inside, float("inf"))).amin(dims, keepdim=True)
-    near = torch.where(has_contour, near, torch.zeros_like(near))
-    span = far - near
-    scaled = 1 - (inside - near) / span.clamp_min(torch.finfo(span.dtype).tiny)
-    penalty = torch.where(span > 0, scaled, torch.ones_like(scaled))
-    penalty = torch.where(regions & has_contour, penalty, torch.zeros_like(penalty))
-    return _distance_weighted_ce(prep, penalty)
-
-
-def distance_penalized_ce_loss(
-    input: Tensor,
-    target: Tensor,
-    *,
-    spacing: Spacing = None,
-    from_logits: bool = True,
-    multilabel: bool = False,
-    ignore_index: Optional[int] = None,
-    mask: Optional[Tensor] = None,
-    reduction: str = "mean",
-) -> Tensor:
-    """Functional form of :class:`DistancePenalizedCELoss`."""
-    check_choice("reduction", reduction, REDUCTIONS)
-    check_spacing(spacing)
-    prep = prepare(input, target, from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index, mask=mask)
-    return distance_penalized_cross_entropy(prep, spacing=spacing).reduce(reduction)
-
-
-_COMMON_ARGS = """
-        spacing: optional voxel spacing, one value per spatial axis, for distances in physical units
-            (default: one voxel = 1).
-        from_logits: input holds logits (default) rather than probabilities.
-        multilabel: independent sigmoid channels (regions) instead of softmax classes.
-        ignore_index: label value to ignore (label-map targets); ``forward(..., mask=)`` for others.
-        reduction: "mean" (over all counted voxels of the batch), "sum" or "none" (per-sample means, (B,)).
-"""
-
-
-class DistancePenalizedCELoss(_LossModule):
+class DistancePenalizedCELoss(_DistanceLoss):
     __doc__ = r"""Distance-map penalised cross entropy (Caliva, Iriondo, Martinez, Majumdar, Pedoia, "Distance map
     loss penalty term for semantic segmentation", MIDL 2019).
 
     .. math:: L = -\frac{1}{N} \sum_i (1 + D_i) \sum_c y_{ic} \log p_{ic}, \qquad
               D_i = 1 - \frac{d_i - d_{min}}{d_{max} - d_{min}}
 
-    ``d_i`` is the distance from voxel ``i`` to the nearest voxel of another label (the ``inside`` map of
-    its target region, module docstring) and ``d_min, d_max`` its extremes over that region, per sample:
-    the inverted, normalised distance map, 1 on the region's contour falling to 0 at its deepest voxels,
-    so voxels at the boundaries count up to twice. Ma et al.'s SegLoss code normalises ``(d_max - d)/d_max``
-    instead, which gives the contour ``1 - 1/d_max`` and a one-voxel-thin structure no penalty at all; here
-    such a structure is all contour (``D = 1``). A region without contour (a class filling the sample, e.g.
-    the background of an all-background sample) gets ``D = 0``: plain cross entropy. With
-    ``multilabel=True`` each channel's binary cross entropy uses the maps of the channel and its complement.
+    ``d_i`` is the ``inside`` distance of voxel ``i`` in its target region and ``d_min, d_max`` its extremes
+    over the region, per sample: 1 on the contour falling to 0 at the deepest voxels. SegLossOdyssey's
+    ``compute_edts_forPenalizedLoss`` computes the same map but gives NaN (0 / 0) on a one-voxel-thin
+    structure, which here is all contour (``D = 1``). A region without contour gets ``D = 0``.
 
     Args:""" + _COMMON_ARGS
 
-    def __init__(self, spacing: Spacing = None, from_logits: bool = True, multilabel: bool = False,
-                 ignore_index: Optional[int] = None, reduction: str = "mean") -> None:
-        super().__init__(spacing=check_spacing(spacing), from_logits=from_logits, multilabel=multilabel,
-                         ignore_index=ignore_index, reduction=reduction)
-
-    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        return distance_penalized_ce_loss(input, target, mask=mask, **self.options)
-
-
-# --- Shape-aware cross entropy ---------------------------------------------------------------------------------
-
-
-def shape_aware(prep: Prepared, *, spacing: Spacing = None) -> BatchLoss:
-    """Shape-aware cross entropy on a prepared batch (see :class:`ShapeAwareLoss`)."""
-    spacing = _spacing_for(prep, spacing)
-    inside, _, _ = region_distances(prep.target > 0.5, spacing, outside=False, dtype=prep.prob.dtype)
-    return _distance_weighted_ce(prep, inside)
+    def compute(self, prep: Prepared) -> BatchLoss:
+        regions = prep.target > 0.5
+        inside, _, has_contour = region_distances(regions, self.spacing_for(prep), outside=False, dtype=prep.prob.dtype)
+        has_contour = has_contour[(...,) + (None,) * (inside.ndim - 2)]
+        dims = tuple(range(2, inside.ndim))
+        far = inside.amax(dims, keepdim=True)
+        near = torch.where(regions, inside, torch.full_like(inside, float("inf"))).amin(dims, keepdim=True)
+        near = torch.where(has_contour, near, torch.zeros_like(near))
+        span = far - near
+        scaled = 1 - (inside - near) / span.clamp_min(torch.finfo(span.dtype).tiny)
+        penalty = torch.where(span > 0, scaled, torch.ones_like(scaled))
+        penalty = torch.where(regions & has_contour, penalty, torch.zeros_like(penalty))
+        return _distance_weighted_ce(prep, penalty)
 
 
-def shape_aware_loss(
-    input: Tensor,
-    target: Tensor,
-    *,
-    spacing: Spacing = None,
-    from_logits: bool = True,
-    multilabel: bool = False,
-    ignore_index: Optional[int] = None,
-    mask: Optional[Tensor] = None,
-    reduction: str = "mean",
-) -> Tensor:
-    """Functional form of :class:`ShapeAwareLoss`."""
-    check_choice("reduction", reduction, REDUCTIONS)
-    check_spacing(spacing)
-    prep = prepare(input, target, from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index, mask=mask)
-    return shape_aware(prep, spacing=spacing).reduce(reduction)
-
-
-class ShapeAwareLoss(_LossModule):
+class ShapeAwareLoss(_DistanceLoss):
     __doc__ = r"""Shape-aware loss: cross entropy weighted by the distance to the ground-truth contour (after
     Hayder, He, Salzmann, "Boundary-aware instance segmentation", CVPR 2017, in the form of Jadon's survey,
     CIBCB 2020: :math:`L = \sum_i CE_i + \sum_i E_i\, CE_i`).
 
     .. math:: L = -\frac{1}{N} \sum_i (1 + d_i) \sum_c y_{ic} \log p_{ic}
 
-    ``d_i`` is the distance from voxel ``i`` to the nearest voxel of another target label (one voxel
-    spacing on the contour, growing away from it; in physical units with ``spacing``). Confident correct
-    voxels cost little whatever their weight, so the weight acts on errors: a false positive far from the
-    object, or a hole deep inside it, costs more than a misplaced boundary voxel, which steers training
-    towards the right shape. The weights are not normalised (their scale is the structure size: with
-    large structures consider a smaller learning rate or combining with a region loss). A sample with a
-    single label has no contour and gives plain cross entropy. With ``multilabel=True`` each channel's
-    binary cross entropy uses the maps of the channel and its complement.
+    ``d_i`` is the ``inside`` distance of voxel ``i`` in its target region (not normalised: its scale is the
+    structure size), so errors far from the contour (a far false positive, a hole deep inside) cost most.
+    Jadon defines ``E_i`` through the predicted contour; here the weight depends on the target only, so no
+    thresholded prediction (without gradient, jumping between steps) enters the loss and a sample's weights
+    stay fixed; :class:`HausdorffDTLoss` uses both contours. A sample with a single label gives plain CE.
 
     Args:""" + _COMMON_ARGS
 
-    def __init__(self, spacing: Spacing = None, from_logits: bool = True, multilabel: bool = False,
-                 ignore_index: Optional[int] = None, reduction: str = "mean") -> None:
-        super().__init__(spacing=check_spacing(spacing), from_logits=from_logits, multilabel=multilabel,
-                         ignore_index=ignore_index, reduction=reduction)
-
-    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        return shape_aware_loss(input, target, mask=mask, **self.options)
+    def compute(self, prep: Prepared) -> BatchLoss:
+        inside, _, _ = region_distances(prep.target > 0.5, self.spacing_for(prep), outside=False, dtype=prep.prob.dtype)
+        return _distance_weighted_ce(prep, inside)
 
 
-# --- Boundary loss ---------------------------------------------------------------------------------------------
-
-
-def boundary(prep: Prepared, *, spacing: Spacing = None) -> BatchLoss:
-    """The boundary loss on a prepared batch (see :class:`BoundaryLoss`)."""
-    spacing = _spacing_for(prep, spacing)
-    foreground = [c for c, rare in enumerate(class_roles(prep, None, None)) if rare]
-    prob = prep.prob[:, foreground]
-    regions = prep.target[:, foreground] > 0.5
-    inside, outside, has_contour = region_distances(regions, spacing, dtype=prob.dtype)
-    # Kervadec's one_hot2dist: distance outside, -(distance - 1) inside (0 on the inner contour).
-    signed = outside - torch.where(regions, inside - 1, torch.zeros_like(inside))
-    signed = signed * _expand(has_contour, signed.ndim)
-    per_voxel = (prob * signed).sum(1) / prob.shape[1]
-    if prep.mask is not None:
-        per_voxel = per_voxel * prep.mask[:, 0]
-    return voxel_mean(per_voxel, prep)
-
-
-def boundary_loss(
-    input: Tensor,
-    target: Tensor,
-    *,
-    spacing: Spacing = None,
-    from_logits: bool = True,
-    multilabel: bool = False,
-    ignore_index: Optional[int] = None,
-    mask: Optional[Tensor] = None,
-    reduction: str = "mean",
-) -> Tensor:
-    """Functional form of :class:`BoundaryLoss`."""
-    check_choice("reduction", reduction, REDUCTIONS)
-    check_spacing(spacing)
-    prep = prepare(input, target, from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index, mask=mask)
-    return boundary(prep, spacing=spacing).reduce(reduction)
-
-
-class BoundaryLoss(_LossModule):
+class BoundaryLoss(_DistanceLoss):
     __doc__ = r"""Boundary loss (Kervadec, Bouchtiba, Desrosiers, Granger, Dolz, Ben Ayed, "Boundary loss for
     highly unbalanced segmentation", MIDL 2019 / Medical Image Analysis 67 (2021) 101851).
 
     .. math:: L = \frac{1}{N} \sum_i \operatorname{mean}_{c \in F} \phi_{ic}\, p_{ic}, \qquad
               \phi_c = \begin{cases} d^{out}_c & \text{outside class } c \\ -(d^{in}_c - 1) & \text{inside} \end{cases}
 
-    over the foreground classes ``F`` (every class but the background; every channel with
-    ``multilabel=True``), with the signed distance map ``phi_c`` of the target (Kervadec's ``one_hot2dist``):
-    probability mass outside the object costs its distance to it, mass inside earns its depth. The minimum
-    is negative. A class absent from the sample (or filling it) has ``phi = 0``: the loss neither rewards
-    nor penalises it there, so an all-background sample gives 0 with zero gradient.
-
-    Use it with a region loss: Kervadec et al. train ``L_GDL + a L_B``, raising ``a`` from 0.01 by 0.01 per
-    epoch (or rebalancing ``(1 - a) L_GDL + a L_B``). On its own it gives no signal on samples without
-    foreground and, from scratch, tends to collapse to empty predictions (the paper's observation), so it is
-    not meant to be trained alone. ``spacing`` measures distances in
-    physical units (the ``-1`` on the inner contour stays one unit, as in Kervadec's code). Equal to
-    ``monai.losses.BoundaryLoss(softmax=True, include_background=False)`` for exclusive classes without
-    spacing, and to ``sigmoid=True, include_background=True`` in multilabel mode.
+    over the foreground classes ``F`` (every channel with ``multilabel=True``), with Kervadec's signed
+    distance map ``phi_c`` of the target (``-1`` stays one unit with ``spacing``). A class absent from the
+    sample (or filling it) has ``phi = 0``: an all-background sample gives 0 with zero gradient. Train it
+    with a region loss (Kervadec et al.: ``L_GDL + a L_B``, ``a`` raised from 0.01 by 0.01 per epoch); alone
+    it tends to collapse to empty predictions.
 
     Args:""" + _COMMON_ARGS
 
-    def __init__(self, spacing: Spacing = None, from_logits: bool = True, multilabel: bool = False,
-                 ignore_index: Optional[int] = None, reduction: str = "mean") -> None:
-        super().__init__(spacing=check_spacing(spacing), from_logits=from_logits, multilabel=multilabel,
-                         ignore_index=ignore_index, reduction=reduction)
-
-    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        return boundary_loss(input, target, mask=mask, **self.options)
-
-
-# --- Hausdorff distance loss via distance transforms ---------------------------------------------------------
-
-
-def hausdorff_dt(prep: Prepared, *, alpha: float = 2.0, include_background: bool = True,
-                 spacing: Spacing = None) -> BatchLoss:
-    """The Hausdorff distance-transform loss on a prepared batch (see :class:`HausdorffDTLoss`)."""
-    spacing = _spacing_for(prep, spacing)
-    classes = region_classes(prep, include_background)
-    prob, onehot = prep.prob[:, classes], prep.target[:, classes]
-    counted = prob if prep.mask is None else prob * prep.mask
-    k = prob.shape[1]
-    regions = torch.cat([counted.detach() > 0.5, onehot > 0.5], 1)
-    inside, outside, _ = region_distances(regions, spacing, dtype=prob.dtype)
-    field = (inside + outside).pow(alpha)
-    per_voxel = ((prob - onehot).square() * (field[:, :k] + field[:, k:])).sum(1) / k
-    if prep.mask is not None:
-        per_voxel = per_voxel * prep.mask[:, 0]
-    return voxel_mean(per_voxel, prep)
+    def compute(self, prep: Prepared) -> BatchLoss:
+        foreground = [c for c, rare in enumerate(class_roles(prep)) if rare]
+        prob = prep.prob[:, foreground]
+        regions = prep.target[:, foreground] > 0.5
+        inside, outside, has_contour = region_distances(regions, self.spacing_for(prep), dtype=prob.dtype)
+        # Kervadec's one_hot2dist: distance outside, -(distance - 1) inside (0 on the inner contour).
+        signed = outside - torch.where(regions, inside - 1, torch.zeros_like(inside))
+        signed = signed * has_contour[(...,) + (None,) * (signed.ndim - 2)]
+        per_voxel = (prob * signed).sum(1) / prob.shape[1]
+        if prep.mask is not None:
+            per_voxel = per_voxel * prep.mask[:, 0]
+        return voxel_mean(per_voxel, prep)
 
 
-def _check_alpha(alpha: float) -> float:
-    alpha = float(alpha)
-    if not 0 < alpha < float("inf"):
-        raise ValueError(f"alpha must be a finite number > 0 (the distance exponent); got {alpha}")
-    return alpha
-
-
-def hausdorff_dt_loss(
-    input: Tensor,
-    target: Tensor,
-    *,
-    alpha: float = 2.0,
-    include_background: bool = True,
-    spacing: Spacing = None,
-    from_logits: bool = True,
-    multilabel: bool = False,
-    ignore_index: Optional[int] = None,
-    mask: Optional[Tensor] = None,
-    reduction: str = "mean",
-) -> Tensor:
-    """Functional form of :class:`HausdorffDTLoss`."""
-    check_choice("reduction", reduction, REDUCTIONS)
-    alpha = _check_alpha(alpha)
-    check_spacing(spacing)
-    prep = prepare(input, target, from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index, mask=mask)
-    return hausdorff_dt(prep, alpha=alpha, include_background=include_background, spacing=spacing).reduce(reduction)
-
-
-class HausdorffDTLoss(_LossModule):
+class HausdorffDTLoss(_DistanceLoss):
     __doc__ = r"""Hausdorff distance loss via distance transforms (Karimi & Salcudean, "Reducing the Hausdorff
-    distance in medical image segmentation with convolutional neural networks", IEEE TMI 39(2) 2020, 499-513;
-    arXiv 2019), mean over classes.
+    distance in medical image segmentation with convolutional neural networks", IEEE TMI 39(2) 2020, 499-513),
+    mean over classes.
 
     .. math:: L = \frac{1}{N} \sum_i \operatorname{mean}_c (p_{ic} - y_{ic})^2 \big(d^{p}_{ic}{}^{\alpha}
               + d^{y}_{ic}{}^{\alpha}\big)
 
-    ``d^y_c`` is the unsigned distance to the contour of target class ``c`` (``inside + outside``, module
-    docstring) and ``d^p_c`` the same for the prediction thresholded at ``p_c > 0.5``; both carry no
-    gradient. Errors far from either contour, which drive the Hausdorff distance, cost most. A class absent
-    from (or filling) the target has ``d^y = 0``; its loss then comes from the prediction's own contour
-    (finite; zero when the prediction is empty too). Typically combined with a Dice loss, as Karimi &
-    Salcudean do.
-
-    Relation to MONAI: equal to ``monai.losses.HausdorffDTLoss(alpha, softmax=True, to_onehot_y=True,
-    include_background=...)`` (``sigmoid=True`` in multilabel mode) without spacing. The default here
-    keeps the background (``include_background=True``, like the other losses of the package; MONAI's default
-    is False), because with ``multilabel=True`` dropping channel 0 would drop a real region.
+    ``d^y_c`` is the unsigned distance to the contour of target class ``c`` (``inside + outside``) and
+    ``d^p_c`` the same for the prediction at ``p_c > 0.5``, both without gradient: errors far from either
+    contour, which drive the Hausdorff distance, cost most. Keeps the background by default (MONAI's default
+    drops it), as with ``multilabel=True`` channel 0 is a real region.
 
     Args:
         alpha: exponent > 0 of the distances (default 2).
         include_background: keep channel 0 (default True).""" + _COMMON_ARGS
 
-    def __init__(self, alpha: float = 2.0, include_background: bool = True, spacing: Spacing = None,
-                 from_logits: bool = True, multilabel: bool = False, ignore_index: Optional[int] = None,
-                 reduction: str = "mean") -> None:
-        super().__init__(alpha=_check_alpha(alpha), include_background=include_background,
-                         spacing=check_spacing(spacing), from_logits=from_logits, multilabel=multilabel,
-                         ignore_index=ignore_index, reduction=reduction)
+    def __init__(self, alpha: float = 2.0, include_background: bool = True, **options) -> None:
+        super().__init__(**options)
+        self.alpha = check_number("alpha", alpha, 0.0, low_open=True, why=" (the distance exponent)")
+        self.include_background = check_bool("include_background", include_background)
 
-    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        return hausdorff_dt_loss(input, target, mask=mask, **self.options)
+    def compute(self, prep: Prepared) -> BatchLoss:
+        classes = region_classes(prep, self.include_background)
+        prob, onehot = prep.prob[:, classes], prep.target[:, classes]
+        counted = prob if prep.mask is None else prob * prep.mask
+        k = prob.shape[1]
+        regions = torch.cat([counted.detach() > 0.5, onehot > 0.5], 1)
+        inside, outside, _ = region_distances(regions, self.spacing_for(prep), dtype=prob.dtype)
+        field = (inside + outside).pow(self.alpha)
+        per_voxel = ((prob - onehot).square() * (field[:, :k] + field[:, k:])).sum(1) / k
+        if prep.mask is not None:
+            per_voxel = per_voxel * prep.mask[:, 0]
+        return voxel_mean(per_voxel, prep)
+
+
+distance_penalized_ce_loss = functional(DistancePenalizedCELoss)
+shape_aware_loss = functional(ShapeAwareLoss)
+boundary_loss = functional(BoundaryLoss)
+hausdorff_dt_loss = functional(HausdorffDTLoss)

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Union
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ._base import check_numbers
 
 __all__ = ["deep_supervision_weights", "DeepSupervisionLoss", "WEIGHT_SCHEMES"]
 
@@ -32,11 +36,9 @@ def deep_supervision_weights(num_outputs: int, scheme: Weights = "nnunet") -> li
     if num_outputs < 1:
         raise ValueError(f"deep supervision needs at least one output; got {num_outputs}")
     if not isinstance(scheme, str):
-        weights = [float(w) for w in scheme]
+        weights = list(_check_weights(scheme))
         if len(weights) != num_outputs:
             raise ValueError(f"{len(weights)} deep supervision weights given for {num_outputs} outputs")
-        if any(not w >= 0 for w in weights) or sum(weights) <= 0:
-            raise ValueError(f"deep supervision weights must be >= 0 and not all 0; got {weights}")
         return weights
     if scheme not in WEIGHT_SCHEMES:
         raise ValueError(f"weight scheme must be one of {WEIGHT_SCHEMES} or a sequence of numbers; got {scheme!r}")
@@ -50,12 +52,22 @@ def deep_supervision_weights(num_outputs: int, scheme: Weights = "nnunet") -> li
     return [w / total for w in raw]
 
 
+def _check_weights(weights) -> tuple[float, ...]:
+    """Finite weights >= 0, not all 0, whose sum is finite (1e308 + 1e308 is not)."""
+    weights = check_numbers("deep supervision weights", weights, scalar=False)
+    if min(weights) < 0 or not 0 < sum(weights) < math.inf:
+        raise ValueError(f"deep supervision weights must be >= 0 and not all 0, with a finite sum; got {weights}")
+    return weights
+
+
 def _resize_target(target: Tensor, size: torch.Size) -> Tensor:
-    """Nearest-neighbour resize of a (B, 1 or C, *S) target to spatial ``size`` (as nnU-Net's
-    DownsampleSegForDSTransform does), keeping its dtype."""
-    if target.shape[2:] == size:
+    """Nearest-neighbour resize of a (B, 1 or C, *S) or (B, *S) target or mask to spatial ``size`` (as
+    nnU-Net's DownsampleSegForDSTransform does), keeping its dtype."""
+    if target.shape[-len(size):] == size:
         return target
-    return F.interpolate(target.float(), size=tuple(size), mode="nearest-exact").to(target.dtype)
+    channels = target if target.ndim == len(size) + 2 else target.unsqueeze(1)
+    resized = F.interpolate(channels.float(), size=tuple(size), mode="nearest-exact").to(target.dtype)
+    return resized if target.ndim == len(size) + 2 else resized.squeeze(1)
 
 
 class DeepSupervisionLoss(nn.Module):
@@ -70,7 +82,8 @@ class DeepSupervisionLoss(nn.Module):
     ``forward(outputs, target, **kwargs)``: ``outputs`` is a list/tuple of (B, C, *S_i) tensors (full
     resolution first), a stacked tensor (with ``stacked_dim``), or a single (B, C, *S) tensor (no deep
     supervision: plain ``loss``). ``target`` is a list with one target per output, or one target
-    resized by nearest neighbour to each output's size. Extra keyword arguments go to ``loss``.
+    resized by nearest neighbour to each output's size; ``mask`` (optional, for losses that take one) the
+    same. Extra keyword arguments go to ``loss``.
     """
 
     def __init__(self, loss: nn.Module, weights: Weights = "nnunet", stacked_dim: Optional[int] = None) -> None:
@@ -78,23 +91,34 @@ class DeepSupervisionLoss(nn.Module):
         if isinstance(weights, str) and weights not in WEIGHT_SCHEMES:
             raise ValueError(f"weight scheme must be one of {WEIGHT_SCHEMES} or a sequence of numbers; got {weights!r}")
         self.loss = loss
-        self.weights = weights if isinstance(weights, str) else tuple(float(w) for w in weights)
+        self.weights = weights if isinstance(weights, str) else _check_weights(weights)
         self.stacked_dim = stacked_dim
 
-    def forward(self, outputs: Union[Tensor, Sequence[Tensor]], target: Union[Tensor, Sequence[Tensor]], **kwargs) -> Tensor:
+    def forward(self, outputs: Union[Tensor, Sequence[Tensor]], target: Union[Tensor, Sequence[Tensor]],
+                mask: Union[Tensor, Sequence[Tensor], None] = None, **kwargs) -> Tensor:
         if isinstance(outputs, Tensor):
-            if self.stacked_dim is None:
-                return self.loss(outputs, target if isinstance(target, Tensor) else target[0], **kwargs)
+            if self.stacked_dim is None:  # no deep supervision: one output, one target (first of a list)
+                first = [t if t is None or isinstance(t, Tensor) else t[0] for t in (target, mask)]
+                return self._loss(outputs, *first, kwargs)
             outputs = outputs.unbind(self.stacked_dim)
-        if isinstance(target, Tensor):
-            targets = [_resize_target(target, out.shape[2:]) for out in outputs]
-        else:
-            targets = list(target)
-            if len(targets) != len(outputs):
-                raise ValueError(f"{len(outputs)} deep supervision outputs but {len(targets)} targets")
+        targets = _per_output("targets", target, outputs)
+        masks = [None] * len(outputs) if mask is None else _per_output("masks", mask, outputs)
         weights = deep_supervision_weights(len(outputs), self.weights)
-        terms = [w * self.loss(out, tgt, **kwargs) for w, out, tgt in zip(weights, outputs, targets) if w != 0]
+        terms = [w * self._loss(out, tgt, m, kwargs) for w, out, tgt, m in zip(weights, outputs, targets, masks) if w != 0]
         return torch.stack(terms).sum(0)
+
+    def _loss(self, output: Tensor, target: Tensor, mask: Optional[Tensor], kwargs: dict) -> Tensor:
+        return self.loss(output, target, **kwargs) if mask is None else self.loss(output, target, mask=mask, **kwargs)
 
     def extra_repr(self) -> str:
         return f"weights={self.weights!r}, stacked_dim={self.stacked_dim}"
+
+
+def _per_output(name: str, given: Union[Tensor, Sequence[Tensor]], outputs: Sequence[Tensor]) -> list[Tensor]:
+    """One target (or mask) per output: a list as given, or one tensor resized to each output's size."""
+    if isinstance(given, Tensor):
+        return [_resize_target(given, out.shape[2:]) for out in outputs]
+    given = list(given)
+    if len(given) != len(outputs):
+        raise ValueError(f"{len(outputs)} deep supervision outputs but {len(given)} {name}")
+    return given

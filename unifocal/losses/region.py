@@ -1,164 +1,96 @@
 """Region-based losses built on the soft confusion sums TP, FP, FN per class.
 
-They share one shape: prepare the batch, take TP/FP/FN over the selected classes (per sample, or over the
-batch with ``batch_dice=True``), turn them into a per-class loss and average over classes. With
-``multilabel=True`` the classes are the input's channels (regions), each against its own complement.
+They share one shape: TP/FP/FN over the selected classes (per sample, or over the batch with
+``batch_dice=True``), turned into a per-class loss and averaged over classes. With ``multilabel=True`` the
+classes are the input's channels (regions), each against its own complement.
 
 Smoothing: ``smooth`` (> 0) is added to numerator and denominator. It fixes the loss of a class that is
 absent from both target and prediction at 0 rather than at 0/0, and it sets how fast a false-positive mass
 on an absent class is punished: a soft mass of ``m`` voxels costs about ``m / (m + smooth)``. The default 1
-("one voxel") keeps that gradient alive; the public ports' 1e-7 clip instead saturate it (spec, known defects).
+("one voxel") keeps that gradient alive; the 1e-7 clip of the public Keras ports saturates it instead.
+
+Tversky convention: here ``alpha`` weights false positives and ``beta`` false negatives, as in Salehi et
+al.'s index (``alpha |P \\ G| + beta |G \\ P|``) and MONAI's TverskyLoss. The focal Tversky paper and code
+(Abraham & Khan) name them the other way round: their ``alpha = 0.7`` weights false negatives and
+``beta = 1 - alpha = 0.3`` false positives. Their setting is ``alpha=0.3, beta=0.7`` here.
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from torch import Tensor
 
-from ._inputs import Prepared, check_choice, prepare
-from ._stats import REDUCTIONS, BatchLoss, ConfusionSums, class_mean, confusion_sums, safe_pow, tversky_distance
-from .distribution import _LossModule
+from ._base import SegmentationLoss, check_bool, check_number, check_unit_interval, functional
+from ._inputs import Prepared
+from ._stats import (
+    BatchLoss,
+    ClassStatistics,
+    ConfusionSums,
+    class_mean,
+    class_statistics,
+    confusion_sums,
+    region_classes,
+    safe_pow,
+    tversky_distance,
+)
 
-__all__ = [
-    "region_sums",
-    "region_classes",
-    "check_smooth",
-    "dice_loss",
-    "jaccard_loss",
-    "tversky_loss",
-    "focal_tversky_loss",
-    "DiceLoss",
-    "JaccardLoss",
-    "TverskyLoss",
-    "FocalTverskyLoss",
-]
-
-
-def check_smooth(smooth: float) -> float:
-    smooth = float(smooth)
-    if not smooth > 0:
-        raise ValueError(f"smooth must be > 0 (it defines the loss of a class absent from target and prediction); got {smooth}")
-    return smooth
+__all__ = ["DiceLoss", "JaccardLoss", "TverskyLoss", "FocalTverskyLoss", "GeneralizedDiceLoss",
+           "SensitivitySpecificityLoss", "LogCoshDiceLoss", "dice_loss", "jaccard_loss", "tversky_loss",
+           "focal_tversky_loss", "generalized_dice_loss", "sensitivity_specificity_loss", "log_cosh_dice_loss"]
 
 
-def region_sums(
-    input: Tensor,
-    target: Tensor,
-    *,
-    include_background: bool = True,
-    batch_dice: bool = False,
-    from_logits: bool = True,
-    multilabel: bool = False,
-    ignore_index: Optional[int] = None,
-    mask: Optional[Tensor] = None,
-) -> tuple[Prepared, ConfusionSums]:
-    """Prepare the batch and return it with TP/FP/FN over the input's channels.
-
-    ``include_background=False`` drops channel 0 (the background with exclusive classes, as MONAI does
-    in both modes).
-    """
-    prep = prepare(input, target, from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index, mask=mask)
-    return prep, confusion_sums(prep, batch_dice, region_classes(prep, include_background))
-
-
-def region_classes(prep: Prepared, include_background: bool = True) -> slice:
-    """The classes of ``prep`` that stand for the input's channels, less channel 0 if so asked."""
-    start = prep.num_classes - prep.num_problems if prep.multilabel else 0
-    if include_background:
-        return slice(start, None)
-    if prep.num_classes - start < 2:
-        raise ValueError("include_background=False leaves no channel: the input has a single channel")
-    return slice(start + 1, None)
-
-
-def _reduced(per_class_loss: Tensor, prep: Prepared, reduction: str) -> Tensor:
-    return class_mean(per_class_loss, prep.prob.shape[0]).reduce(reduction)
-
-
-def tversky_loss(
-    input: Tensor,
-    target: Tensor,
-    *,
-    alpha: float = 0.3,
-    beta: float = 0.7,
-    smooth: float = 1.0,
-    reduction: str = "mean",
-    **options,
-) -> Tensor:
-    """Tversky loss ``mean_c [1 - (TP + s) / (TP + alpha FP + beta FN + s)]``. See :class:`TverskyLoss`."""
-    check_choice("reduction", reduction, REDUCTIONS)
-    prep, sums = region_sums(input, target, **options)
-    return _reduced(tversky_distance(sums, alpha, beta, smooth), prep, reduction)
-
-
-def dice_loss(
-    input: Tensor,
-    target: Tensor,
-    *,
-    squared: bool = False,
-    smooth: float = 1.0,
-    reduction: str = "mean",
-    **options,
-) -> Tensor:
-    """Soft Dice loss ``mean_c [1 - (2 TP + s) / (2 TP + FP + FN + s)]``, or with ``squared=True`` the
-    squared denominator ``sum p^2 + sum y^2`` (Milletari 2016). See :class:`DiceLoss`."""
-    check_choice("reduction", reduction, REDUCTIONS)
-    prep, sums = region_sums(input, target, **options)
-    if not squared:
-        return _reduced(tversky_distance(sums, 0.5, 0.5, smooth / 2), prep, reduction)
-    classes = region_classes(prep, options.get("include_background", True))
-    prob, onehot = prep.prob[:, classes], prep.target[:, classes]
-    if prep.mask is not None:
-        prob = prob * prep.mask
-    dims = tuple(range(2, prob.ndim))
-    denominator = prob.square().sum(dims) + onehot.square().sum(dims)
-    if options.get("batch_dice", False):
-        denominator = denominator.sum(0, keepdim=True)
-    return _reduced(1 - (2 * sums.tp + smooth) / (denominator + smooth), prep, reduction)
-
-
-def jaccard_loss(input: Tensor, target: Tensor, *, smooth: float = 1.0, reduction: str = "mean", **options) -> Tensor:
-    """Soft Jaccard (IoU) loss ``mean_c [1 - (TP + s) / (TP + FP + FN + s)]``. See :class:`JaccardLoss`."""
-    check_choice("reduction", reduction, REDUCTIONS)
-    prep, sums = region_sums(input, target, **options)
-    return _reduced(tversky_distance(sums, 1.0, 1.0, smooth), prep, reduction)
-
-
-def focal_tversky_loss(
-    input: Tensor,
-    target: Tensor,
-    *,
-    alpha: float = 0.3,
-    beta: float = 0.7,
-    gamma: float = 4.0 / 3.0,
-    smooth: float = 1.0,
-    reduction: str = "mean",
-    **options,
-) -> Tensor:
-    """Focal Tversky loss ``mean_c (1 - TI_c)^(1/gamma)`` (Abraham & Khan 2019). See :class:`FocalTverskyLoss`."""
-    check_choice("reduction", reduction, REDUCTIONS)
-    prep, sums = region_sums(input, target, **options)
-    return _reduced(safe_pow(tversky_distance(sums, alpha, beta, smooth), 1.0 / gamma), prep, reduction)
-
-
-class _RegionLoss(_LossModule):
-    def __init__(self, *, smooth: float, include_background: bool, batch_dice: bool, from_logits: bool,
-                 multilabel: bool, ignore_index: Optional[int], reduction: str, **params) -> None:
-        super().__init__(smooth=check_smooth(smooth), include_background=include_background, batch_dice=batch_dice,
-                         from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
-                         reduction=reduction, **params)
+def check_smooth(smooth) -> float:
+    return check_number("smooth", smooth, 0.0, low_open=True,
+                        why=" (it defines the loss of a class absent from target and prediction)")
 
 
 _COMMON_ARGS = """
-        smooth: added to numerator and denominator (> 0); see the module docstring.
+        smooth: added to numerator and denominator (> 0, default 1); see the module docstring.
         include_background: keep channel 0 (default True).
-        batch_dice: sum TP/FP/FN over the batch too (nnU-Net's batch_dice), all-gathered under DDP.
-        from_logits: input holds logits (default) rather than probabilities.
-        multilabel: independent sigmoid channels (regions) instead of softmax classes.
-        ignore_index: label value to ignore (label-map targets); ``forward(..., mask=)`` for others.
-        reduction: "mean", "sum" or "none" (per-sample values, (B,)).
+        batch_dice: sum TP/FP/FN over the batch too (nnU-Net's batch_dice); over all ranks with ``ddp=True``.
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss
+            (:class:`~unifocal.losses._base.SegmentationLoss`).
 """
+
+
+class _RegionLoss(SegmentationLoss):
+    """A loss of the soft confusion sums of the selected classes (:meth:`classes`): ``per_class(sums)``
+    averaged over classes, unless ``compute`` says otherwise."""
+
+    def __init__(self, *, smooth: float = 1.0, include_background: bool = True, batch_dice: bool = False,
+                 **options) -> None:
+        super().__init__(**options)
+        self.smooth = check_smooth(smooth)
+        self.include_background = check_bool("include_background", include_background)
+        self.batch_dice = check_bool("batch_dice", batch_dice)
+
+    def classes(self, prep: Prepared) -> slice:
+        return region_classes(prep, self.include_background)
+
+    def confusion(self, prep: Prepared, stats: Optional[ClassStatistics] = None) -> ConfusionSums:
+        """TP/FP/FN of the selected classes, (B, K') or (1, K') with ``batch_dice``, from ``stats`` (by
+        default the statistics of a pass that computes no cross entropy)."""
+        stats = class_statistics(prep) if stats is None else stats
+        return confusion_sums(stats, prep, self.batch_dice, self.classes(prep))
+
+    def dice_distance(self, sums: ConfusionSums) -> Tensor:
+        """``1 - DSC_c = 1 - (2 TP_c + s) / (2 TP_c + FP_c + FN_c + s)`` per class."""
+        return tversky_distance(sums, 0.5, 0.5, self.smooth / 2)
+
+    def per_class(self, sums: ConfusionSums) -> Tensor:
+        raise NotImplementedError
+
+    def compute(self, prep: Prepared) -> BatchLoss:
+        return class_mean(self.per_class(self.confusion(prep)), prep.batch_size)
+
+
+def _check_fp_fn(alpha, beta) -> tuple[float, float]:
+    alpha, beta = check_number("alpha (FP weight)", alpha), check_number("beta (FN weight)", beta)
+    if min(alpha, beta) < 0 or alpha + beta == 0:
+        raise ValueError(f"alpha (FP weight) and beta (FN weight) must be >= 0 and not both 0; got {alpha}, {beta}")
+    return alpha, beta
 
 
 class DiceLoss(_RegionLoss):
@@ -171,17 +103,28 @@ class DiceLoss(_RegionLoss):
     ``include_background=False``, to nnU-Net's ``SoftDiceLoss`` up to its sign and smoothing.
 
     Args:
-        squared: squared-denominator form.""" + _COMMON_ARGS
+        squared: squared-denominator form (default False).""" + _COMMON_ARGS
 
-    def __init__(self, squared: bool = False, smooth: float = 1.0, include_background: bool = True,
-                 batch_dice: bool = False, from_logits: bool = True, multilabel: bool = False,
-                 ignore_index: Optional[int] = None, reduction: str = "mean") -> None:
-        super().__init__(squared=squared, smooth=smooth, include_background=include_background,
-                         batch_dice=batch_dice, from_logits=from_logits, multilabel=multilabel,
-                         ignore_index=ignore_index, reduction=reduction)
+    def __init__(self, squared: bool = False, **options) -> None:
+        super().__init__(**options)
+        self.squared = check_bool("squared", squared)
 
-    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        return dice_loss(input, target, mask=mask, **self.options)
+    def per_class(self, sums: ConfusionSums) -> Tensor:
+        return self.dice_distance(sums)
+
+    def compute(self, prep: Prepared) -> BatchLoss:
+        if not self.squared:
+            return super().compute(prep)
+        classes = region_classes(prep, self.include_background)
+        prob, onehot = prep.prob[:, classes], prep.target[:, classes]
+        if prep.mask is not None:
+            prob = prob * prep.mask
+        dims = tuple(range(2, prob.ndim))
+        denominator = prob.square().sum(dims) + onehot.square().sum(dims)
+        if self.batch_dice:
+            denominator = denominator.sum(0, keepdim=True)
+        tp = self.confusion(prep).tp
+        return class_mean(1 - (2 * tp + self.smooth) / (denominator + self.smooth), prep.batch_size)
 
 
 class JaccardLoss(_RegionLoss):
@@ -191,21 +134,8 @@ class JaccardLoss(_RegionLoss):
 
     Args:""" + _COMMON_ARGS
 
-    def __init__(self, smooth: float = 1.0, include_background: bool = True, batch_dice: bool = False,
-                 from_logits: bool = True, multilabel: bool = False, ignore_index: Optional[int] = None,
-                 reduction: str = "mean") -> None:
-        super().__init__(smooth=smooth, include_background=include_background, batch_dice=batch_dice,
-                         from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
-                         reduction=reduction)
-
-    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        return jaccard_loss(input, target, mask=mask, **self.options)
-
-
-def _check_fp_fn(alpha: float, beta: float) -> dict:
-    if not (float(alpha) >= 0 and float(beta) >= 0 and float(alpha) + float(beta) > 0):
-        raise ValueError(f"alpha (FP weight) and beta (FN weight) must be >= 0 and not both 0; got {alpha}, {beta}")
-    return {"alpha": float(alpha), "beta": float(beta)}
+    def per_class(self, sums: ConfusionSums) -> Tensor:
+        return tversky_distance(sums, 1.0, 1.0, self.smooth)
 
 
 class TverskyLoss(_RegionLoss):
@@ -213,78 +143,57 @@ class TverskyLoss(_RegionLoss):
 
     .. math:: L = \operatorname{mean}_c \Big[1 - \frac{TP_c + s}{TP_c + \alpha FP_c + \beta FN_c + s}\Big]
 
-    ``alpha`` weights false positives and ``beta`` false negatives, as in MONAI's TverskyLoss; the
-    Unified Focal loss's ``delta`` is ``beta`` (with ``alpha = 1 - delta``). alpha = beta = 0.5 is Dice.
+    ``alpha`` weights false positives and ``beta`` false negatives, as in Salehi et al. and MONAI's
+    TverskyLoss (other code puts ``beta`` on false positives; see the module docstring). The Unified Focal
+    loss's ``delta`` is ``beta`` (with ``alpha = 1 - delta``). alpha = beta = 0.5 is Dice.
 
     Args:
-        alpha: false-positive weight (default 0.3).
-        beta: false-negative weight (default 0.7).""" + _COMMON_ARGS
+        alpha: false-positive weight >= 0 (default 0.3).
+        beta: false-negative weight >= 0 (default 0.7).""" + _COMMON_ARGS
 
-    def __init__(self, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0, include_background: bool = True,
-                 batch_dice: bool = False, from_logits: bool = True, multilabel: bool = False,
-                 ignore_index: Optional[int] = None, reduction: str = "mean") -> None:
-        super().__init__(**_check_fp_fn(alpha, beta), smooth=smooth, include_background=include_background,
-                         batch_dice=batch_dice, from_logits=from_logits, multilabel=multilabel,
-                         ignore_index=ignore_index, reduction=reduction)
+    def __init__(self, alpha: float = 0.3, beta: float = 0.7, **options) -> None:
+        super().__init__(**options)
+        self.alpha, self.beta = _check_fp_fn(alpha, beta)
 
-    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        return tversky_loss(input, target, mask=mask, **self.options)
+    def per_class(self, sums: ConfusionSums) -> Tensor:
+        return tversky_distance(sums, self.alpha, self.beta, self.smooth)
 
 
-class FocalTverskyLoss(_RegionLoss):
+class FocalTverskyLoss(TverskyLoss):
     __doc__ = r"""Focal Tversky loss (Abraham & Khan, ISBI 2019), mean over classes.
 
     .. math:: L = \operatorname{mean}_c (1 - TI_c)^{1/\gamma}, \quad
               TI_c = \frac{TP_c + s}{TP_c + \alpha FP_c + \beta FN_c + s}
 
-    ``gamma`` follows Abraham & Khan (default 4/3; gamma > 1 focuses on hard, low-TI classes). The
-    Unified Focal family writes the same exponent as ``1 - gamma`` (see SymmetricFocalTverskyLoss).
+    ``gamma`` follows Abraham & Khan (default 4/3). With gamma > 1 the exponent 1/gamma is below 1: the
+    loss of every imperfect class rises, most for well-segmented (easy, high-TI) classes, and the gradient
+    grows as TI -> 1: at gamma = 4/3 it is 1.6x larger for a class at TI 0.9 than for one at TI 0.3
+    (``|dL/dTI| = (1 - TI)^(1/gamma - 1) / gamma``). So gamma > 1 does not focus the gradient on hard,
+    low-TI classes: it keeps training on classes that are almost right. The Unified Focal family writes the
+    same exponent as ``1 - gamma`` (:class:`SymmetricFocalTverskyLoss`).
+
+    Aggregation: the power is taken per class and then averaged (as the Unified Focal loss does);
+    SegLossOdyssey's and segmentation_models_pytorch's focal Tversky losses raise the class mean of
+    ``1 - TI`` to the power instead. The two agree for a single class.
 
     Args:
         alpha: false-positive weight (default 0.3).
         beta: false-negative weight (default 0.7).
-        gamma: focal parameter > 0; the exponent is 1/gamma.""" + _COMMON_ARGS
+        gamma: focal parameter > 0 (default 4/3); the exponent is 1/gamma.""" + _COMMON_ARGS
 
-    def __init__(self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 4.0 / 3.0, smooth: float = 1.0,
-                 include_background: bool = True, batch_dice: bool = False, from_logits: bool = True,
-                 multilabel: bool = False, ignore_index: Optional[int] = None, reduction: str = "mean") -> None:
-        if not float(gamma) > 0:
-            raise ValueError(f"gamma must be > 0 (the exponent is 1/gamma); got {gamma}")
-        super().__init__(**_check_fp_fn(alpha, beta), gamma=float(gamma), smooth=smooth,
-                         include_background=include_background, batch_dice=batch_dice, from_logits=from_logits,
-                         multilabel=multilabel, ignore_index=ignore_index, reduction=reduction)
+    def __init__(self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 4.0 / 3.0, **options) -> None:
+        super().__init__(alpha, beta, **options)
+        self.gamma = check_number("gamma", gamma, 0.0, low_open=True, why=" (the exponent is 1/gamma)")
 
-    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        return focal_tversky_loss(input, target, mask=mask, **self.options)
-
-
-# --- Generalized Dice, sensitivity-specificity and log-cosh Dice -------------------------------------------------
-
-import torch  # noqa: E402  (this section is appended to the module; its imports stay with it)
-
-from ._inputs import check_unit_interval  # noqa: E402
-
-__all__ += [
-    "generalized_dice_weights",
-    "generalized_dice_loss",
-    "sensitivity_specificity_loss",
-    "log_cosh_dice_loss",
-    "GeneralizedDiceLoss",
-    "SensitivitySpecificityLoss",
-    "LogCoshDiceLoss",
-]
+    def per_class(self, sums: ConfusionSums) -> Tensor:
+        return safe_pow(super().per_class(sums), 1.0 / self.gamma)
 
 
 def generalized_dice_weights(volumes: Tensor) -> Tensor:
     """Sudre's class weights ``w_c = 1 / V_c^2`` from target volumes ``V`` (B, K) or (1, K), normalised to
-    sum to 1 over classes (no gradient).
-
-    The loss only depends on the ratios of the weights, except through the smoothing: normalised, ``smooth``
-    keeps the meaning "about one voxel" of the other region losses, where raw ``1 / V^2`` weights make any
-    fixed smoothing dominate large volumes. Absent-class guard (as MONAI): a class absent from the target
-    (``V_c = 0``, where ``1 / V_c^2`` is infinite) gets the weight of the rarest present class, so false
-    positives on it cost as much as on the rarest structure; when no class is present (everything ignored,
-    or ``include_background=False`` on a background-only sample) all weights are equal.
+    sum to 1 over classes (no gradient; normalised, ``smooth`` keeps meaning "about one voxel"). A class
+    absent from the target gets the weight of the rarest present class (MONAI's guard); when no class is
+    present all weights are equal.
     """
     volumes = volumes.detach()
     present = volumes > 0
@@ -295,55 +204,6 @@ def generalized_dice_weights(volumes: Tensor) -> Tensor:
     return weights / weights.sum(1, keepdim=True)
 
 
-def generalized_dice_loss(input: Tensor, target: Tensor, *, smooth: float = 1.0, reduction: str = "mean", **options) -> Tensor:
-    """Generalized Dice loss ``1 - (2 sum_c w_c TP_c + s) / (sum_c w_c (2 TP_c + FP_c + FN_c) + s)`` with
-    ``w_c`` from :func:`generalized_dice_weights`. See :class:`GeneralizedDiceLoss`."""
-    check_choice("reduction", reduction, REDUCTIONS)
-    smooth = check_smooth(smooth)
-    prep, sums = region_sums(input, target, **options)
-    weights = generalized_dice_weights(sums.tp + sums.fn)
-    errors = (weights * (sums.fp + sums.fn)).sum(1, keepdim=True)
-    overlap = (weights * sums.tp).sum(1, keepdim=True)
-    # 1 - (2a + s) / (2a + e + s) written as e / (2a + e + s): exact as the loss -> 0.
-    return _reduced(errors / (2 * overlap + errors + smooth), prep, reduction)
-
-
-def sensitivity_specificity_loss(
-    input: Tensor,
-    target: Tensor,
-    *,
-    sensitivity_weight: float = 0.05,
-    smooth: float = 1e-5,
-    include_background: bool = True,
-    from_logits: bool = True,
-    multilabel: bool = False,
-    ignore_index: Optional[int] = None,
-    mask: Optional[Tensor] = None,
-    reduction: str = "mean",
-) -> Tensor:
-    """Sensitivity-specificity loss (Brosch et al. 2015), mean over classes. See :class:`SensitivitySpecificityLoss`."""
-    check_choice("reduction", reduction, REDUCTIONS)
-    r = check_unit_interval("sensitivity_weight", sensitivity_weight)
-    smooth = check_smooth(smooth)
-    prep = prepare(input, target, from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index, mask=mask)
-    classes = region_classes(prep, include_background)
-    prob, onehot = prep.prob[:, classes], prep.target[:, classes]
-    negative = 1 - onehot if prep.mask is None else prep.mask - onehot
-    error = (onehot - prob).square()
-    dims = tuple(range(2, prob.ndim))
-    sensitivity = (error * onehot).sum(dims) / (onehot.sum(dims) + smooth)
-    specificity = (error * negative).sum(dims) / (negative.sum(dims) + smooth)
-    return _reduced(r * sensitivity + (1 - r) * specificity, prep, reduction)
-
-
-def log_cosh_dice_loss(input: Tensor, target: Tensor, *, reduction: str = "mean", **dice_options) -> Tensor:
-    """Log-cosh Dice loss ``log(cosh(L_Dice))`` of each sample's soft Dice loss (Jadon 2020).
-    See :class:`LogCoshDiceLoss`."""
-    check_choice("reduction", reduction, REDUCTIONS)
-    per_sample = torch.log(torch.cosh(dice_loss(input, target, reduction="none", **dice_options)))
-    return BatchLoss(per_sample.mean, lambda: per_sample).reduce(reduction)
-
-
 class GeneralizedDiceLoss(_RegionLoss):
     __doc__ = r"""Generalized Dice loss (Sudre, Li, Vercauteren, Ourselin, Cardoso, "Generalised Dice overlap as
     a deep learning loss function for highly unbalanced segmentations", DLMIA 2017).
@@ -351,86 +211,77 @@ class GeneralizedDiceLoss(_RegionLoss):
     .. math:: L = 1 - \frac{2 \sum_c w_c TP_c + s}{\sum_c w_c (2 TP_c + FP_c + FN_c) + s}, \qquad
               w_c \propto \frac{1}{V_c^2},\ V_c = \sum_i y_{ic}
 
-    One value per sample (or per batch with ``batch_dice=True``): the classes are pooled before the ratio,
-    each weighted by the inverse square of its target volume, so small structures count as much as large ones.
-    The weights are normalised to sum to 1 and carry no gradient; a class absent from the target gets the
-    weight of the rarest present class (MONAI's guard), all classes equal weights when none is present
-    (:func:`generalized_dice_weights`).
-
-    Relation to MONAI: equal to ``monai.losses.GeneralizedDiceLoss(w_type="square", smooth_nr=s W,
-    smooth_dr=s W)`` with ``W = sum_c 1 / V_c^2`` (after the guard), i.e. the same loss with the smoothing
-    measured in voxels instead of in units of the raw weights; MONAI's default ``1e-5`` on raw weights
-    outweighs the overlap terms once volumes exceed ~1e5 voxels. On a sample where no selected class is
-    present MONAI returns 0 (no gradient) and this loss still penalises false positives.
+    One value per sample (per batch with ``batch_dice``): the classes are pooled, each weighted by the
+    inverse square of its target volume (:func:`generalized_dice_weights`: normalised to sum 1, so ``s``
+    stays "about one voxel", no gradient, MONAI's guard for absent classes). Equal to MONAI's
+    ``GeneralizedDiceLoss(w_type="square", smooth_nr=s W, smooth_dr=s W)``, ``W = sum_c 1 / V_c^2``.
 
     Args:""" + _COMMON_ARGS
 
-    def __init__(self, smooth: float = 1.0, include_background: bool = True, batch_dice: bool = False,
-                 from_logits: bool = True, multilabel: bool = False, ignore_index: Optional[int] = None,
-                 reduction: str = "mean") -> None:
-        super().__init__(smooth=smooth, include_background=include_background, batch_dice=batch_dice,
-                         from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
-                         reduction=reduction)
-
-    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        return generalized_dice_loss(input, target, mask=mask, **self.options)
+    def compute(self, prep: Prepared) -> BatchLoss:
+        sums = self.confusion(prep)
+        weights = generalized_dice_weights(sums.tp + sums.fn)
+        errors = (weights * (sums.fp + sums.fn)).sum(1, keepdim=True)
+        overlap = (weights * sums.tp).sum(1, keepdim=True)
+        # 1 - (2a + s) / (2a + e + s) written as e / (2a + e + s): exact as the loss -> 0.
+        return class_mean(errors / (2 * overlap + errors + self.smooth), prep.batch_size)
 
 
-class SensitivitySpecificityLoss(_LossModule):
-    r"""Sensitivity-specificity loss (Brosch, Yoo, Tang, Li, Traboulsee, Tam, "Deep convolutional encoder
+class SensitivitySpecificityLoss(SegmentationLoss):
+    __doc__ = r"""Sensitivity-specificity loss (Brosch, Yoo, Tang, Li, Traboulsee, Tam, "Deep convolutional encoder
     networks for multiple sclerosis lesion segmentation", MICCAI 2015), mean over classes.
 
     .. math:: L = \operatorname{mean}_c \Big[ r\, \frac{\sum_i (y_{ic} - p_{ic})^2\, y_{ic}}{\sum_i y_{ic} + s}
               + (1 - r)\, \frac{\sum_i (y_{ic} - p_{ic})^2 (1 - y_{ic})}{\sum_i (1 - y_{ic}) + s} \Big]
 
-    The first term is the mean squared error over the class's voxels (sensitivity), the second over all
-    other voxels (specificity); ``r`` (Brosch's "sensitivity ratio", lambda in the spec) trades them off.
-    Brosch et al. found values of 0.01-0.10 to behave alike and use 0.05: since the specificity term is a
-    mean over the (many) background voxels, it needs the larger weight. NiftyNet sums over classes; this
-    loss averages them (the Dice-family convention). Ignored voxels count in neither term.
+    The squared error over the class's voxels (sensitivity) and over all others (specificity), traded off by
+    Brosch's "sensitivity ratio" ``r`` (0.01-0.10 behave alike; 0.05). Ignored voxels count in neither term.
 
     Args:
         sensitivity_weight: r in [0, 1] (default 0.05).
         smooth: added to both denominators (> 0, default 1e-5); a class absent from the target then has a
             sensitivity term of 0.
         include_background: keep channel 0 (default True).
-        from_logits: input holds logits (default) rather than probabilities.
-        multilabel: independent sigmoid channels (regions) instead of softmax classes.
-        ignore_index: label value to ignore (label-map targets); ``forward(..., mask=)`` for others.
-        reduction: "mean", "sum" or "none" (per-sample values, (B,)).
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss
+            (:class:`~unifocal.losses._base.SegmentationLoss`).
     """
 
     def __init__(self, sensitivity_weight: float = 0.05, smooth: float = 1e-5, include_background: bool = True,
-                 from_logits: bool = True, multilabel: bool = False, ignore_index: Optional[int] = None,
-                 reduction: str = "mean") -> None:
-        super().__init__(sensitivity_weight=check_unit_interval("sensitivity_weight", sensitivity_weight),
-                         smooth=check_smooth(smooth), include_background=include_background,
-                         from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
-                         reduction=reduction)
+                 **options) -> None:
+        super().__init__(**options)
+        self.sensitivity_weight = check_unit_interval("sensitivity_weight", sensitivity_weight)
+        self.smooth = check_smooth(smooth)
+        self.include_background = check_bool("include_background", include_background)
 
-    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        return sensitivity_specificity_loss(input, target, mask=mask, **self.options)
+    def compute(self, prep: Prepared) -> BatchLoss:
+        classes = region_classes(prep, self.include_background)
+        prob, onehot = prep.prob[:, classes], prep.target[:, classes]
+        negative = 1 - onehot if prep.mask is None else prep.mask - onehot
+        error = (onehot - prob).square()
+        dims = tuple(range(2, prob.ndim))
+        sensitivity = (error * onehot).sum(dims) / (onehot.sum(dims) + self.smooth)
+        specificity = (error * negative).sum(dims) / (negative.sum(dims) + self.smooth)
+        r = self.sensitivity_weight
+        return class_mean(r * sensitivity + (1 - r) * specificity, prep.batch_size)
 
 
-class LogCoshDiceLoss(_RegionLoss):
-    __doc__ = r"""Log-cosh Dice loss (Jadon, "A survey of loss functions for semantic segmentation", CIBCB 2020).
-
-    .. math:: L = \log\cosh\big(L_{Dice}\big), \qquad
-              L_{Dice} = \operatorname{mean}_c \Big[1 - \frac{2 TP_c + s}{2 TP_c + FP_c + FN_c + s}\Big]
-
-    Applied to each sample's soft Dice loss (:class:`DiceLoss`, same options), then reduced over samples.
-    ``log cosh`` is a smooth, bounded reshaping (``x^2/2`` near 0, derivative ``tanh x``): on [0, 1] it
-    damps the Dice loss, most near 0, where the Dice gradient is noisiest.
+class LogCoshDiceLoss(DiceLoss):
+    __doc__ = r"""Log-cosh Dice loss (Jadon, "A survey of loss functions for semantic segmentation", CIBCB 2020):
+    :math:`L = \log\cosh(L_{Dice})` of each sample's soft Dice loss (:class:`DiceLoss`, same options), then
+    reduced over samples; ``x^2/2`` near 0 with derivative ``tanh x``, a smooth damping of the Dice loss.
 
     Args:
         squared: squared-denominator Dice (Milletari 2016).""" + _COMMON_ARGS
 
-    def __init__(self, squared: bool = False, smooth: float = 1.0, include_background: bool = True,
-                 batch_dice: bool = False, from_logits: bool = True, multilabel: bool = False,
-                 ignore_index: Optional[int] = None, reduction: str = "mean") -> None:
-        super().__init__(squared=squared, smooth=smooth, include_background=include_background,
-                         batch_dice=batch_dice, from_logits=from_logits, multilabel=multilabel,
-                         ignore_index=ignore_index, reduction=reduction)
+    def compute(self, prep: Prepared) -> BatchLoss:
+        per_sample = torch.log(torch.cosh(super().compute(prep).per_sample()))
+        return BatchLoss(per_sample.mean, lambda: per_sample)
 
-    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        return log_cosh_dice_loss(input, target, mask=mask, **self.options)
+
+dice_loss = functional(DiceLoss)
+jaccard_loss = functional(JaccardLoss)
+tversky_loss = functional(TverskyLoss)
+focal_tversky_loss = functional(FocalTverskyLoss)
+generalized_dice_loss = functional(GeneralizedDiceLoss)
+sensitivity_specificity_loss = functional(SensitivitySpecificityLoss)
+log_cosh_dice_loss = functional(LogCoshDiceLoss)

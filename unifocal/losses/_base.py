@@ -1,0 +1,148 @@
+"""The shape every loss shares: a module with validated hyperparameters and a thin functional form.
+
+A loss is a :class:`SegmentationLoss` subclass. Its ``__init__`` checks each hyperparameter once, with the
+checks below (a message naming the argument; values are never coerced: a string is not a list of classes,
+a bool is not a label or a number), and stores it as an attribute. Its ``compute(batch)`` writes the
+formula once, over a :class:`~unifocal.losses._inputs.Prepared` batch and the statistics of
+:mod:`unifocal.losses._stats`, and returns a :class:`~unifocal.losses._stats.BatchLoss`. Input validation
+and preparation (:func:`~unifocal.losses._inputs.prepare`) and the reduction happen in
+:meth:`SegmentationLoss.forward`, the same for every loss. The functional form of a loss is
+:func:`functional` of its class, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from typing import Callable, Optional, Union
+
+import numpy as np
+from torch import Tensor, nn
+
+from ._inputs import prepare
+from ._stats import REDUCTIONS, BatchLoss
+
+
+
+def check_bool(name: str, value) -> bool:
+    """A bool as given; a string such as "false" (what a command-line override passes) or a number is
+    rejected rather than read as true."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a boolean (True or False); got {value!r} ({type(value).__name__}). "
+                         "Pass a boolean, not a string or a number")
+    return bool(value)
+
+
+def check_number(name: str, value, low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
+                 high_open: bool = False, why: str = "", entry: Optional[int] = None) -> float:
+    """A finite real number (not a bool or a string) in ``[low, high]`` (open at an end with ``low_open`` /
+    ``high_open``), as a float; ``why`` explains the bound, ``entry`` is the value's position in a list."""
+    got = f"; got {value!r}" + ("" if entry is None else f" (entry {entry})")
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a number{why}{got} ({type(value).__name__})")
+    value = float(value)
+    if not (math.isfinite(value) and (value > low if low_open else value >= low)
+            and (value < high if high_open else value <= high)):
+        if high == math.inf and low_open:
+            raise ValueError(f"{name} must be > {low:g} and finite{why}{got}")
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open or high == math.inf else ']'}"
+        raise ValueError(f"{name} must lie in {interval}{why}{got}")
+    return value
+
+
+def check_numbers(name: str, value, low: float = -math.inf, high: float = math.inf, *, scalar: bool = True,
+                  **bounds) -> Union[float, tuple[float, ...]]:
+    """One number (when ``scalar``) or a non-empty list/tuple of numbers (returned as a tuple), each as
+    :func:`check_number` with the same ``bounds``."""
+    if scalar and not isinstance(value, (list, tuple, np.ndarray)):
+        return check_number(name, value, low, high, **bounds)
+    if not isinstance(value, (list, tuple, np.ndarray)) or len(value) == 0:
+        raise ValueError(f"{name} must be {'a number or ' if scalar else ''}a non-empty list of numbers; got {value!r}")
+    return tuple(check_number(name, v, low, high, entry=i, **bounds) for i, v in enumerate(value))
+
+
+def check_unit_interval(name: str, value) -> float:
+    return check_number(name, value, 0.0, 1.0)
+
+
+def check_label(name: str, value) -> Optional[int]:
+    """None or an integer label value (a bool or a float is not a label)."""
+    if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_))):
+        raise ValueError(f"{name} must be an integer label value or None; got {value!r} ({type(value).__name__})")
+    return None if value is None else int(value)
+
+
+def check_classes(name: str, value) -> Optional[tuple[int, ...]]:
+    """None or a list/tuple of distinct non-negative integer class indices (a string is not a list of classes)."""
+    if value is not None and not isinstance(value, (list, tuple, np.ndarray)):
+        raise ValueError(f"{name} must be a list of class indices or None; got {value!r} ({type(value).__name__})")
+    classes = None if value is None else tuple(check_label(f"{name}[{i}]", c) for i, c in enumerate(value))
+    if classes is not None and (any(c < 0 for c in classes) or len(set(classes)) != len(classes)):
+        raise ValueError(f"{name} must hold distinct non-negative class indices; got {classes}")
+    return classes
+
+
+class SegmentationLoss(nn.Module):
+    """Base of every loss: the options all losses share, input preparation and reduction.
+
+    Args:
+        from_logits: the input holds raw network outputs (default); False for probabilities.
+        multilabel: independent sigmoid channels (regions) instead of exclusive softmax classes.
+        ignore_index: label value (label-map targets) whose voxels count nowhere; ``forward(..., mask=)``
+            marks ignored voxels for any target.
+        reduction: "mean" (the batch mean as the loss defines it), "sum" or "none" (per-sample values, (B,)).
+        ddp: each call sees one rank's share of a batch split over ``torch.distributed`` ranks: batch sums
+            (``batch_dice``) are all-reduced and voxel means divide by the global count of counted voxels, so
+            the ranks' mean loss and (after DDP's averaging) the parameter gradients are those of the whole
+            batch. Off by default: no collective runs unless asked, so a loss computed on one rank alone never
+            waits; no effect without a process group of several ranks.
+
+    Gradients are first order: the hand-written backward passes refuse double backward (``create_graph``).
+    """
+
+    def __init__(self, *, from_logits: bool = True, multilabel: bool = False, ignore_index: Optional[int] = None,
+                 reduction: str = "mean", ddp: bool = False) -> None:
+        super().__init__()
+        self.from_logits = check_bool("from_logits", from_logits)
+        self.multilabel = check_bool("multilabel", multilabel)
+        self.ignore_index = check_label("ignore_index", ignore_index)
+        if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
+        self.reduction = reduction
+        self.ddp = check_bool("ddp", ddp)
+
+    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """Loss of ``input`` (B, C, *S) against ``target`` (label map (B, 1, *S) / (B, *S) or one-hot/soft
+        (B, C, *S)); ``mask`` (B, 1, *S), nonzero where a voxel counts, is optional."""
+        batch = prepare(input, target, from_logits=self.from_logits, multilabel=self.multilabel,
+                        ignore_index=self.ignore_index, mask=mask, ddp=self.ddp)
+        return self.compute(batch).reduce(self.reduction)
+
+    def compute(self, batch) -> BatchLoss:
+        """The loss of a prepared batch in both reduced forms."""
+        raise NotImplementedError
+
+    @property
+    def options(self) -> dict:
+        """The hyperparameters as validated at construction, by name."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "training"}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+
+
+def functional(loss_class: type) -> Callable[..., Tensor]:
+    """The functional form of a loss class: ``f(input, target, *, mask=None, **options)`` is
+    ``loss_class(**options)(input, target, mask=mask)``."""
+
+    def loss(input: Tensor, target: Tensor, *, mask: Optional[Tensor] = None, **options) -> Tensor:
+        return loss_class(**options)(input, target, mask=mask)
+
+    words = r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])"  # DiceCELoss -> dice_ce_loss
+    loss.__name__ = loss.__qualname__ = re.sub(words, "_", loss_class.__name__).lower()
+    loss.__module__ = loss_class.__module__
+    loss.__doc__ = (f"Functional form of :class:`{loss_class.__name__}`: ``{loss_class.__name__}(**options)(input, "
+                    "target, mask=mask)``, with the options and defaults documented there.")
+    return loss
+
