@@ -164,7 +164,7 @@ def read_spacing(path: PathLike) -> Optional[tuple[float, ...]]:
     (the voxel data is not read); ``None`` for formats without one (2D images, ``.b2nd``, ``.npy``, ``.npz``).
 
     Raises:
-        ValueError: when the header cannot be read or its voxel size is not finite and positive.
+        InputError: when the header cannot be read or its voxel size is not finite and positive.
     """
     path = Path(path)
     _, ending = split_ending(path.name)
@@ -183,13 +183,10 @@ def read_spacing(path: PathLike) -> Optional[tuple[float, ...]]:
         else:
             return None
     except Exception as error:  # nibabel, SimpleITK and gzip each raise their own types for a broken file
-        # SimpleITK's messages span lines (an ITK trace); an error message here is one line.
-        detail = " ".join(str(error).split())
-        detail = detail if len(detail) <= 200 else detail[:200] + "..."
-        raise ValueError(f"{path}: cannot read the image header ({type(error).__name__}: {detail})") from None
+        raise InputError(f"{path}: cannot read the image header ({_reason(error)})") from error
     spacing = tuple(float(v) for v in spacing)
     if not all(math.isfinite(v) and v > 0 for v in spacing):
-        raise ValueError(f"{path}: the header's voxel size {spacing} is not finite and positive")
+        raise InputError(f"{path}: the header's voxel size {spacing} is not finite and positive")
     return spacing
 
 
