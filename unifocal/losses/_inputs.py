@@ -317,6 +317,10 @@ def _mask(mask: Tensor, input: Tensor, dtype: torch.dtype) -> Tensor:
     return (mask != 0).to(dtype).contiguous()
 
 
+def _plain(tensor: Tensor) -> Tensor:
+    return tensor if type(tensor) is Tensor else tensor.as_subclass(Tensor)
+
+
 def prepare(
     input: Tensor,
     target: Tensor,
@@ -347,6 +351,10 @@ def prepare(
     """
     if not isinstance(input, Tensor) or not isinstance(target, Tensor):
         raise TypeError("input and target must be torch.Tensor")
+    # Subclasses such as MONAI's MetaTensor run Python code on every operation and change signatures
+    # (new_empty); the loss needs none of their metadata. as_subclass keeps the autograd history.
+    input, target = _plain(input), _plain(target)
+    mask = None if mask is None else _plain(mask)
     if input.ndim < 3:
         raise ValueError(f"input must be (B, C, *spatial) with at least one spatial dim; got shape {tuple(input.shape)}")
     if not input.is_floating_point():
