@@ -373,10 +373,9 @@ def counted_mean(sums: Tensor, prep: Prepared, totals: Optional[Tensor] = None) 
 
 
 def class_mean(per_class_loss: Tensor, batch_size: int) -> BatchLoss:
-    """Mean over classes of a (B, K) per-sample or (1, K) batch-level loss."""
-    if per_class_loss.shape[0] != batch_size:
-        return BatchLoss(per_class_loss.mean, lambda: per_class_loss.mean(1).expand(batch_size))
-    return BatchLoss(per_class_loss.mean, lambda: per_class_loss.mean(1))
+    """Mean over classes of a (B, K) per-sample or (1, K) batch-level loss (then the same for every sample).
+    The callables are lambdas: dynamo cannot trace a bound ``Tensor.mean`` called later."""
+    return BatchLoss(lambda: per_class_loss.mean(), lambda: per_class_loss.mean(1).expand(batch_size))
 
 
 def _power(base: Tensor, exponent: Union[float, Tensor]) -> Tensor:

@@ -275,7 +275,7 @@ class LogCoshDiceLoss(DiceLoss):
 
     def compute(self, prep: Prepared) -> BatchLoss:
         per_sample = torch.log(torch.cosh(super().compute(prep).per_sample()))
-        return BatchLoss(per_sample.mean, lambda: per_sample)
+        return BatchLoss(lambda: per_sample.mean(), lambda: per_sample)
 
 
 dice_loss = functional(DiceLoss)
