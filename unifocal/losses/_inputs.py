@@ -207,7 +207,8 @@ def _value_checks(input: Tensor, from_logits: bool, multilabel: bool, labels: Op
                          "from_logits=True", (low, high))]
         if not multilabel:
             deviation = (input.sum(1, dtype=torch.float32) - 1).abs().max()
-            checks.append(_Check(deviation <= _sum_tolerance(input.dtype), "from_logits=False with exclusive classes "
+            tolerance = 1e-2 if input.dtype in (torch.float16, torch.bfloat16) else 1e-3  # half precision rounds
+            checks.append(_Check(deviation <= tolerance, "from_logits=False with exclusive classes "
                                  "expects probabilities that sum to 1 over the class axis (dim 1)",
                                  "; the sums deviate by up to {:.4g}. Pass logits with from_logits=True, or use "
                                  "multilabel=True for independent (sigmoid) channels", (deviation,)))
@@ -268,11 +269,6 @@ def _ignored(labels: Tensor, ignore_index: int) -> Tensor:
     return labels == ignore_index
 
 
-def _sum_tolerance(dtype: torch.dtype) -> float:
-    """How far probabilities given in ``dtype`` may sum away from 1 (half precision rounds each of them)."""
-    return 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-3
-
-
 def _mask(mask: Tensor, input: Tensor, dtype: torch.dtype) -> Tensor:
     shape = (input.shape[0], 1, *input.shape[2:])
     if mask.ndim == input.ndim - 1:
@@ -328,36 +324,34 @@ def prepare(
             "exclusive (softmax) classes need at least 2 channels, background included; got 1. "
             "For a single foreground channel use multilabel=True (sigmoid)"
         )
-    labels = _label_map(input, target)
-    if multilabel and labels is not None and num_channels > 1:
-        raise ValueError(
-            f"multilabel=True expects a (B, C, *S) 0/1 target with one channel per input channel; got target "
-            f"{tuple(target.shape)} for input {tuple(input.shape)}"
-        )
-    if ignore_index is not None and (labels is None or multilabel):
+    labels, dense = _label_map(input, target), None
+    if multilabel and labels is not None:
+        if num_channels > 1:
+            raise ValueError(
+                f"multilabel=True expects a (B, C, *S) 0/1 target with one channel per input channel; got target "
+                f"{tuple(target.shape)} for input {tuple(input.shape)}"
+            )
+        labels, dense = None, labels  # the single channel's 0/1 map
+    elif labels is None:
+        dense = target
+    if ignore_index is not None and labels is None:
         raise ValueError(
             "ignore_index applies to exclusive label-map targets; for one-hot or multilabel targets pass mask="
         )
-    exclusive_labels = labels is not None and not multilabel
-    dense = None if exclusive_labels else (target if labels is None else labels)
-    _check_values(_value_checks(input, from_logits, multilabel, labels if exclusive_labels else None, dense,
-                                num_channels, ignore_index), compute_dtype(input.dtype))
-
     dtype = compute_dtype(input.dtype)
+    _check_values(_value_checks(input, from_logits, multilabel, labels, dense, num_channels, ignore_index), dtype)
+
     # The record's tensors are contiguous: strided inputs (Fortran-ordered arrays, permuted or expanded views,
     # channels_last) are copied once here, contiguous ones are not copied.
-    x = input.to(dtype).contiguous()
     valid = None if mask is None else _mask(mask, input, dtype)
-    onehot = None
-    if exclusive_labels:
+    if labels is not None:
         labels = (labels.to(torch.uint8) if labels.dtype == torch.bool else labels).contiguous()
         if ignore_index is not None:
             keep = (~_ignored(labels, ignore_index)).to(dtype)
             valid = keep if valid is None else valid * keep
     else:
-        onehot = dense.to(dtype).contiguous()
+        dense = dense.to(dtype).contiguous()
         if valid is not None:
-            onehot = onehot * valid
-
-    return Prepared(x, valid, num_channels if multilabel else 1, multilabel,
-                    labels=labels if exclusive_labels else None, dense_target=onehot, from_logits=from_logits, ddp=ddp)
+            dense = dense * valid
+    return Prepared(input.to(dtype).contiguous(), valid, num_channels if multilabel else 1, multilabel,
+                    labels=labels, dense_target=dense, from_logits=from_logits, ddp=ddp)

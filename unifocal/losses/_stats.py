@@ -348,7 +348,9 @@ def weighted_sum(parts: Sequence[tuple[float, Callable[[], BatchLoss]]]) -> Batc
 
 
 def voxel_mean(per_voxel: Tensor, prep: Prepared) -> BatchLoss:
-    """Mean over the voxels that count of a (B, *S) or (B, 1, *S) map whose ignored voxels are 0."""
+    """Mean over the voxels that count of a (B, *S) map (its values at ignored voxels do not count)."""
+    if prep.mask is not None:
+        per_voxel = per_voxel * prep.mask[:, 0]
     return counted_mean(per_voxel.flatten(1).sum(1), prep)
 
 

@@ -164,8 +164,6 @@ class BoundaryLoss(_DistanceLoss):
         signed = outside - torch.where(regions, inside - 1, torch.zeros_like(inside))
         signed = signed * has_contour[(...,) + (None,) * (signed.ndim - 2)]
         per_voxel = (prob * signed).sum(1) / prob.shape[1]
-        if prep.mask is not None:
-            per_voxel = per_voxel * prep.mask[:, 0]
         return voxel_mean(per_voxel, prep)
 
 
@@ -200,8 +198,6 @@ class HausdorffDTLoss(_DistanceLoss):
         inside, outside, _ = region_distances(regions, self.spacing_for(prep), dtype=prob.dtype)
         field = (inside + outside).pow(self.alpha)
         per_voxel = ((prob - onehot).square() * (field[:, :k] + field[:, k:])).sum(1) / k
-        if prep.mask is not None:
-            per_voxel = per_voxel * prep.mask[:, 0]
         return voxel_mean(per_voxel, prep)
 
 
