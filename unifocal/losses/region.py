@@ -197,10 +197,9 @@ def generalized_dice_weights(volumes: Tensor) -> Tensor:
     """
     volumes = volumes.detach()
     present = volumes > 0
-    smallest = torch.where(present, volumes, torch.full_like(volumes, float("inf"))).amin(1, keepdim=True)
+    smallest = torch.where(present, volumes, float("inf")).amin(1, keepdim=True)
     # (V_min / V_c)^2 = w_c V_min^2: the same ratios as 1 / V_c^2, without underflow for large volumes.
-    ratio = torch.where(present, smallest / volumes.clamp_min(torch.finfo(volumes.dtype).tiny), torch.ones_like(volumes))
-    weights = ratio.square()
+    weights = torch.where(present, smallest / volumes.clamp_min(torch.finfo(volumes.dtype).tiny), 1.0).square()
     return weights / weights.sum(1, keepdim=True)
 
 
