@@ -1,4 +1,5 @@
-"""``python -m benchmarks``: loss and nnU-Net training-iteration benchmarks; writes benchmarks/results/."""
+"""``python -m benchmarks``: loss and nnU-Net training-iteration benchmarks; ``python -m benchmarks metrics``:
+the clinical metrics of ``unifocal compare``; both write benchmarks/results/."""
 
 from __future__ import annotations
 
@@ -38,6 +39,11 @@ def _parse(argv):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["metrics"]:  # python -m benchmarks metrics: unifocal compare's evaluation (see metrics.py)
+        from . import metrics
+
+        return metrics.main(argv[1:])
     args = _parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
+from unifocal import experiment_report
 from unifocal.cli import main
+
+
+@pytest.fixture(autouse=True)
+def in_process(monkeypatch):
+    """Evaluate in this process by default: each worker process imports MONAI anew, seconds per tiny run
+    (test_parallel_jobs_match_in_process covers -j)."""
+    monkeypatch.setattr(experiment_report, "available_cores", lambda: 1)
 
 
 def _save(path, array):
@@ -108,7 +116,7 @@ def test_compare_numbers_tables_and_wilcoxon(folders, capsys):
     assert float(mean_a["mean"]) == pytest.approx(np.mean([(d + 1.0) / 2 for d in dice_a]))
 
     table = (out / "table.md").read_text()
-    assert "### organ (label 1)" in table and "### class mean" in table
+    assert "### organ (label 1; NSD tolerance 1)" in table and "### class mean" in table
     assert f"| B (baseline) | {np.mean(dice_b):.3f} ± {np.std(dice_b, ddof=1):.3f} |" in table
     assert f"| A | {np.mean(dice_a):.3f} ± {np.std(dice_a, ddof=1):.3f} (p=0.031*) |" in table
     assert table in printed
@@ -183,7 +191,7 @@ def test_nnunet_results_folders(tmp_path, capsys, monkeypatch):
     assert float(row["DSC"]) == pytest.approx(26 / 29)
     # One fold of one trainer, with an explicit name and reference.
     rc = main(["compare", f"A0={results / 'TrainerA__nnUNetPlans__2d'}", "--folds", "0", "--no-plot",
-               "-r", str(tmp_path / "pre" / "Dataset004_Fake" / "gt_segmentations"), "-o", str(out)])
+               "-r", str(tmp_path / "pre" / "Dataset004_Fake" / "gt_segmentations"), "-o", str(out), "--overwrite"])
     assert rc == 0
     assert {r["case"] for r in _read_csv(out / "per_case.csv")} == {"case0", "case2", "case4"}
 
@@ -218,3 +226,209 @@ def test_npz_probabilities_next_to_predictions_and_cross_format_reference(tmp_pa
     assert rc == 0
     row = next(r for r in _read_csv(tmp_path / "out2" / "per_case.csv") if r["case"] == "case3" and r["class"] == "label 1")
     assert float(row["DSC"]) == pytest.approx(26 / 29)
+
+
+def _line_case(root, i, spacing=(2.0, 1.0, 0.5), ending=".nii.gz"):
+    """The hand-computed pair of test_surface_metrics: a 10-voxel reference line along axis 2, predicted
+    2 mm away along axis 0, plus (case 1 only) an outlier voxel at (1, 4, 0)."""
+    reference = np.zeros((3, 6, 10), np.uint8)
+    prediction = np.zeros_like(reference)
+    reference[0, 0, :] = 1
+    prediction[1, 0, :] = 1
+    if i == 1:
+        prediction[1, 4, 0] = 1
+    for folder, array in (("ref", reference), ("pred", prediction)):
+        path = root / folder / f"case{i}{ending}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if ending == ".nii.gz":
+            import nibabel
+
+            nibabel.save(nibabel.Nifti1Image(array, np.diag([*spacing, 1.0])), path)
+        else:
+            import SimpleITK
+
+            image = SimpleITK.GetImageFromArray(array)  # array axes z, y, x: header spacing reversed
+            image.SetSpacing(spacing[::-1])
+            SimpleITK.WriteImage(image, str(path))
+
+
+@pytest.mark.parametrize("ending", [".nii.gz", ".mha"])
+def test_surface_metrics_on_header_spacing(tmp_path, capsys, ending):
+    for i in range(2):
+        _line_case(tmp_path, i, ending=ending)
+    out = tmp_path / "out"
+    rc = main(["compare", str(tmp_path / "pred"), "-r", str(tmp_path / "ref"), "--nsd-tolerance", "2",
+               "--no-plot", "-o", str(out)])
+    assert rc == 0
+    rows = {r["case"]: r for r in _read_csv(out / "per_case.csv")}
+    assert float(rows["case0"]["HD95"]) == pytest.approx(2.0)
+    assert float(rows["case1"]["HD95"]) == pytest.approx(2.0 + 0.5 * (math.sqrt(20.0) - 2.0), rel=1e-6)
+    assert float(rows["case0"]["NSD"]) == 1.0
+    assert float(rows["case1"]["NSD"]) == pytest.approx(20 / 21)
+    assert rows["case1"]["spacing"] == "2x1x0.5"
+    table = (out / "table.md").read_text()
+    assert "mm (voxel size from the reference headers)" in table and "NSD tolerance 2)" in table
+
+
+def test_prediction_voxel_size_must_match_the_reference(tmp_path, capsys):
+    _line_case(tmp_path, 0)
+    _line_case(tmp_path / "other", 0, spacing=(1.0, 1.0, 1.0))
+    (tmp_path / "other" / "pred" / "case0.nii.gz").replace(tmp_path / "pred" / "case0.nii.gz")
+    rc = main(["compare", str(tmp_path / "pred"), "-r", str(tmp_path / "ref"), "--no-plot", "-o",
+               str(tmp_path / "out")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "prediction voxel size (1.0, 1.0, 1.0)" in err and "(2.0, 1.0, 0.5)" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_spacing_for_header_less_files(folders, capsys):
+    args = ["compare", str(folders / "a"), "-r", str(folders / "ref"), "--labels", "2", "--no-plot"]
+    assert main(args + ["-o", str(folders / "px")]) == 0
+    assert main(args + ["--spacing", "0.5", "2", "-o", str(folders / "mm")]) == 0
+    pixels = {r["case"]: r for r in _read_csv(folders / "px" / "per_case.csv")}
+    mm = {r["case"]: r for r in _read_csv(folders / "mm" / "per_case.csv")}
+    assert "voxel units" in (folders / "px" / "table.md").read_text()
+    assert pixels["case0"]["spacing"] == "" and mm["case0"]["spacing"] == "0.5x2"
+    organ = ["compare", str(folders / "b"), "-r", str(folders / "ref"), "--labels", "1", "--no-plot"]
+    assert main(organ + ["-o", str(folders / "b_px")]) == 0
+    assert main(organ + ["--spacing", "0.5", "2", "-o", str(folders / "b_mm")]) == 0
+    # B removes rows 1-2 of the 4x4 organ: every remaining boundary distance runs along axis 0.
+    px = float(_read_csv(folders / "b_px" / "per_case.csv")[0]["HD95"])
+    assert px == pytest.approx(2.0)
+    assert float(_read_csv(folders / "b_mm" / "per_case.csv")[0]["HD95"]) == pytest.approx(0.5 * px)
+    assert main(args + ["--spacing", "1", "-o", str(folders / "bad")]) == 2
+    assert "voxel size (1.0,) has 1 values for a 2D label map" in capsys.readouterr().err
+
+
+def test_spacing_option_refused_for_files_with_a_header(tmp_path, capsys):
+    _line_case(tmp_path, 0)
+    rc = main(["compare", str(tmp_path / "pred"), "-r", str(tmp_path / "ref"), "--spacing", "1", "1", "1",
+               "-o", str(tmp_path / "out")])
+    assert rc == 2
+    assert "has a voxel size in its header" in capsys.readouterr().err
+
+
+def _kits_case(i):
+    """KiTS labels: 1 kidney, 2 tumour, 3 cyst."""
+    reference = np.zeros((12, 12, 6), np.uint8)
+    reference[1:10, 1:10, 1:5] = 1
+    reference[3:6, 3:6, 2:4] = 2
+    if i % 2:
+        reference[7:9, 7:9, 2:4] = 3
+    prediction = reference.copy()
+    prediction[1, 1:10, 1:5] = 0
+    if i == 0:
+        prediction[prediction == 2] = 1  # tumour missed
+    return reference, prediction
+
+
+def test_challenge_regions_by_flag_and_from_dataset_json(tmp_path, capsys):
+    import nibabel
+
+    for i in range(4):
+        reference, prediction = _kits_case(i)
+        for folder, array in (("ref", reference), ("pred", prediction)):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            nibabel.save(nibabel.Nifti1Image(array, np.diag([0.8, 0.8, 3.0, 1.0])), tmp_path / folder / f"c{i}.nii.gz")
+    out = tmp_path / "flag"
+    assert main(["compare", str(tmp_path / "pred"), "-r", str(tmp_path / "ref"), "--challenge", "kits23",
+                 "--no-plot", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "kidney + masses=(1, 2, 3), masses=(2, 3), tumour=(2,)" in printed
+    assert "NSD tolerance (KiTS21/KiTS23's): kidney + masses 1.03, masses 1.13, tumour 1.15" in printed
+    rows = _read_csv(out / "per_case.csv")
+    tumour = next(r for r in rows if r["case"] == "c0" and r["class"] == "tumour")
+    # The missed tumour: DSC 0, NSD 0, HD95 = the image diagonal (12 * 0.8, 12 * 0.8, 6 * 3 mm).
+    assert float(tumour["DSC"]) == 0.0 and float(tumour["NSD"]) == 0.0
+    assert float(tumour["HD95"]) == pytest.approx(math.sqrt(2 * 9.6**2 + 18.0**2), rel=1e-6)
+    # nnU-Net's region dataset.json next to the reference: same regions, KiTS's tolerances recognised.
+    (tmp_path / "dataset.json").write_text(json.dumps(
+        {"labels": {"background": 0, "kidney": [1, 2, 3], "masses": [2, 3], "tumor": 2}, "file_ending": ".nii.gz"}))
+    (tmp_path / "ref" / "dataset.json").write_text((tmp_path / "dataset.json").read_text())
+    assert main(["compare", str(tmp_path / "pred"), "-r", str(tmp_path / "ref"), "--no-plot",
+                 "--hd95-one-empty", "nan", "-o", str(tmp_path / "json")]) == 0
+    printed = capsys.readouterr().out
+    assert "NSD tolerance (KiTS21/KiTS23's): kidney 1.03, masses 1.13, tumor 1.15" in printed
+    tumour = next(r for r in _read_csv(tmp_path / "json" / "per_case.csv") if r["case"] == "c0" and r["class"] == "tumor")
+    assert tumour["HD95"] == "" and float(tumour["NSD"]) == 0.0  # --hd95-one-empty nan: left out
+
+
+def test_both_empty_follows_empty_option(tmp_path, capsys):
+    _line_case(tmp_path, 0)
+    args = ["compare", str(tmp_path / "pred"), "-r", str(tmp_path / "ref"), "--labels", "1", "5", "--no-plot"]
+    assert main(args + ["-o", str(tmp_path / "nan")]) == 0
+    absent = next(r for r in _read_csv(tmp_path / "nan" / "per_case.csv") if r["class"] == "label 5")
+    assert absent["DSC"] == absent["HD95"] == absent["NSD"] == ""
+    assert main(args + ["--empty", "one", "-o", str(tmp_path / "one")]) == 0
+    absent = next(r for r in _read_csv(tmp_path / "one" / "per_case.csv") if r["class"] == "label 5")
+    assert (float(absent["DSC"]), float(absent["HD95"]), float(absent["NSD"])) == (1.0, 0.0, 1.0)
+
+
+def test_existing_report_is_not_replaced_without_overwrite(folders, capsys):
+    out = folders / "cmp"
+    out.mkdir()
+    (out / "table.md").write_text("my earlier report")
+    (out / "notes.txt").write_text("mine")
+    # Checked before any work: even the missing method folder is not looked at yet.
+    rc = main(["compare", str(folders / "missing"), "-r", str(folders / "ref"), "-o", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"unifocal compare: {out / 'table.md'} exists; pass --overwrite to replace the report files in {out}"
+    assert (out / "table.md").read_text() == "my earlier report"
+    assert main(["compare", str(folders / "a"), "-r", str(folders / "ref"), "--no-plot", "-o", str(out),
+                 "--overwrite"]) == 0
+    assert (out / "table.md").read_text() != "my earlier report"
+    assert (out / "notes.txt").read_text() == "mine"
+    (folders / "file").write_text("x")
+    assert main(["compare", str(folders / "a"), "-r", str(folders / "ref"), "-o", str(folders / "file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_without_monai(folders, capsys, monkeypatch):
+    from unifocal import metrics
+
+    monkeypatch.setattr(metrics, "surface_metrics_available", lambda: False)
+    monkeypatch.setattr(experiment_report, "surface_metrics_available", lambda: False)
+    assert main(["compare", str(folders / "a"), "-r", str(folders / "ref"), "-o", str(folders / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("unifocal compare: HD95 and NSD need MONAI: pip install 'unifocal[monai]', "
+                           "or pass --no-surface")
+    assert not (folders / "x").exists()
+    assert main(["compare", str(folders / "a"), "-r", str(folders / "ref"), "--no-surface", "--no-plot",
+                 "-o", str(folders / "x")]) == 0
+    assert "HD95" not in _read_csv(folders / "x" / "per_case.csv")[0]
+    # demo and sweep evaluate with surface=None: the overlap metrics and a note without MONAI.
+    evaluation = experiment_report.evaluate({"a": {"case0": folders / "a" / "case0.png"}},
+                                            {"case0": folders / "ref" / "case0.png"}, [1])
+    assert evaluation.metrics == ["DSC", "IoU", "recall", "precision"]
+    assert "MONAI is not installed" in experiment_report.markdown_report(evaluation, None)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--nsd-tolerance", "-1"], "need a finite number >= 0"),
+    (["--nsd-tolerance", "nan"], "need a finite number >= 0"),
+    (["--spacing", "0"], "need a finite number > 0"),
+    (["-j", "0"], "need at least 1"),
+    (["--nsd-tolerance", "1", "2", "3"], "--nsd-tolerance needs one value or one per class (2); got 3"),
+    (["--no-surface", "--spacing", "1", "1"], "--spacing and --nsd-tolerance are for HD95/NSD"),
+    (["--labels", "1", "--names", "a", "b"], "--names needs one name per class"),
+    (["--regions", "1,x"], "bad region '1,x'"),
+])
+def test_bad_options(folders, capsys, flags, message):
+    try:
+        rc = main(["compare", str(folders / "a"), "-r", str(folders / "ref"), "-o", str(folders / "x"), *flags])
+    except SystemExit as exit:  # argparse
+        rc = exit.code
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (folders / "x").exists()
+
+
+@pytest.mark.slow
+def test_parallel_jobs_match_in_process(folders, capsys):
+    common = ["compare", f"A={folders / 'a'}", f"B={folders / 'b'}", "-r", str(folders / "ref"), "--no-plot"]
+    assert main(common + ["-j", "1", "-o", str(folders / "one")]) == 0
+    assert main(common + ["-j", "2", "-o", str(folders / "two")]) == 0
+    assert _read_csv(folders / "one" / "per_case.csv") == _read_csv(folders / "two" / "per_case.csv")
+    assert "evaluated 6/6 cases" in capsys.readouterr().err

@@ -58,8 +58,7 @@ def test_human_readable_output_and_paper_rule(tmp_path, capsys):
     assert main(["gamma", str(tmp_path / "labels"), "--rule", "paper"]) == 0
     text = capsys.readouterr().out
     assert "2 files, 200 counted voxels" in text
-    assert "UNIFOCAL_GAMMA=0.5,0.5,0.5 UNIFOCAL_RARE_CLASSES=1,2 nnUNetv2_train" in text
-    assert "-tr UnifiedFocalTrainer" in text
+    assert "nnUNetv2_train DATASET CONFIGURATION FOLD -tr UnifiedFocalTrainer_gamma0.5-0.5-0.5_rare1-2\n" in text
     assert "UnifiedFocalLoss(gamma=[0.5, 0.5, 0.5], rare_classes=[1, 2], common_classes=[0])" in text
     assert "--loss#gamma '[0.5, 0.5, 0.5]' --loss#rare_classes '[1, 2]' --loss#common_classes '[0]'" in text
 
@@ -248,9 +247,9 @@ def test_printed_command_lines_quote_paths(tmp_path, capsys):
     folder = dataset.folder.rename(dataset.folder.parent / name)
     assert main(["gamma", str(folder)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    train = shlex.split(next(line for line in lines if "nnUNetv2_train" in line and "UNIFOCAL_GAMMA" in line))
+    train = shlex.split(next(line for line in lines if "nnUNetv2_train" in line))
     assert train[train.index("nnUNetv2_train") + 1] == name
-    assert train[0].startswith("UNIFOCAL_GAMMA=") and train[1].startswith("UNIFOCAL_RARE_CLASSES=")
+    assert train[-2] == "-tr" and train[-1].startswith("UnifiedFocalTrainer_gamma") and train[-1].endswith("_rare1-2")
     monai = shlex.split(next(line for line in lines if "monai.bundle" in line))
     gamma = json.loads(monai[monai.index("--loss#gamma") + 1])
     assert len(gamma) == 3 and monai[monai.index("--loss#rare_classes") + 1] == "[1, 2]"

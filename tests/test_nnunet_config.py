@@ -95,3 +95,18 @@ def test_short_schedule():
         "num_epochs": 2, "num_iterations_per_epoch": 20, "num_val_iterations_per_epoch": 1}
     with pytest.raises(SettingsError, match="UNIFOCAL_ITERATIONS_PER_EPOCH='2.5': expected an integer"):
         short_schedule({"UNIFOCAL_ITERATIONS_PER_EPOCH": "2.5"})
+
+
+@pytest.mark.parametrize("text", ["1e308,1e308,0", "0,0,0"])
+def test_overflowing_or_empty_ds_weights_fail_when_the_loss_is_resolved(text):
+    from nnunet_trainers.loss_builder import TrainerState, resolve
+
+    settings = load_settings({"UNIFOCAL_DS_WEIGHTS": text})
+    state = TrainerState(has_regions=False, num_channels=3, deep_supervision=True, num_ds_outputs=3)
+    with pytest.raises(SettingsError, match=r"ds_weights \[UNIFOCAL_DS_WEIGHTS\]: .*finite sum"):
+        resolve("asymmetric_unified_focal", settings, state)
+
+
+def test_infinite_ds_weight_fails_when_read():
+    with pytest.raises(SettingsError, match="UNIFOCAL_DS_WEIGHTS='inf,1,0': expected a finite number"):
+        load_settings({"UNIFOCAL_DS_WEIGHTS": "inf,1,0"})

@@ -83,8 +83,9 @@ def test_compare_shows_the_settings_of_each_trainer_folder(tmp_path, capsys, mon
     table = (out / "table.md").read_text()
     section = table[table.index("### loss settings"):].splitlines()
     assert section[4:] == [f"| UnifiedFocalTrainer | {defaults} |", f"| UnifiedFocalTrainer_auto | {auto} |"]
-    # the box plot carries one caption line per trainer with settings: 2 x 0.17 + 0.1 inches more at 100 dpi
-    assert Image.open(out / "boxplots.png").size[1] == round((4 * 2.6 + 2 * 0.17 + 0.1) * 100)
+    # six metric rows (DSC, IoU, recall, precision, HD95, NSD) of 2.6 inches, and one caption line per trainer
+    # with settings: 2 x 0.17 + 0.1 inches more at 100 dpi
+    assert Image.open(out / "boxplots.png").size[1] == round((6 * 2.6 + 2 * 0.17 + 0.1) * 100)
 
 
 def test_layout_with_settings_adds_the_caption():

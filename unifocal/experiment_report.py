@@ -12,7 +12,10 @@ Where the predictions come from (:func:`resolve_method`):
 - one ``fold_<k>`` folder (its ``validation`` predictions);
 - a dataset results folder ``<results>/<Dataset>``: every trainer output folder in it, one method each.
 
-Metric definitions and the empty-class rule: :mod:`unifocal.metrics`. The table reports, per class and
+Metric definitions and the empty-class rules: :mod:`unifocal.metrics`: the overlap metrics DSC, IoU,
+recall, precision, and, when MONAI is installed, the surface metrics HD95 and NSD on the voxel size of the
+reference files (:func:`unifocal.io.read_spacing`). Cases are evaluated one per worker process
+(``jobs``), each reading the reference and one prediction at a time. The table reports, per class and
 metric, ``mean ± sd`` over the cases where the value is defined, and for each non-baseline method the
 two-sided paired Wilcoxon p-value against the baseline (``*`` marks p < 0.05). With more than one class a
 ``class mean`` row set is added: per case, the mean over the classes that have a value.
@@ -26,14 +29,28 @@ import os
 import re
 import sys
 import textwrap
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from .io import find_dataset_json, label_classes, list_label_files, load_dataset_json, read_label
-from .metrics import METRICS, ClassSpec, WilcoxonOutcome, case_metrics, nan_summary, paired_wilcoxon
+from .io import find_dataset_json, label_classes, list_label_files, load_dataset_json, read_label, read_spacing
+from .metrics import (
+    METRICS,
+    SURFACE_METRICS,
+    ClassSpec,
+    WilcoxonOutcome,
+    case_metrics,
+    default_tolerances,
+    nan_summary,
+    paired_wilcoxon,
+    require_surface_metrics,
+    surface_metrics,
+    surface_metrics_available,
+    surface_settings,
+)
 from .run_settings import layout_with_settings, read_run_settings
 
 __all__ = [
@@ -48,8 +65,11 @@ __all__ = [
     "write_summary_csv",
     "box_plots",
     "CLASS_MEAN",
+    "report_files",
     "write_report",
+    "available_cores",
     "print_progress",
+    "progress_bar",
     "classes_from_dataset",
     "default_class_names",
 ]
@@ -159,6 +179,12 @@ class Evaluation:
         counts: ``counts[method]`` is an int array (cases, classes, 3) of TP, FP, FN.
         empty: the value used for ``0/0`` (see :mod:`unifocal.metrics`).
         skipped: per method, cases of the reference it has no prediction for.
+        metrics: the metrics in ``values``, in table order (the surface metrics only when computed).
+        tolerances: NSD tolerance (mm) per class.
+        one_empty: HD95 of a class in only one of prediction and reference (see
+            :func:`unifocal.metrics.surface_metrics`).
+        spacing: per case, the reference's voxel size in mm (None: no voxel size, distances in voxels).
+        surface_note: why the surface metrics are missing, when they are.
         settings: per method, the loss settings its training recorded (shown in the table and plots).
     """
 
@@ -170,6 +196,11 @@ class Evaluation:
     counts: dict[str, np.ndarray]
     empty: float = math.nan
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    tolerances: list[float] = field(default_factory=list)
+    one_empty: Union[str, float] = "diagonal"
+    spacing: dict[str, Optional[tuple[float, ...]]] = field(default_factory=dict)
+    surface_note: str = ""
     settings: dict[str, str] = field(default_factory=dict)
 
     def rows(self) -> list[str]:
@@ -203,6 +234,78 @@ def default_class_names(classes: Sequence[ClassSpec]) -> list[str]:
     return names
 
 
+@dataclass(frozen=True)
+class _CaseSettings:
+    """What every case is evaluated with (sent once per case to the worker processes)."""
+
+    classes: list[ClassSpec]
+    ignore_label: Optional[int]
+    empty: float
+    surface: bool
+    tolerances: list[float]
+    one_empty: Union[str, float]
+    spacing: Optional[tuple[float, ...]]
+
+
+def _case_spacing(setup: _CaseSettings, path: Path, ndim: int) -> Optional[tuple[float, ...]]:
+    """The reference's voxel size: its header's, else the one given for header-less files, else None."""
+    spacing = read_spacing(path)
+    if spacing is not None and setup.spacing is not None:
+        raise ValueError(f"{path} has a voxel size in its header {spacing}; the spacing option is only for "
+                         "label files without one")
+    spacing = spacing if spacing is not None else setup.spacing
+    if spacing is not None and len(spacing) != ndim:
+        raise ValueError(f"{path}: voxel size {spacing} has {len(spacing)} values for a {ndim}D label map")
+    return spacing
+
+
+def _evaluate_case(setup: _CaseSettings, case: str, reference: Path, predictions: dict[str, Path]) -> dict:
+    """Every method's metrics for one case; reads the reference and one prediction at a time."""
+    truth = read_label(reference)
+    spacing = _case_spacing(setup, reference, truth.ndim) if setup.surface else None
+    values, counts = {}, {}
+    for method, path in predictions.items():
+        predicted = read_label(path)
+        truth_for_case, spacing_for_case = truth, spacing
+        if predicted.shape != truth.shape:
+            squeezed = np.squeeze(predicted)
+            if squeezed.shape != np.squeeze(truth).shape:
+                raise ValueError(
+                    f"{method}, case {case}: prediction shape {predicted.shape} != reference shape {truth.shape}"
+                )
+            predicted, truth_for_case = squeezed, np.squeeze(truth)
+            if spacing is not None:
+                spacing_for_case = tuple(v for v, n in zip(spacing, truth.shape) if n != 1)
+        result = case_metrics(predicted, truth_for_case, setup.classes, setup.ignore_label, setup.empty)
+        counts[method] = result.pop("counts")
+        if setup.surface:
+            own = read_spacing(path)
+            if own is not None and spacing is not None and len(own) == len(spacing) and not np.allclose(
+                own, spacing, rtol=1e-3, atol=1e-6
+            ):
+                raise ValueError(f"{method}, case {case}: prediction voxel size {own} ({path}) differs from the "
+                                 f"reference's {spacing} ({reference})")
+            result.update(surface_metrics(predicted, truth_for_case, setup.classes, spacing_for_case,
+                                          setup.tolerances, setup.ignore_label, setup.empty,
+                                          setup.one_empty))
+        values[method] = result
+    return {"values": values, "counts": counts, "spacing": spacing}
+
+
+def _single_thread_worker() -> None:
+    # Each worker evaluates one case; torch's intra-op threads would only compete with the other workers.
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def evaluate(
     predictions: dict[str, dict[str, Path]],
     reference: dict[str, Path],
@@ -211,6 +314,11 @@ def evaluate(
     ignore_label: Optional[int] = None,
     empty: float = math.nan,
     progress: Optional[Callable[[int, int], None]] = None,
+    surface: Optional[bool] = None,
+    tolerances: Optional[Sequence[float]] = None,
+    one_empty: Union[str, float] = "diagonal",
+    spacing: Optional[Sequence[float]] = None,
+    jobs: int = 1,
 ) -> Evaluation:
     """Evaluate every method on the cases that all methods and the reference have.
 
@@ -218,10 +326,17 @@ def evaluate(
         predictions: method name -> (case -> prediction file).
         reference: case -> reference file.
         classes / class_names: what to evaluate (see :func:`unifocal.metrics.confusion_counts`).
-        progress: called as ``progress(done, total)`` after each case.
+        progress: called as ``progress(done, total)`` before the first case (``done`` 0) and after each.
+        surface: compute HD95 and NSD (True: MONAI required; None: when MONAI is installed).
+        tolerances: NSD tolerance (mm) per class (default: :func:`unifocal.metrics.default_tolerances`).
+        one_empty: HD95 of a class in only one of prediction and reference (``"diagonal"`` or a number).
+        spacing: voxel size (mm per array axis) of reference files whose format stores none.
+        jobs: worker processes, one case each at a time (1: evaluate in this process).
 
     Raises:
-        ValueError: when no case is common to all methods and the reference, or shapes differ.
+        ValueError: when no case is common to all methods and the reference, shapes or voxel sizes differ,
+            or a setting is invalid.
+        ImportError: with ``surface=True`` and no MONAI.
     """
     if not predictions:
         raise ValueError("no methods to evaluate")
@@ -229,36 +344,73 @@ def evaluate(
     class_names = list(class_names) if class_names is not None else default_class_names(classes)
     if len(class_names) != len(classes):
         raise ValueError("one name per class needed")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer; got {jobs!r}")
+    surface_note = ""
+    if surface is None:
+        surface = surface_metrics_available()
+        if not surface:
+            surface_note = "HD95 and NSD not computed: MONAI is not installed (pip install 'unifocal[monai]')"
+    elif surface:
+        require_surface_metrics()
+    else:
+        surface_note = "HD95 and NSD not computed (switched off)"
+    tolerances = surface_settings(len(classes), default_tolerances(classes) if tolerances is None else tolerances,
+                                  one_empty)
+    if spacing is not None:
+        spacing = tuple(float(v) for v in spacing)
+        if not all(math.isfinite(v) and v > 0 for v in spacing):
+            raise ValueError(f"spacing must hold finite positive numbers; got {spacing}")
     common = set(reference)
     for files in predictions.values():
         common &= set(files)
     cases = sorted(common)
     if not cases:
         raise ValueError("no case is present in the reference and in every method's predictions")
+    setup = _CaseSettings(classes, ignore_label, empty, surface, tolerances, one_empty, spacing)
+    if surface and spacing is not None:
+        _case_spacing(setup, reference[cases[0]], len(spacing))
     skipped = {m: sorted(set(reference) - set(files)) for m, files in predictions.items()}
     methods = list(predictions)
-    values = {m: {metric: np.empty((len(cases), len(classes))) for metric in METRICS} for m in methods}
+    metrics = list(METRICS) + (list(SURFACE_METRICS) if surface else [])
+    values = {m: {metric: np.empty((len(cases), len(classes))) for metric in metrics} for m in methods}
     counts = {m: np.empty((len(cases), len(classes), 3), dtype=np.int64) for m in methods}
-    for index, case in enumerate(cases):
-        truth = read_label(reference[case])
+    case_spacing = {}
+
+    def store(index: int, result: dict) -> None:
         for method in methods:
-            predicted = read_label(predictions[method][case])
-            if predicted.shape != truth.shape:
-                squeezed = np.squeeze(predicted)
-                if squeezed.shape != np.squeeze(truth).shape:
-                    raise ValueError(
-                        f"{method}, case {case}: prediction shape {predicted.shape} != reference shape {truth.shape}"
-                    )
-                predicted, truth_for_case = squeezed, np.squeeze(truth)
-            else:
-                truth_for_case = truth
-            result = case_metrics(predicted, truth_for_case, classes, ignore_label, empty)
-            for metric in METRICS:
-                values[method][metric][index] = result[metric]
-            counts[method][index] = result["counts"]
-        if progress is not None:
-            progress(index + 1, len(cases))
-    return Evaluation(methods, cases, class_names, classes, values, counts, empty, skipped)
+            for metric in metrics:
+                values[method][metric][index] = result["values"][method][metric]
+            counts[method][index] = result["counts"][method]
+        case_spacing[cases[index]] = result["spacing"]
+
+    def inputs(case: str):
+        return setup, case, reference[case], {m: predictions[m][case] for m in methods}
+
+    if progress is not None:
+        progress(0, len(cases))  # the bar shows from the start: a worker's first case includes importing MONAI
+    if jobs == 1 or len(cases) == 1:
+        for index, case in enumerate(cases):
+            store(index, _evaluate_case(*inputs(case)))
+            if progress is not None:
+                progress(index + 1, len(cases))
+    else:
+        import multiprocessing
+
+        # spawn: a forked copy of a process that has run torch's OpenMP threads can hang in them.
+        with ProcessPoolExecutor(min(jobs, len(cases)), multiprocessing.get_context("spawn"),
+                                 initializer=_single_thread_worker if surface else None) as pool:
+            futures = {pool.submit(_evaluate_case, *inputs(case)): index for index, case in enumerate(cases)}
+            try:
+                for done, future in enumerate(as_completed(futures), start=1):
+                    store(futures[future], future.result())
+                    if progress is not None:
+                        progress(done, len(cases))
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    return Evaluation(methods, cases, class_names, classes, values, counts, empty, skipped, metrics, tolerances,
+                      one_empty, case_spacing, surface_note)
 
 
 def paired_tests(evaluation: Evaluation, baseline: str) -> dict[tuple[str, str, str], WilcoxonOutcome]:
@@ -270,7 +422,7 @@ def paired_tests(evaluation: Evaluation, baseline: str) -> dict[tuple[str, str, 
         if method == baseline:
             continue
         for row in evaluation.rows():
-            for metric in METRICS:
+            for metric in evaluation.metrics:
                 tests[(method, row, metric)] = paired_wilcoxon(
                     evaluation.column(method, metric, row), evaluation.column(baseline, metric, row)
                 )
@@ -283,7 +435,7 @@ def summary_rows(evaluation: Evaluation, baseline: Optional[str]) -> list[dict]:
     rows = []
     for method in evaluation.methods:
         for row in evaluation.rows():
-            for metric in METRICS:
+            for metric in evaluation.metrics:
                 mean, std, n = nan_summary(evaluation.column(method, metric, row))
                 test = tests.get((method, row, metric))
                 rows.append(
@@ -311,27 +463,56 @@ def _format_p(p: float) -> str:
     return text + ("*" if p < SIGNIFICANCE else "")
 
 
+def _distance_unit(evaluation: Evaluation) -> str:
+    """How the surface distances are measured: mm from the headers, voxel units, or both."""
+    without = sum(spacing is None for spacing in evaluation.spacing.values())
+    if without == 0:
+        return "mm (voxel size from the reference headers)"
+    if without == len(evaluation.spacing):
+        return "voxel units (the reference files store no voxel size)"
+    return f"mm, but voxel units for the {without} cases whose reference file stores no voxel size"
+
+
+def _surface_lines(evaluation: Evaluation) -> list[str]:
+    if "HD95" not in evaluation.metrics:
+        return [evaluation.surface_note + "."] if evaluation.surface_note else []
+    missing = ("the image diagonal" if evaluation.one_empty == "diagonal"
+               else f"{evaluation.one_empty} ({'left out' if math.isnan(evaluation.one_empty) else 'fixed'})")
+    return [
+        f"HD95 and NSD distances in {_distance_unit(evaluation)}; NSD tolerance per class in the section titles. "
+        f"A class in only one of prediction and reference: NSD 0, HD95 {missing}."
+    ]
+
+
 def markdown_report(evaluation: Evaluation, baseline: Optional[str], digits: int = 3) -> str:
-    """The paper-style table: one section per class (and the class mean), methods as rows, the four
-    metrics as columns, ``mean ± sd`` and, for non-baseline methods, the paired p-value."""
+    """The paper-style table: one section per class (and the class mean), methods as rows, the metrics as
+    columns, ``mean ± sd`` and, for non-baseline methods, the paired p-value."""
     rows = summary_rows(evaluation, baseline)
     lookup = {(r["method"], r["class"], r["metric"]): r for r in rows}
+    metrics = evaluation.metrics
     lines = []
     lines.append(
         f"{len(evaluation.cases)} cases; mean ± sd over cases where the value is defined "
         f"(0/0 -> {'NaN, left out' if math.isnan(evaluation.empty) else evaluation.empty})."
     )
+    lines += _surface_lines(evaluation)
     if baseline:
         lines.append(
             f"p: two-sided paired Wilcoxon signed-rank test against {baseline}; * p < {SIGNIFICANCE}."
         )
     for row in evaluation.rows():
-        spec = evaluation.classes[evaluation.class_names.index(row)] if row != CLASS_MEAN else None
-        title = row if spec is None else f"{row} ({_spec_text(spec)})"
-        lines += ["", f"### {title}", "", "| method | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+        if row == CLASS_MEAN:
+            title = row
+        else:
+            index = evaluation.class_names.index(row)
+            title = f"{row} ({_spec_text(evaluation.classes[index])}"
+            if "NSD" in metrics:
+                title += f"; NSD tolerance {evaluation.tolerances[index]:.3g}"
+            title += ")"
+        lines += ["", f"### {title}", "", "| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
         for method in evaluation.methods:
             cells = []
-            for metric in METRICS:
+            for metric in metrics:
                 r = lookup[(method, row, metric)]
                 cell = "n/a" if r["n"] == 0 else f"{r['mean']:.{digits}f} ± {r['sd']:.{digits}f}"
                 if baseline and method != baseline:
@@ -353,16 +534,21 @@ def _spec_text(spec: ClassSpec) -> str:
 
 
 def write_per_case_csv(evaluation: Evaluation, path: Union[str, Path]) -> Path:
-    """Long format: one line per method, case and class with the four metrics and TP/FP/FN."""
+    """Long format: one line per method, case and class with the metrics, TP/FP/FN and, with the surface
+    metrics, the reference's voxel size (``x``-separated mm per array axis; empty: voxel units)."""
     path = Path(path)
+    surface = "HD95" in evaluation.metrics
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "case", "class", *METRICS, "TP", "FP", "FN"])
+        writer.writerow(["method", "case", "class", *evaluation.metrics, "TP", "FP", "FN"]
+                        + (["spacing"] if surface else []))
         for method in evaluation.methods:
             for i, case in enumerate(evaluation.cases):
+                spacing = evaluation.spacing.get(case)
+                extra = ["" if spacing is None else "x".join(f"{v:g}" for v in spacing)] if surface else []
                 for k, name in enumerate(evaluation.class_names):
-                    metrics = [_csv_number(evaluation.values[method][m][i, k]) for m in METRICS]
-                    writer.writerow([method, case, name, *metrics, *evaluation.counts[method][i, k].tolist()])
+                    metrics = [_csv_number(evaluation.values[method][m][i, k]) for m in evaluation.metrics]
+                    writer.writerow([method, case, name, *metrics, *evaluation.counts[method][i, k].tolist(), *extra])
     return path
 
 
@@ -391,11 +577,12 @@ def box_plots(evaluation: Evaluation, path: Union[str, Path], title: Optional[st
 
     rows = evaluation.rows()
     width = max(5.0, 2.2 + 1.1 * len(evaluation.methods) * len(rows))
-    fig, axes = plt.subplots(len(METRICS), len(rows), figsize=(width, 2.6 * len(METRICS)), squeeze=False,
+    metrics = evaluation.metrics
+    fig, axes = plt.subplots(len(metrics), len(rows), figsize=(width, 2.6 * len(metrics)), squeeze=False,
                              sharey="row")
     rng = np.random.default_rng(0)
     for j, row in enumerate(rows):
-        for i, metric in enumerate(METRICS):
+        for i, metric in enumerate(metrics):
             ax = axes[i, j]
             data = []
             for method in evaluation.methods:
@@ -407,13 +594,13 @@ def box_plots(evaluation: Evaluation, path: Union[str, Path], title: Optional[st
             for x, d in zip(positions, data):
                 ax.plot(x + rng.uniform(-0.15, 0.15, d.size), d, ".", ms=3, alpha=0.5, color="tab:blue")
             ax.set_xticks(positions)
-            ax.set_xticklabels(evaluation.methods if i == len(METRICS) - 1 else [""] * len(data),
+            ax.set_xticklabels(evaluation.methods if i == len(metrics) - 1 else [""] * len(data),
                                rotation=30, ha="right", fontsize=8)
             ax.grid(axis="y", alpha=0.3)
             if i == 0:
                 ax.set_title(row, fontsize=10)
             if j == 0:
-                ax.set_ylabel(metric)
+                ax.set_ylabel(f"{metric} ({_axis_unit(evaluation)})" if metric == "HD95" else metric)
     if title:
         fig.suptitle(textwrap.fill(title, width=int(width * 11)), fontsize=10)
     layout_with_settings(fig, {m: evaluation.settings[m] for m in evaluation.methods if m in evaluation.settings})
@@ -423,12 +610,38 @@ def box_plots(evaluation: Evaluation, path: Union[str, Path], title: Optional[st
     return path
 
 
+def _axis_unit(evaluation: Evaluation) -> str:
+    return "voxels" if all(spacing is None for spacing in evaluation.spacing.values()) else "mm"
+
+
 def print_progress(prefix: str = "evaluated") -> Callable[[int, int], None]:
     """A ``progress`` callback that prints ``prefix done/total`` to stderr about 10 times per run."""
 
     def report(done: int, total: int) -> None:
         if done == total or done % max(1, total // 10) == 0:
             print(f"  {prefix} {done}/{total} cases", file=sys.stderr, flush=True)
+
+    return report
+
+
+def progress_bar(prefix: str = "evaluated") -> Callable[[int, int], None]:
+    """A ``progress`` callback: a tqdm bar on an interactive terminal when tqdm is installed, else
+    :func:`print_progress`'s lines (which read well in log files)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    if tqdm is None or not sys.stderr.isatty():
+        return print_progress(prefix)
+    bar = None
+
+    def report(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=prefix, unit="case", file=sys.stderr)
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
 
     return report
 
@@ -452,18 +665,24 @@ def write_report(
     title: Optional[str] = None,
     plot: bool = True,
 ) -> tuple[str, list[Path]]:
-    """Write ``table.md``, ``summary.csv``, ``per_case.csv`` and (with ``plot``) ``boxplots.png`` into
-    ``folder``; returns the Markdown report and the written paths."""
+    """Write the :func:`report_files` (``table.md``, ``summary.csv``, ``per_case.csv`` and, with ``plot``,
+    ``boxplots.png``) into ``folder``; returns the Markdown report and the written paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    table, summary, per_case, *plot_path = report_files(folder, plot)
     baseline = baseline if len(evaluation.methods) > 1 else None
     report = markdown_report(evaluation, baseline)
     if title:
         report = f"## {title}\n\n" + report
-    table = folder / "table.md"
     table.write_text(report, encoding="utf-8")
-    written = [table, write_summary_csv(evaluation, baseline, folder / "summary.csv"),
-               write_per_case_csv(evaluation, folder / "per_case.csv")]
-    if plot:
-        written.append(box_plots(evaluation, folder / "boxplots.png", title))
+    written = [table, write_summary_csv(evaluation, baseline, summary), write_per_case_csv(evaluation, per_case)]
+    if plot_path:
+        written.append(box_plots(evaluation, plot_path[0], title))
     return report, written
+
+
+def report_files(folder: Union[str, Path], plot: bool = True) -> list[Path]:
+    """The files :func:`write_report` writes into ``folder`` (to check before a run that none exists)."""
+    folder = Path(folder)
+    names = ["table.md", "summary.csv", "per_case.csv"] + (["boxplots.png"] if plot else [])
+    return [folder / name for name in names]

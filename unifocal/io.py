@@ -15,6 +15,10 @@ file ending                   reader
 ``.npy``, ``.npz``            numpy; ``.npz`` reads the ``seg`` array (nnU-Net's older preprocessed format)
 ============================  ==========================================================================
 
+:func:`read_spacing` reads the voxel size from the header alone (nibabel's ``get_zooms``; SimpleITK's
+``GetSpacing`` reversed to the z, y, x order of its arrays), for the surface distances of
+:mod:`unifocal.metrics`; the other formats store none.
+
 Predictions and references of one case are compared array to array: both come from the same tool chain
 (nnU-Net writes predictions in the geometry of the raw image), so no resampling or reorientation is done;
 :func:`read_label` callers check that the shapes agree.
@@ -23,6 +27,7 @@ Predictions and references of one case are compared array to array: both come fr
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Iterator, Optional, Union
@@ -34,6 +39,7 @@ __all__ = [
     "LABEL_ENDINGS",
     "split_ending",
     "read_label",
+    "read_spacing",
     "list_label_files",
     "iter_labels",
     "find_dataset_json",
@@ -151,6 +157,37 @@ def _read_array(path: Path, ending: str) -> np.ndarray:
         if "seg" not in archive:
             raise InputError(f"{path}: an .npz label file must hold an array named 'seg'")
         return archive["seg"]
+
+
+def read_spacing(path: PathLike) -> Optional[tuple[float, ...]]:
+    """Voxel size (mm) along the axes of the array :func:`read_label` returns, from the file header only
+    (the voxel data is not read); ``None`` for formats without one (2D images, ``.b2nd``, ``.npy``, ``.npz``).
+
+    Raises:
+        InputError: when the header cannot be read or its voxel size is not finite and positive.
+    """
+    path = Path(path)
+    _, ending = split_ending(path.name)
+    try:
+        if ending in (".nii.gz", ".nii"):
+            import nibabel
+
+            spacing = nibabel.load(str(path)).header.get_zooms()
+        elif ending in (".nrrd", ".mha", ".mhd"):
+            import SimpleITK
+
+            reader = SimpleITK.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            spacing = reader.GetSpacing()[::-1]
+        else:
+            return None
+    except Exception as error:  # nibabel, SimpleITK and gzip each raise their own types for a broken file
+        raise InputError(f"{path}: cannot read the image header ({_reason(error)})") from error
+    spacing = tuple(float(v) for v in spacing)
+    if not all(math.isfinite(v) and v > 0 for v in spacing):
+        raise InputError(f"{path}: the header's voxel size {spacing} is not finite and positive")
+    return spacing
 
 
 def _read_2d(path: Path, ending: str) -> np.ndarray:

@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  logs: {workspace.logs}")
     methods = " ".join(shlex.quote(f"{label}={folder}") for label, folder in sorted_predictions(output))
     print(f"compare again any time: unifocal compare {methods} --reference {shlex.quote(str(dataset.test_labels))} "
-          f"-o {shlex.quote(str(output / 'comparison'))}")
+          f"-o {shlex.quote(str(output / 'comparison'))} --overwrite")
     return 0
 
 

@@ -331,15 +331,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"rule: {proposal.rule} (see unifocal.gamma)")
     if not multilabel:
         print(f"rare classes: {list(proposal.rare_classes)}; common classes: {list(proposal.common_classes)}")
-    env = f"UNIFOCAL_GAMMA={shlex.quote(gamma_text)}"
-    if not multilabel:
-        env += f" UNIFOCAL_RARE_CLASSES={shlex.quote(','.join(str(c) for c in proposal.rare_classes))}"
+    from nnunet_trainers.config import Settings
+    from nnunet_trainers.variants import variant_name
+
+    rare = None if multilabel else tuple(proposal.rare_classes)
+    trainer = variant_name("UnifiedFocalTrainer", Settings(gamma=tuple(float(g) for g in gamma_text.split(",")),
+                                                           rare_classes=rare))
     dataset_arg = shlex.quote(source.name) if (source / "dataset.json").is_file() else "DATASET"
     print()
-    print("nnU-Net (the unifocal trainers read these environment variables):")
+    print("nnU-Net (a trainer name that carries the settings gets its own results folder):")
     print('  export nnUNet_extTrainer="$(unifocal nnunet-path)"')
-    print(f"  {env} nnUNetv2_train {dataset_arg} CONFIGURATION FOLD -tr UnifiedFocalTrainer")
-    print("  (or UNIFOCAL_GAMMA=auto: the trainer derives the same rule from its fold's training cases)")
+    print(f"  nnUNetv2_train {dataset_arg} CONFIGURATION FOLD -tr {trainer}")
+    print("  (or -tr UnifiedFocalTrainer_auto: the trainer derives the same rule from its fold's training cases)")
     print("Python:")
     loss_kwargs = proposal.loss_kwargs()
     loss_kwargs["gamma"] = [float(f"{g:.3g}") for g in loss_kwargs["gamma"]]

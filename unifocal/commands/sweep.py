@@ -314,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_sweep_csv(evaluation, gammas, gamma_labels, path: Path) -> Path:
-    from ..metrics import METRICS, nan_summary
+    from ..metrics import nan_summary
 
     gamma_of = dict(zip(gamma_labels, gammas))
     with open(path, "w", newline="", encoding="utf-8") as handle:
@@ -322,7 +322,7 @@ def _write_sweep_csv(evaluation, gammas, gamma_labels, path: Path) -> Path:
         writer.writerow(["method", "gamma", "class", "metric", "mean", "sd", "n"])
         for method in evaluation.methods:
             for row in evaluation.rows():
-                for metric in METRICS:
+                for metric in evaluation.metrics:
                     mean, sd, n = nan_summary(evaluation.column(method, metric, row))
                     gamma = gamma_of.get(method)
                     writer.writerow([method, "" if gamma is None else f"{gamma:g}", row, metric,

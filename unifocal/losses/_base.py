@@ -24,7 +24,6 @@ from ._inputs import prepare
 from ._stats import REDUCTIONS, BatchLoss
 
 
-
 def check_bool(name: str, value) -> bool:
     """A bool as given; a string such as "false" (what a command-line override passes) or a number is
     rejected rather than read as true."""

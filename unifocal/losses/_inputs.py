@@ -17,9 +17,8 @@ of region logits come from the C channels directly (:mod:`unifocal.losses._regio
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -170,97 +169,94 @@ def _label_map(input: Tensor, target: Tensor) -> Optional[Tensor]:
     )
 
 
-def _check_inputs(input: Tensor, from_logits: bool, multilabel: bool, labels: Optional[Tensor], dense: Optional[Tensor],
-                  num_classes: int, ignore_index: Optional[int]) -> None:
-    """Every check of the values of ``input`` and the target (a label map ``labels`` or a ``dense`` target).
+class _Check(NamedTuple):
+    """One condition on the values of the input or the target.
 
-    Eager: a ValueError naming the problem and the offending value. Under ``torch.compile`` reading a value
-    back to the host would break the graph (the loss became nine graphs, and ``fullgraph=True`` failed), so
-    the same conditions are asserted inside the graph (:func:`_assert_values`): a compiled loss rejects the
-    same inputs, with a RuntimeError carrying the message without the value.
+    ``holds``: a 0-dim bool tensor; ``message``: what both paths report when it fails; ``detail``: the rest of
+    the eager ValueError, formatted with the ``found`` values (0-dim tensors read back with the conditions);
+    ``recheck``: a second, costlier condition that clears a failed ``holds`` (see :func:`_value_checks`).
     """
-    if _is_compiling():
-        _assert_values(input, from_logits, multilabel, labels, dense, num_classes, ignore_index)
-        return
-    _check_values(input, from_logits, multilabel, labels, num_classes, ignore_index)
-    if dense is not None:
-        _check_dense_target(dense)
+
+    holds: Tensor
+    message: str
+    detail: str = ""
+    found: tuple = ()
+    recheck: Optional[Callable[[], Tensor]] = None
 
 
-def _assert_values(input: Tensor, from_logits: bool, multilabel: bool, labels: Optional[Tensor],
-                   dense: Optional[Tensor], num_classes: int, ignore_index: Optional[int]) -> None:
-    """The conditions of :func:`_check_values` and :func:`_check_dense_target` as assertions compiled into
-    the graph (``torch._assert_async``: no host synchronisation; on CUDA a failure is a device-side assert,
-    as for an out-of-range class in torch's cross_entropy)."""
-    conditions = [(torch.isfinite(input).all(), "input contains NaN or Inf values")]
-    if not from_logits:
+def _value_checks(input: Tensor, from_logits: bool, multilabel: bool, labels: Optional[Tensor],
+                  dense: Optional[Tensor], num_classes: int, ignore_index: Optional[int]) -> list[_Check]:
+    """Every condition on the values of ``input`` and the target (a label map ``labels`` or a ``dense``
+    target), in the order they are reported, as 0-dim tensors: nothing is read back here.
+
+    Logits are checked by their sum (one reading pass, no input-sized temporary; ``isfinite(input).all()``
+    writes one and costs more than the softmax): a NaN or an infinity makes it non-finite, and only then are
+    the extremes looked at, to tell an infinity in the input from a sum of finite logits that overflowed.
+    Probabilities and targets are checked by their extremes (NaN propagates into them), which their range
+    checks need anyway.
+    """
+    not_finite, dtype = "input contains NaN or Inf values", compute_dtype(input.dtype)
+    if from_logits:
+        checks = [_Check(input.sum(dtype=dtype).isfinite(), not_finite,
+                         recheck=lambda: torch.stack(torch.aminmax(input)).isfinite().all())]
+    else:
         low, high = torch.aminmax(input)
-        conditions.append(((low >= 0) & (high <= 1), "from_logits=False expects probabilities in [0, 1]"))
+        checks = [_Check(low.isfinite() & high.isfinite(), not_finite),
+                  _Check((low >= 0) & (high <= 1), "from_logits=False expects probabilities in [0, 1]",
+                         ", but the input holds values in [{:.4g}, {:.4g}]; pass raw network outputs with "
+                         "from_logits=True", (low, high))]
         if not multilabel:
             deviation = (input.sum(1, dtype=torch.float32) - 1).abs().max()
-            conditions.append((deviation <= _sum_tolerance(input.dtype), "from_logits=False with exclusive classes "
-                               "expects probabilities that sum to 1 over the class axis (dim 1)"))
-    if labels is not None and labels.dtype != torch.bool:
-        if labels.is_floating_point():
-            conditions.append((torch.isfinite(labels).all(), "target contains NaN or Inf values"))
-            conditions.append(((labels == labels.round()).all(), "a label-map target must hold integer class indices"))
-        valid = labels if ignore_index is None else labels.masked_fill(_ignored(labels, ignore_index), 0)
-        low, high = torch.aminmax(valid)
-        hint = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
-        conditions.append(((low >= 0) & (high < num_classes),
-                           f"target label values must lie in [0, {num_classes}){hint}"))
-    if dense is not None and dense.dtype != torch.bool:
-        if dense.is_floating_point():
-            conditions.append((torch.isfinite(dense).all(), "target contains NaN or Inf values"))
-        low, high = torch.aminmax(dense)
-        conditions.append(((low >= 0) & (high <= 1), "a one-hot/soft (B, C, *S) target must hold values in [0, 1]"))
-    for condition, message in conditions:
-        torch._assert_async(condition, message)
-
-
-def _check_values(input: Tensor, from_logits: bool, multilabel: bool, labels: Optional[Tensor], num_classes: int,
-                  ignore_index: Optional[int]) -> None:
-    """Raise ValueError for NaN/Inf input, probabilities out of range, or labels outside [0, C).
-
-    What is checked is read back to the host together: one synchronisation per call on an accelerator.
-    Logits are checked by their sum (one reading pass, no input-sized temporary; ``isfinite(input).all()``
-    writes one and costs more than the softmax): a NaN or an infinity makes it non-finite. Only then are
-    the extremes looked at, to tell an infinity in the input from a sum that overflowed. Probabilities are
-    checked by their extremes, which their range check needs anyway.
-    """
-    if from_logits:
-        extremes = [input.sum(dtype=compute_dtype(input.dtype))]
-    else:
-        extremes = list(torch.aminmax(input))
-    if labels is not None and labels.dtype != torch.bool:
-        if labels.is_floating_point():
-            if not torch.isfinite(labels).all():
-                raise ValueError("target contains NaN or Inf values")
-            if not (labels == labels.round()).all():
-                raise ValueError("a label-map target must hold integer class indices; found fractional values")
-        valid = labels if ignore_index is None else labels.masked_fill(_ignored(labels, ignore_index), 0)
-        extremes += list(torch.aminmax(valid))
-    # float32 unless the input is float64: exact for labels below 2^24, and MPS has no float64
-    dtype = compute_dtype(input.dtype)
-    values = torch.stack([v.to(dtype) for v in extremes]).tolist()
-    if from_logits:
-        total = values.pop(0)
-        if not math.isfinite(total) and not all(math.isfinite(v) for v in torch.aminmax(input)):
-            raise ValueError("input contains NaN or Inf values")
-    else:
-        low, high = values[:2]
-        values = values[2:]
-        if not (math.isfinite(low) and math.isfinite(high)):
-            raise ValueError("input contains NaN or Inf values")
-        _check_probabilities(input, low, high, multilabel)
-    if values:
-        low, high = values
-        if low < 0 or high >= num_classes:
+            tolerance = 1e-2 if input.dtype in (torch.float16, torch.bfloat16) else 1e-3  # half precision rounds
+            checks.append(_Check(deviation <= tolerance, "from_logits=False with exclusive classes "
+                                 "expects probabilities that sum to 1 over the class axis (dim 1)",
+                                 "; the sums deviate by up to {:.4g}. Pass logits with from_logits=True, or use "
+                                 "multilabel=True for independent (sigmoid) channels", (deviation,)))
+    for target in (labels, dense):
+        if target is None or target.dtype == torch.bool:
+            continue
+        valid = target if ignore_index is None else target.masked_fill(_ignored(target, ignore_index), 0)
+        # compared in the compute dtype: in a narrow label dtype the bound would wrap (uint8 300 is 44)
+        low, high = (v.to(dtype) for v in torch.aminmax(valid))
+        if target.is_floating_point():
+            checks.append(_Check(low.isfinite() & high.isfinite(), "target contains NaN or Inf values"))
+            if target is labels:
+                checks.append(_Check((target == target.round()).all(), "a label-map target must hold integer "
+                                     "class indices", "; found fractional values"))
+        if target is dense:
+            checks.append(_Check((low >= 0) & (high <= 1), "a one-hot/soft (B, C, *S) target must hold values in "
+                                 "[0, 1]", "; found [{:.4g}, {:.4g}]. A label map must have a single channel: "
+                                 "(B, 1, *S) or (B, *S)", (low, high)))
+        else:
             hint = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
-            raise ValueError(
-                f"target label values must lie in [0, {num_classes}){hint}; found {int(low if low < 0 else high)}"
-                + ("" if ignore_index is not None else " (set ignore_index if it marks voxels to ignore)")
-            )
+            unset = "" if ignore_index is not None else " (set ignore_index if it marks voxels to ignore)"
+            checks.append(_Check((low >= 0) & (high < num_classes), f"target label values must lie in "
+                                 f"[0, {num_classes}){hint}", "; found {:.0f}" + unset,
+                                 (torch.where(low < 0, low, high),)))
+    return checks
+
+
+def _check_values(checks: list[_Check], dtype: torch.dtype) -> None:
+    """Raise a ValueError for the first failing check, naming the offending value.
+
+    Eager: every condition and value is read back to the host together, one synchronisation per call on an
+    accelerator (in ``dtype``: float32 unless the input is float64, exact for labels below 2^24; MPS has no
+    float64). Under ``torch.compile`` reading a value back would break the graph (the loss became nine
+    graphs, and ``fullgraph=True`` failed), so the conditions are asserted inside the graph instead
+    (``torch._assert_async``: no host synchronisation; on CUDA a failure is a device-side assert, as for an
+    out-of-range class in torch's cross_entropy): a compiled loss rejects the same inputs, with a
+    RuntimeError carrying the message without the value.
+    """
+    if _is_compiling():
+        for check in checks:
+            holds = check.holds if check.recheck is None else check.holds | check.recheck()
+            torch._assert_async(holds, check.message)
+        return
+    values = iter(torch.stack([v.to(dtype) for check in checks for v in (check.holds, *check.found)]).tolist())
+    for check in checks:
+        holds, found = next(values), [next(values) for _ in check.found]
+        if not holds and not (check.recheck is not None and check.recheck().item()):
+            raise ValueError(check.message + check.detail.format(*found))
 
 
 def _ignored(labels: Tensor, ignore_index: int) -> Tensor:
@@ -273,40 +269,6 @@ def _ignored(labels: Tensor, ignore_index: int) -> Tensor:
     return labels == ignore_index
 
 
-def _check_probabilities(input: Tensor, low: float, high: float, multilabel: bool) -> None:
-    if low < 0 or high > 1:
-        raise ValueError(
-            f"from_logits=False expects probabilities in [0, 1], but the input holds values in "
-            f"[{low:.4g}, {high:.4g}]; pass raw network outputs with from_logits=True"
-        )
-    if not multilabel:
-        deviation = (input.sum(1, dtype=torch.float32) - 1).abs().max()
-        if deviation > _sum_tolerance(input.dtype):
-            raise ValueError(
-                f"from_logits=False with exclusive classes expects probabilities that sum to 1 over the "
-                f"class axis (dim 1); the sums deviate by up to {deviation.item():.4g}. Pass logits with "
-                f"from_logits=True, or use multilabel=True for independent (sigmoid) channels"
-            )
-
-
-def _sum_tolerance(dtype: torch.dtype) -> float:
-    """How far probabilities given in ``dtype`` may sum away from 1 (half precision rounds each of them)."""
-    return 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-3
-
-
-def _check_dense_target(target: Tensor) -> None:
-    if target.dtype == torch.bool:
-        return
-    if target.is_floating_point() and not torch.isfinite(target).all():
-        raise ValueError("target contains NaN or Inf values")
-    low, high = torch.aminmax(target)
-    if low < 0 or high > 1:
-        raise ValueError(
-            f"a one-hot/soft (B, C, *S) target must hold values in [0, 1]; found [{low.item():.4g}, "
-            f"{high.item():.4g}]. A label map must have a single channel: (B, 1, *S) or (B, *S)"
-        )
-
-
 def _mask(mask: Tensor, input: Tensor, dtype: torch.dtype) -> Tensor:
     shape = (input.shape[0], 1, *input.shape[2:])
     if mask.ndim == input.ndim - 1:
@@ -315,6 +277,10 @@ def _mask(mask: Tensor, input: Tensor, dtype: torch.dtype) -> Tensor:
         raise ValueError(f"mask shape {tuple(mask.shape)} does not match {shape} (B, 1, *S) for input {tuple(input.shape)}")
     # 0/1: a voxel counts or not (a weighted mask would enter products of the prediction and the target twice)
     return (mask != 0).to(dtype).contiguous()
+
+
+def _plain(tensor: Tensor) -> Tensor:
+    return tensor if type(tensor) is Tensor else tensor.as_subclass(Tensor)
 
 
 def prepare(
@@ -347,6 +313,10 @@ def prepare(
     """
     if not isinstance(input, Tensor) or not isinstance(target, Tensor):
         raise TypeError("input and target must be torch.Tensor")
+    # Subclasses such as MONAI's MetaTensor run Python code on every operation and change signatures
+    # (new_empty); the loss needs none of their metadata. as_subclass keeps the autograd history.
+    input, target = _plain(input), _plain(target)
+    mask = None if mask is None else _plain(mask)
     if input.ndim < 3:
         raise ValueError(f"input must be (B, C, *spatial) with at least one spatial dim; got shape {tuple(input.shape)}")
     if not input.is_floating_point():
@@ -362,36 +332,34 @@ def prepare(
             "exclusive (softmax) classes need at least 2 channels, background included; got 1. "
             "For a single foreground channel use multilabel=True (sigmoid)"
         )
-    labels = _label_map(input, target)
-    if multilabel and labels is not None and num_channels > 1:
-        raise ValueError(
-            f"multilabel=True expects a (B, C, *S) 0/1 target with one channel per input channel; got target "
-            f"{tuple(target.shape)} for input {tuple(input.shape)}"
-        )
-    if ignore_index is not None and (labels is None or multilabel):
+    labels, dense = _label_map(input, target), None
+    if multilabel and labels is not None:
+        if num_channels > 1:
+            raise ValueError(
+                f"multilabel=True expects a (B, C, *S) 0/1 target with one channel per input channel; got target "
+                f"{tuple(target.shape)} for input {tuple(input.shape)}"
+            )
+        labels, dense = None, labels  # the single channel's 0/1 map
+    elif labels is None:
+        dense = target
+    if ignore_index is not None and labels is None:
         raise ValueError(
             "ignore_index applies to exclusive label-map targets; for one-hot or multilabel targets pass mask="
         )
-    exclusive_labels = labels is not None and not multilabel
-    dense = None if exclusive_labels else (target if labels is None else labels)
-    _check_inputs(input, from_logits, multilabel, labels if exclusive_labels else None, dense, num_channels,
-                  ignore_index)
-
     dtype = compute_dtype(input.dtype)
+    _check_values(_value_checks(input, from_logits, multilabel, labels, dense, num_channels, ignore_index), dtype)
+
     # The record's tensors are contiguous: strided inputs (Fortran-ordered arrays, permuted or expanded views,
     # channels_last) are copied once here, contiguous ones are not copied.
-    x = input.to(dtype).contiguous()
     valid = None if mask is None else _mask(mask, input, dtype)
-    onehot = None
-    if exclusive_labels:
+    if labels is not None:
         labels = (labels.to(torch.uint8) if labels.dtype == torch.bool else labels).contiguous()
         if ignore_index is not None:
             keep = (~_ignored(labels, ignore_index)).to(dtype)
             valid = keep if valid is None else valid * keep
     else:
-        onehot = dense.to(dtype).contiguous()
+        dense = dense.to(dtype).contiguous()
         if valid is not None:
-            onehot = onehot * valid
-
-    return Prepared(x, valid, num_channels if multilabel else 1, multilabel,
-                    labels=labels if exclusive_labels else None, dense_target=onehot, from_logits=from_logits, ddp=ddp)
+            dense = dense * valid
+    return Prepared(input.to(dtype).contiguous(), valid, num_channels if multilabel else 1, multilabel,
+                    labels=labels, dense_target=dense, from_logits=from_logits, ddp=ddp)

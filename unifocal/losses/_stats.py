@@ -348,7 +348,9 @@ def weighted_sum(parts: Sequence[tuple[float, Callable[[], BatchLoss]]]) -> Batc
 
 
 def voxel_mean(per_voxel: Tensor, prep: Prepared) -> BatchLoss:
-    """Mean over the voxels that count of a (B, *S) or (B, 1, *S) map whose ignored voxels are 0."""
+    """Mean over the voxels that count of a (B, *S) map (its values at ignored voxels do not count)."""
+    if prep.mask is not None:
+        per_voxel = per_voxel * prep.mask[:, 0]
     return counted_mean(per_voxel.flatten(1).sum(1), prep)
 
 
@@ -373,10 +375,9 @@ def counted_mean(sums: Tensor, prep: Prepared, totals: Optional[Tensor] = None) 
 
 
 def class_mean(per_class_loss: Tensor, batch_size: int) -> BatchLoss:
-    """Mean over classes of a (B, K) per-sample or (1, K) batch-level loss."""
-    if per_class_loss.shape[0] != batch_size:
-        return BatchLoss(per_class_loss.mean, lambda: per_class_loss.mean(1).expand(batch_size))
-    return BatchLoss(per_class_loss.mean, lambda: per_class_loss.mean(1))
+    """Mean over classes of a (B, K) per-sample or (1, K) batch-level loss (then the same for every sample).
+    The callables are lambdas: dynamo cannot trace a bound ``Tensor.mean`` called later."""
+    return BatchLoss(lambda: per_class_loss.mean(), lambda: per_class_loss.mean(1).expand(batch_size))
 
 
 def _power(base: Tensor, exponent: Union[float, Tensor]) -> Tensor:

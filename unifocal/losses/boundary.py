@@ -63,7 +63,8 @@ def region_distances(
     """Euclidean distance maps of binary regions (B, K, *S) (see the module docstring).
 
     Returns ``(inside, outside, has_contour)``: two ``dtype`` tensors shaped like ``regions`` on its device
-    (``outside`` is None when not asked for), and a (B, K) bool tensor, False for empty or full regions.
+    (``outside`` is None when not asked for), and a (B, K, 1, ...) bool tensor that broadcasts against them,
+    False for empty or full regions.
     """
     masks = regions.detach().to("cpu", torch.bool).numpy()
     numpy_dtype = np.float64 if dtype == torch.float64 else np.float32
@@ -81,6 +82,7 @@ def region_distances(
     def back(array: np.ndarray) -> Tensor:
         return torch.from_numpy(array).to(regions.device)
 
+    has_contour = has_contour.reshape(*has_contour.shape, *([1] * (masks.ndim - 2)))
     return back(inside), None if beyond is None else back(beyond), back(has_contour)
 
 
@@ -108,16 +110,12 @@ class DistancePenalizedCELoss(_DistanceLoss):
     def compute(self, prep: Prepared) -> BatchLoss:
         regions = prep.target > 0.5
         inside, _, has_contour = region_distances(regions, self.spacing_for(prep), outside=False, dtype=prep.prob.dtype)
-        has_contour = has_contour[(...,) + (None,) * (inside.ndim - 2)]
         dims = tuple(range(2, inside.ndim))
-        far = inside.amax(dims, keepdim=True)
-        near = torch.where(regions, inside, torch.full_like(inside, float("inf"))).amin(dims, keepdim=True)
-        near = torch.where(has_contour, near, torch.zeros_like(near))
-        span = far - near
-        scaled = 1 - (inside - near) / span.clamp_min(torch.finfo(span.dtype).tiny)
-        penalty = torch.where(span > 0, scaled, torch.ones_like(scaled))
-        penalty = torch.where(regions & has_contour, penalty, torch.zeros_like(penalty))
-        return _distance_weighted_ce(prep, penalty)
+        near = torch.where(regions, inside, float("inf")).amin(dims, keepdim=True)
+        span = inside.amax(dims, keepdim=True) - near
+        # a region of contour only (span 0) is all 1; regions without contour get 0 below
+        penalty = torch.where(span > 0, 1 - (inside - near) / span.clamp_min(torch.finfo(span.dtype).tiny), 1.0)
+        return _distance_weighted_ce(prep, torch.where(regions & has_contour, penalty, 0.0))
 
 
 class ShapeAwareLoss(_DistanceLoss):
@@ -161,11 +159,8 @@ class BoundaryLoss(_DistanceLoss):
         regions = prep.target[:, foreground] > 0.5
         inside, outside, has_contour = region_distances(regions, self.spacing_for(prep), dtype=prob.dtype)
         # Kervadec's one_hot2dist: distance outside, -(distance - 1) inside (0 on the inner contour).
-        signed = outside - torch.where(regions, inside - 1, torch.zeros_like(inside))
-        signed = signed * has_contour[(...,) + (None,) * (signed.ndim - 2)]
+        signed = (outside - torch.where(regions, inside - 1, 0.0)) * has_contour
         per_voxel = (prob * signed).sum(1) / prob.shape[1]
-        if prep.mask is not None:
-            per_voxel = per_voxel * prep.mask[:, 0]
         return voxel_mean(per_voxel, prep)
 
 
@@ -200,8 +195,6 @@ class HausdorffDTLoss(_DistanceLoss):
         inside, outside, _ = region_distances(regions, self.spacing_for(prep), dtype=prob.dtype)
         field = (inside + outside).pow(self.alpha)
         per_voxel = ((prob - onehot).square() * (field[:, :k] + field[:, k:])).sum(1) / k
-        if prep.mask is not None:
-            per_voxel = per_voxel * prep.mask[:, 0]
         return voxel_mean(per_voxel, prep)
 
 

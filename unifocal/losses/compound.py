@@ -36,9 +36,8 @@ __all__ = ["ComboLoss", "DiceCELoss", "ExponentialLogarithmicLoss", "combo_loss"
            "exponential_logarithmic_loss"]
 
 _COMMON_ARGS = """
-        smooth: Dice smoothing (> 0, default 1), as :class:`~unifocal.losses.DiceLoss`.
-        include_background: keep channel 0 in the Dice part (default True).
-        batch_dice: Dice over the batch (nnU-Net's batch_dice); over all ranks with ``ddp=True``.
+        smooth, include_background, batch_dice: of the Dice part, as :class:`~unifocal.losses.DiceLoss`
+            (defaults 1, True, False).
         from_logits, multilabel, ignore_index, reduction, ddp: as every loss
             (:class:`~unifocal.losses._base.SegmentationLoss`).
 """

@@ -8,9 +8,8 @@ stacked tensor straight to the inner loss; here it is unbound first.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
-
 import math
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +34,11 @@ def deep_supervision_weights(num_outputs: int, scheme: Weights = "nnunet") -> li
     """
     if num_outputs < 1:
         raise ValueError(f"deep supervision needs at least one output; got {num_outputs}")
+    scheme = _check_weights(scheme)
     if not isinstance(scheme, str):
-        weights = list(_check_weights(scheme))
-        if len(weights) != num_outputs:
-            raise ValueError(f"{len(weights)} deep supervision weights given for {num_outputs} outputs")
-        return weights
-    if scheme not in WEIGHT_SCHEMES:
-        raise ValueError(f"weight scheme must be one of {WEIGHT_SCHEMES} or a sequence of numbers; got {scheme!r}")
+        if len(scheme) != num_outputs:
+            raise ValueError(f"{len(scheme)} deep supervision weights given for {num_outputs} outputs")
+        return list(scheme)
     if scheme == "uniform":
         raw = [1.0] * num_outputs
     else:
@@ -52,8 +49,12 @@ def deep_supervision_weights(num_outputs: int, scheme: Weights = "nnunet") -> li
     return [w / total for w in raw]
 
 
-def _check_weights(weights) -> tuple[float, ...]:
-    """Finite weights >= 0, not all 0, whose sum is finite (1e308 + 1e308 is not)."""
+def _check_weights(weights: Weights) -> Weights:
+    """A scheme name, or finite weights >= 0, not all 0, whose sum is finite (1e308 + 1e308 is not)."""
+    if isinstance(weights, str):
+        if weights not in WEIGHT_SCHEMES:
+            raise ValueError(f"weight scheme must be one of {WEIGHT_SCHEMES} or a sequence of numbers; got {weights!r}")
+        return weights
     weights = check_numbers("deep supervision weights", weights, scalar=False)
     if min(weights) < 0 or not 0 < sum(weights) < math.inf:
         raise ValueError(f"deep supervision weights must be >= 0 and not all 0, with a finite sum; got {weights}")
@@ -88,10 +89,8 @@ class DeepSupervisionLoss(nn.Module):
 
     def __init__(self, loss: nn.Module, weights: Weights = "nnunet", stacked_dim: Optional[int] = None) -> None:
         super().__init__()
-        if isinstance(weights, str) and weights not in WEIGHT_SCHEMES:
-            raise ValueError(f"weight scheme must be one of {WEIGHT_SCHEMES} or a sequence of numbers; got {weights!r}")
         self.loss = loss
-        self.weights = weights if isinstance(weights, str) else _check_weights(weights)
+        self.weights = _check_weights(weights)
         self.stacked_dim = stacked_dim
 
     def forward(self, outputs: Union[Tensor, Sequence[Tensor]], target: Union[Tensor, Sequence[Tensor]],

@@ -47,11 +47,11 @@ def modulated_cross_entropy(stats: ClassStatistics, prep: Prepared, class_weight
     return counted_mean(sums.sum(1) / prep.num_problems, prep, totals)
 
 
-def check_focal_gamma(gamma: Gamma, name: str = "gamma", tversky_exponent: bool = False) -> Gamma:
+def check_focal_gamma(gamma: Gamma, tversky_exponent: bool = False) -> Gamma:
     """One gamma or one per class, each finite and >= 0; where it also sets a Tversky exponent 1 - gamma, < 1."""
     if tversky_exponent:
-        return check_numbers(name, gamma, 0.0, 1.0, high_open=True, why=" (it sets the Tversky exponent 1 - gamma)")
-    return check_numbers(name, gamma, 0.0)
+        return check_numbers("gamma", gamma, 0.0, 1.0, high_open=True, why=" (it sets the Tversky exponent 1 - gamma)")
+    return check_numbers("gamma", gamma, 0.0)
 
 
 def check_class_weight(class_weight) -> Optional[tuple[float, ...]]:

@@ -86,13 +86,6 @@ class _RegionLoss(SegmentationLoss):
         return class_mean(self.per_class(self.confusion(prep)), prep.batch_size)
 
 
-def _check_fp_fn(alpha, beta) -> tuple[float, float]:
-    alpha, beta = check_number("alpha (FP weight)", alpha), check_number("beta (FN weight)", beta)
-    if min(alpha, beta) < 0 or alpha + beta == 0:
-        raise ValueError(f"alpha (FP weight) and beta (FN weight) must be >= 0 and not both 0; got {alpha}, {beta}")
-    return alpha, beta
-
-
 class DiceLoss(_RegionLoss):
     __doc__ = r"""Soft Dice loss (Milletari, Navab, Ahmadi, "V-Net", 3DV 2016), mean over classes.
 
@@ -153,7 +146,10 @@ class TverskyLoss(_RegionLoss):
 
     def __init__(self, alpha: float = 0.3, beta: float = 0.7, **options) -> None:
         super().__init__(**options)
-        self.alpha, self.beta = _check_fp_fn(alpha, beta)
+        self.alpha, self.beta = check_number("alpha (FP weight)", alpha), check_number("beta (FN weight)", beta)
+        if min(self.alpha, self.beta) < 0 or self.alpha + self.beta == 0:
+            raise ValueError(f"alpha (FP weight) and beta (FN weight) must be >= 0 and not both 0; got {self.alpha}, "
+                             f"{self.beta}")
 
     def per_class(self, sums: ConfusionSums) -> Tensor:
         return tversky_distance(sums, self.alpha, self.beta, self.smooth)
@@ -197,10 +193,9 @@ def generalized_dice_weights(volumes: Tensor) -> Tensor:
     """
     volumes = volumes.detach()
     present = volumes > 0
-    smallest = torch.where(present, volumes, torch.full_like(volumes, float("inf"))).amin(1, keepdim=True)
+    smallest = torch.where(present, volumes, float("inf")).amin(1, keepdim=True)
     # (V_min / V_c)^2 = w_c V_min^2: the same ratios as 1 / V_c^2, without underflow for large volumes.
-    ratio = torch.where(present, smallest / volumes.clamp_min(torch.finfo(volumes.dtype).tiny), torch.ones_like(volumes))
-    weights = ratio.square()
+    weights = torch.where(present, smallest / volumes.clamp_min(torch.finfo(volumes.dtype).tiny), 1.0).square()
     return weights / weights.sum(1, keepdim=True)
 
 
@@ -275,7 +270,7 @@ class LogCoshDiceLoss(DiceLoss):
 
     def compute(self, prep: Prepared) -> BatchLoss:
         per_sample = torch.log(torch.cosh(super().compute(prep).per_sample()))
-        return BatchLoss(per_sample.mean, lambda: per_sample)
+        return BatchLoss(lambda: per_sample.mean(), lambda: per_sample)
 
 
 dice_loss = functional(DiceLoss)
