@@ -25,7 +25,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch._dynamo import OptimizedModule
 
-from . import TRAINER_NAMES
+from . import TRAINER_LOSSES, TRAINER_NAMES
 from .checkpoint import load_checkpoint_file
 from .config import AUTO, Settings, SettingsError, load_settings, short_schedule
 from .loss_builder import ResolvedLoss, TrainerState, build_loss, nnunet_ds_weights, resolve
@@ -207,40 +207,40 @@ class UnifiedFocalTrainer(UnifocalTrainerBase):
     """Asymmetric Unified Focal loss (Yeung et al. 2022), paper defaults: lambda 0.5, delta 0.6, gamma 0.5,
     every foreground class rare. Settings: weight, delta, gamma (or "auto"), rare_classes, ds_weights."""
 
-    unifocal_loss = "asymmetric_unified_focal"
+    unifocal_loss = TRAINER_LOSSES["UnifiedFocalTrainer"]
 
 
 class SymmetricUnifiedFocalTrainer(UnifocalTrainerBase):
     """Symmetric Unified Focal loss, same defaults and settings as :class:`UnifiedFocalTrainer`."""
 
-    unifocal_loss = "symmetric_unified_focal"
+    unifocal_loss = TRAINER_LOSSES["SymmetricUnifiedFocalTrainer"]
 
 
 class FocalTrainer(UnifocalTrainerBase):
     """Focal loss (Lin et al. 2017), gamma 2, no alpha. Settings: gamma, ds_weights."""
 
-    unifocal_loss = "focal"
+    unifocal_loss = TRAINER_LOSSES["FocalTrainer"]
 
 
 class TverskyTrainer(UnifocalTrainerBase):
     """Tversky loss (Salehi et al. 2017), false-negative weight delta 0.7 (false positives 0.3), background
     included. Settings: delta, ds_weights."""
 
-    unifocal_loss = "tversky"
+    unifocal_loss = TRAINER_LOSSES["TverskyTrainer"]
 
 
 class FocalTverskyTrainer(UnifocalTrainerBase):
     """Focal Tversky loss (Abraham & Khan 2019), delta 0.7, gamma 4/3 (exponent 1/gamma).
     Settings: delta, gamma, ds_weights."""
 
-    unifocal_loss = "focal_tversky"
+    unifocal_loss = TRAINER_LOSSES["FocalTverskyTrainer"]
 
 
 class ComboTrainer(UnifocalTrainerBase):
     """Combo loss (Taghanaki et al. 2019), alpha 0.5 (``weight``), beta 0.5 (``delta``).
     Settings: weight, delta, ds_weights."""
 
-    unifocal_loss = "combo"
+    unifocal_loss = TRAINER_LOSSES["ComboTrainer"]
 
 
 class _ShortSchedule:
@@ -286,7 +286,6 @@ class BaselineTrainerShort(_ShortSchedule, nnUNetTrainer):
     reference the short Unified Focal runs are compared with."""
 
 
-_LOSS_OF_TRAINER = {name: getattr(globals()[name], "unifocal_loss", None) for name in TRAINER_NAMES}
 _VARIANTS: dict = {}
 
 
@@ -294,7 +293,7 @@ def variant_trainer(name: str) -> Optional[type]:
     """The trainer class for a name that carries settings (``UnifiedFocalTrainer_gamma0.3``), made once;
     None when ``name`` is not a unifocal trainer's. Raises SettingsError for an invalid settings name."""
     if name not in _VARIANTS:
-        parsed = parse_variant(name, _LOSS_OF_TRAINER)
+        parsed = parse_variant(name, TRAINER_LOSSES)
         if parsed is None:
             return None
         base, settings = parsed

@@ -324,6 +324,20 @@ def test_trainer_losses_match_the_trainers():
     assert trainer_loss("nnUNetTrainer") is None
 
 
+def test_trainer_loss_table_is_the_trainers_and_imports_no_nnunet():
+    import subprocess
+    import sys
+
+    import nnunet_trainers
+    import nnunet_trainers.trainers as trainers
+
+    for name, loss in nnunet_trainers.TRAINER_LOSSES.items():
+        assert (getattr(getattr(trainers, name), "unifocal_loss", "") or None) == loss
+    code = ("import sys; from unifocal.experiment import trainer_loss; "
+            "assert trainer_loss('ComboTrainer') == 'combo'; print('nnunetv2' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
 def test_run_logged_failure_and_termination(tmp_path):
     import signal
     import sys

@@ -510,12 +510,11 @@ def claim_output(claim: OutputClaim) -> None:
 
 def trainer_loss(trainer: str) -> Optional[str]:
     """The loss (a key of ``nnunet_trainers.loss_builder.LOSS_SPECS``) that the unifocal trainer named
-    ``trainer`` builds, read from its class; None for any other trainer (nnU-Net's, a user's)."""
-    import nnunet_trainers
+    ``trainer`` builds, also for a name that carries settings; None for any other trainer (nnU-Net's, a
+    user's, ``BaselineTrainerShort``). Imports no nnunetv2."""
+    from nnunet_trainers import TRAINER_LOSSES
 
-    if trainer.partition("_")[0] not in nnunet_trainers.TRAINER_NAMES:
-        return None
-    return getattr(getattr(nnunet_trainers, trainer), "unifocal_loss", None) or None  # BaselineTrainer: none
+    return TRAINER_LOSSES.get(trainer.partition("_")[0])
 
 
 def check_loss_settings(
