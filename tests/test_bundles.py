@@ -734,3 +734,22 @@ def test_2d_greyscale_16_bit_images_keep_their_values(tmp_path):
     np.testing.assert_array_equal(np.asarray(loaded).T, values)  # PIL's (width, height) axes
     assert len(np.unique(values)) == len(np.unique(np.asarray(loaded))) > 3000
     assert len(np.unique(np.asarray(Image.open(path).convert("L")))) < 256  # what PIL alone would give
+
+
+def test_resume_skips_a_checkpoint_cut_short_by_a_kill(tmp_path):
+    import torch
+
+    from unifocal.bundle_support import resume_checkpoint
+
+    for epoch in (1, 2):
+        torch.save({"epoch": epoch}, tmp_path / f"checkpoint_epoch={epoch}.pt")
+    (tmp_path / "checkpoint_epoch=10.pt").write_bytes((tmp_path / "checkpoint_epoch=2.pt").read_bytes())
+    assert resume_checkpoint(str(tmp_path), True) == str(tmp_path / "checkpoint_epoch=10.pt")  # by number, not name
+    whole = (tmp_path / "checkpoint_epoch=10.pt").read_bytes()
+    (tmp_path / "checkpoint_epoch=10.pt").write_bytes(whole[: len(whole) // 2])  # killed while saving
+    with pytest.warns(UserWarning, match=r"checkpoint_epoch=10\.pt is incomplete"):
+        assert resume_checkpoint(str(tmp_path), True) == str(tmp_path / "checkpoint_epoch=2.pt")
+    for epoch in (1, 2):
+        (tmp_path / f"checkpoint_epoch={epoch}.pt").write_bytes(b"")
+    with pytest.warns(UserWarning), pytest.raises(FileNotFoundError, match="every checkpoint_epoch=N.pt"):
+        resume_checkpoint(str(tmp_path), True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -50,7 +52,11 @@ def check_loss(loss: torch.nn.Module, num_channels: int, spatial_dims: int, devi
 
 def resume_checkpoint(checkpoint_dir: str, resume: bool) -> str:
     """The periodic checkpoint to resume from: ``""`` when ``resume`` is False, else the
-    ``checkpoint_epoch=N.pt`` in ``checkpoint_dir`` with the highest N.
+    ``checkpoint_epoch=N.pt`` in ``checkpoint_dir`` with the highest N that is a whole file.
+
+    MONAI's CheckpointSaver writes in place (not atomically), so a run killed while saving leaves a truncated
+    newest file (a torch checkpoint is a zip archive; a cut one has no central directory): it is skipped with
+    a warning and the one before it is used.
 
     ``resume`` must be a real bool: on the ``monai.bundle`` command line that is ``--resume True`` (python-fire
     reads a bare ``true`` as the string "true").
@@ -63,7 +69,11 @@ def resume_checkpoint(checkpoint_dir: str, resume: bool) -> str:
     found = [(int(m.group(1)), p) for p in folder.glob("checkpoint_epoch=*.pt") if (m := _CHECKPOINT.fullmatch(p.name))]
     if not found:
         raise FileNotFoundError(f"resume=True but {folder} holds no checkpoint_epoch=N.pt to resume from")
-    return str(max(found)[1])
+    for _, path in sorted(found, reverse=True):
+        if zipfile.is_zipfile(path):
+            return str(path)
+        warnings.warn(f"{path} is incomplete (the run was stopped while saving it); resuming from an earlier one")
+    raise FileNotFoundError(f"resume=True but every checkpoint_epoch=N.pt in {folder} is incomplete")
 
 
 def label_regions(label_map: torch.Tensor, regions: Mapping[str, Sequence[int]]) -> torch.Tensor:
