@@ -513,9 +513,18 @@ def test_kits_checkpoint_exports_by_scripting_and_tracing(trained_kits, tmp_path
 
 
 @pytest.mark.slow
+def whole_checkpoints(bundle: Path) -> list[int]:
+    """Epochs of the periodic checkpoints in ``bundle/models`` that are complete files (zip archives)."""
+    import zipfile
+
+    return [int(p.name[len("checkpoint_epoch="):-3]) for p in (bundle / "models").glob("checkpoint_epoch=*.pt")
+            if zipfile.is_zipfile(p)]
+
+
 def test_kits_resume_after_kill_ends_at_the_same_epoch(tmp_path):
-    """A run killed (SIGKILL, no clean-up) after its first periodic checkpoint, resumed with the documented
-    `--resume True`, continues from the checkpoint's epoch and ends at the configured epoch count."""
+    """A run killed (SIGKILL, no clean-up) after its first complete periodic checkpoint, resumed with the
+    documented `--resume True`, continues from the newest complete checkpoint's epoch and ends at the
+    configured epoch count (a later checkpoint the kill cut short is skipped)."""
     case = CASES["kits_unified_focal"]
     bundle = tmp_path / "bundle"
     shutil.copytree(BUNDLES / case.name, bundle)
@@ -528,14 +537,14 @@ def test_kits_resume_after_kill_ends_at_the_same_epoch(tmp_path):
     killed = subprocess.Popen(command, cwd=bundle, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
-        while not list((bundle / "models").glob("checkpoint_epoch=*.pt")) and killed.poll() is None:
+        while not whole_checkpoints(bundle) and killed.poll() is None:
             assert time.monotonic() < deadline, "no periodic checkpoint within 300 s"
             time.sleep(0.05)
     finally:
         killed.kill()
         killed.wait()
     assert killed.returncode != 0, "the run finished before it could be killed"
-    stopped_at = max(int(p.name[len("checkpoint_epoch="):-3]) for p in (bundle / "models").glob("checkpoint_epoch=*.pt"))
+    stopped_at = max(whole_checkpoints(bundle))
     assert 1 <= stopped_at < 4
     output = bundle_run(bundle, ["train.json", SETTINGS], {**overrides, "resume": "True"})
     assert f"Restored all variables from models/checkpoint_epoch={stopped_at}.pt" in output
