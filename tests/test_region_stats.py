@@ -124,6 +124,20 @@ def test_extreme_logits_stay_exact_and_finite():
         torch.testing.assert_close(grad[0, 0, [0, -1]], torch.tensor([-1.0, 1.0], dtype=torch.float64))
 
 
+def test_small_cross_entropy_terms_keep_their_precision_in_float32():
+    # One voxel per sample, so each table entry is one term: softplus(x) = -log(1 - p) for the complement
+    # (target 0) and softplus(-x) = -log p for the region (target 1). The complement's terms keep float32's
+    # relative precision down to e^-80 (log(max(p, 1 - p)) alone rounds 1 - p: 0 or ulps of 1 for them);
+    # the region's are as exact as the rounded p allows, half an ulp of 1 (as softplus(x) - x they would
+    # be off by half an ulp of x).
+    x = torch.linspace(-80, 80, 321, dtype=torch.float64).view(-1, 1, 1)
+    for target, column, atol in ((0.0, 0, 0.0), (1.0, 1, 6e-8)):
+        y = torch.full_like(x, target, dtype=torch.float32)
+        ce = _region_stats.region_statistics(x.float(), y, None, (0.0,), None, True)[3]
+        torch.testing.assert_close(ce[:, column].double(), F.softplus(x if column == 0 else -x).view(-1),
+                                   rtol=1e-6, atol=atol)
+
+
 def test_exponent_count_is_checked():
     logits, target, _ = _inputs(masked=False)
     with pytest.raises(ValueError, match="3 focal exponents for 3 regions"):
