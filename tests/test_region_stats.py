@@ -198,6 +198,34 @@ def test_losses_match_the_complement_first_formulation(cls, kwargs, masked, monk
     torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("cls,kwargs", LOSSES, ids=lambda v: getattr(v, "__name__", str(v)))
+def test_bool_and_integer_region_targets_give_the_float_targets_values_and_gradients(cls, kwargs, monkeypatch):
+    # prepare keeps an unmasked region target in its dtype (no float copy); the statistics convert it slab by
+    # slab (several slabs here), the complement-first target property on first use (from_logits=False).
+    monkeypatch.setattr(_region_stats, "_SLAB_ELEMENTS", 64)
+    logits, target, mask = _inputs(soft=False, masked=True, seed=4)
+    loss = cls(multilabel=True, **kwargs)
+    for probabilities, masked in ((False, False), (False, True), (True, False)):
+        x = logits.detach().sigmoid().requires_grad_() if probabilities else logits
+        if probabilities:
+            loss = cls(multilabel=True, from_logits=False, **kwargs)
+        extra = {"mask": mask} if masked else {}
+        ref_value = loss(x, target, **extra)
+        ref_grad = torch.autograd.grad(ref_value, x)[0]
+        for dtype in (torch.bool, torch.uint8, torch.int16, torch.float32):
+            value = loss(x, target.to(dtype), **extra)
+            torch.testing.assert_close(value, ref_value, rtol=1e-15, atol=0)
+            torch.testing.assert_close(torch.autograd.grad(value, x)[0], ref_grad, rtol=1e-15, atol=0)
+
+
+def test_an_unmasked_region_target_is_not_copied():
+    logits, target, _ = _inputs(soft=False, masked=False)
+    target = target.bool()
+    prep = prepare(logits, target, multilabel=True)
+    assert prep.dense_target.dtype == torch.bool and prep.dense_target.data_ptr() == target.data_ptr()
+    torch.testing.assert_close(prep.target[:, 3:], target.double())
+
+
 @pytest.mark.parametrize("asymmetric", [True, False])
 def test_deep_supervision_with_an_ignore_channel_matches_the_complement_first_formulation(asymmetric, monkeypatch):
     """nnU-Net's region lists (full resolution first, bool targets, a last channel marking ignored voxels)

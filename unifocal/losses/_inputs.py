@@ -45,7 +45,8 @@ class Prepared:
         labels: (B, 1, *S) integer class of each voxel for an exclusive label-map target (any value at
             ignored voxels), else None.
         dense_target: (B, C, *S) one-hot or soft target, zero outside ``mask``, when the target was not a
-            label map; else None. Read :attr:`target` for the K classes.
+            label map; else None. A region (multilabel) target without a mask keeps its dtype (bool, integer
+            or float) and is not copied. Read :attr:`target` for the K classes in the compute dtype.
         from_logits: whether ``scores`` are logits.
         ddp: the batch is one rank's share of a batch split over ``torch.distributed`` ranks (see
             :class:`~unifocal.losses._base.SegmentationLoss`).
@@ -102,7 +103,8 @@ class Prepared:
         multilabel input) on first use."""
         if self._target is None:
             if self.multilabel:
-                self._target = complement_first(self.dense_target, 1.0 if self.mask is None else self.mask)
+                self._target = complement_first(self.dense_target.to(self.scores.dtype),
+                                                1.0 if self.mask is None else self.mask)
             elif self.labels is None:
                 self._target = self.dense_target
             else:
@@ -358,7 +360,9 @@ def prepare(
             keep = (~_ignored(labels, ignore_index)).to(dtype)
             valid = keep if valid is None else valid * keep
     else:
-        dense = dense.to(dtype).contiguous()
+        # A region target without a mask keeps its dtype (a bool mask is a quarter of a float copy): the region
+        # statistics convert it slab by slab, the target property on first use.
+        dense = dense.contiguous() if multilabel and valid is None else dense.to(dtype).contiguous()
         if valid is not None:
             dense = dense * valid
     return Prepared(input.to(dtype).contiguous(), valid, num_channels if multilabel else 1, multilabel,

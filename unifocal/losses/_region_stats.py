@@ -53,7 +53,8 @@ def region_statistics(
     cross_entropy: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
     """(B, 2R) predicted, true-positive, actual and (if ``cross_entropy``) focal cross-entropy sums of
-    region logits (B, R, *S) for a target (B, R, *S) that is zero outside ``mask`` (B, 1, *S).
+    region logits (B, R, *S) for a target (B, R, *S) that is zero outside ``mask`` (B, 1, *S), in any dtype
+    (bool, integer or float: converted to the logits' dtype a slab at a time, no input-sized copy).
 
     ``exponents``: focal exponents, one value or 2R (complements first); ``voxel_weight``: (B, 1, *S) or None.
     """
@@ -112,6 +113,8 @@ class _Slab:
     that the complement's weights are ``counted - weight``."""
 
     def __init__(self, x: Tensor, y: Tensor, m: Optional[Tensor], v: Optional[Tensor]) -> None:
+        # A bool or integer target is converted here, a slab at a time (bool through uint8: 4x faster on the CPU).
+        y = (y.view(torch.uint8) if y.dtype == torch.bool else y).to(x.dtype)
         self.x, self.y, self.m = x, y, m
         self.weight = y if v is None else y * v
         self.counted = v if m is None else (m if v is None else m * v)
@@ -146,8 +149,8 @@ def _part(values: Optional[Tensor], part: slice) -> Optional[Tensor]:
 
 
 def _forward_slab(slab: _Slab, saved: _Saved, cross_entropy: bool, complement_exponent, region_exponent):
-    """(B, R) sums of one slab: predicted, true positives and, with ``cross_entropy``, the two focal sums;
-    writes the slab's part of ``saved``.
+    """(B, R) sums of one slab: actual, predicted, true positives and, with ``cross_entropy``, the two focal
+    sums; writes the slab's part of ``saved``.
 
     Both logarithms come from one, ``l = log max(p, q) = log(1 - min(p, q))``: ``softplus(x) = -log q =
     max(x, 0) - l`` and ``log p = min(x, 0) + l``, exact to round-off for every x where ``l`` is. The smaller
@@ -163,7 +166,7 @@ def _forward_slab(slab: _Slab, saved: _Saved, cross_entropy: bool, complement_ex
     x = slab.x
     keep_p = saved.prob is not None and not saved.complement_of_prob
     p = torch.sigmoid(x, out=saved.prob) if keep_p else torch.sigmoid(x)
-    sums = (_sums(p, slab.m), _sums(p, slab.y))
+    sums = (slab.y.sum(2), _sums(p, slab.m), _sums(p, slab.y))
     if not cross_entropy:
         return sums
     q = torch.sub(1, p, out=saved.prob) if saved.complement_of_prob else torch.sub(1, p)
@@ -218,15 +221,14 @@ class _RegionStatistics(torch.autograd.Function):
         b, r = logits.shape[:2]
         x, y, m, v = _flat(logits, target, mask, voxel_weight)
         count = m.sum(2) if m is not None else x.new_full((b, 1), float(x.shape[2]))
-        actual = y.sum(2)
         saved = _saved_layout(x, cross_entropy, complement_exponent, region_exponent)
-        sums = []  # per slab: predicted, true positives and (with the cross entropy) the two focal sums
+        sums = []  # per slab: actual, predicted, true positives and (with the cross entropy) the two focal sums
         for part in _slabs(x.shape[2], _slab_length(x)):
             slab = _Slab(x[:, :, part], y[:, :, part], _part(m, part), _part(v, part))
             sums.append(_forward_slab(slab, _Saved(*(t if isinstance(t, bool) else _part(t, part) for t in saved)),
                                       cross_entropy, complement_exponent, region_exponent))
         # One addition over the slabs per table, not one per slab and table.
-        predicted, true_positive, *focal = (torch.stack(table).sum(0) for table in zip(*sums))
+        actual, predicted, true_positive, *focal = (torch.stack(table).sum(0) for table in zip(*sums))
         ctx.save_for_backward(logits, target, mask, voxel_weight, saved.prob, saved.slope_n, saved.slope_r)
         ctx.complement_of_prob = saved.complement_of_prob
         ctx.device_type = logits.device.type
