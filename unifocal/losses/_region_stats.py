@@ -229,8 +229,9 @@ class _RegionStatistics(torch.autograd.Function):
             slab = _Slab(x[:, :, part], y[:, :, part], _part(m, part), _part(v, part))
             sums.append(_forward_slab(slab, _Saved(*(t if isinstance(t, bool) else _part(t, part) for t in saved)),
                                       cross_entropy, complement_exponent, region_exponent))
-        # One addition over the slabs per table, not one per slab and table.
-        actual, predicted, true_positive, *focal = (torch.stack(table).sum(0) for table in zip(*sums))
+        # One addition over the slabs per table, not one per slab and table (none for one slab).
+        actual, predicted, true_positive, *focal = (table[0] if len(table) == 1 else torch.stack(table).sum(0)
+                                                    for table in zip(*sums))
         ctx.save_for_backward(logits, target, mask, voxel_weight, saved.prob, saved.slope_n, saved.slope_r)
         ctx.complement_of_prob = saved.complement_of_prob
         ctx.device_type = logits.device.type
