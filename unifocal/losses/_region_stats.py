@@ -33,10 +33,10 @@ from torch.autograd.function import once_differentiable
 
 __all__ = ["complement_first", "region_statistics"]
 
-# Elements (B x R x slab length) of one slab on the CPU per torch thread: the dozen slab-sized temporaries
-# of a pass stay in the cache of the cores that share it (measured: 3x faster than whole-tensor passes at
-# 2 x 3 x 96^3 on one thread; twice the slab on two threads was 5-30 % faster at 12 x 3 x 256^2).
-_SLAB_ELEMENTS = 1 << 17
+# Elements (B x R x slab length) of one slab on the CPU: the dozen slab-sized temporaries of a pass stay in
+# the cache, and each of the ~40 operations per slab pays its dispatch once per 2^18 elements (measured in
+# docs/performance.md: 2^17 and 2^19 were slower on one and on two threads).
+_SLAB_ELEMENTS = 1 << 18
 
 
 def complement_first(region: Tensor, total: Union[Tensor, float]) -> Tensor:
@@ -86,13 +86,12 @@ def _is_compiling() -> bool:
 
 def _slab_length(x: Tensor) -> int:
     """Voxels per slab of the flattened (B, R, N) logits: cache-sized on the CPU (equal slabs of at most
-    ``_SLAB_ELEMENTS`` per torch thread, each of which takes a share of every pass); the whole of N on an
-    accelerator (whose kernels are launch- and bandwidth-bound, not cache-bound) and under torch.compile
-    (which fuses the passes itself)."""
+    ``_SLAB_ELEMENTS``); the whole of N on an accelerator (whose kernels are launch- and bandwidth-bound, not
+    cache-bound) and under torch.compile (which fuses the passes itself)."""
     b, r, n = x.shape
     if x.device.type != "cpu" or _is_compiling():
         return max(n, 1)
-    count = -(-b * r * n // (_SLAB_ELEMENTS * torch.get_num_threads()))
+    count = -(-b * r * n // _SLAB_ELEMENTS)
     return max(-(-n // max(count, 1)), 1)
 
 
