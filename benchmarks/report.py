@@ -36,6 +36,11 @@ def machine_info(device: torch.device) -> dict:
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # The vector kernels torch dispatches to (ATEN_CPU_CAPABILITY): with torch 2.14's AVX512 kernels
+        # log1p and log_sigmoid cost 6x what they cost with its AVX2 ones, so ratios differ between the two.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        # glibc allocator settings (MALLOC_MMAP_THRESHOLD_ ...): they decide which tensors are fresh mmaps.
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         "device": str(device),
         "loadavg_start": list(os.getloadavg()),
     }
