@@ -330,7 +330,7 @@ def test_metadata_against_bundle_schema(name, tmp_path):
     local_schema = tmp_path / "schema.json"
     shutil.copy(SCHEMA, local_schema)
     verify_metadata(meta_file=str(meta_file), filepath=str(local_schema))
-    # and the schema does reject a metadata file without the keys the spec requires
+    # and the schema does reject a metadata file without the keys the MONAI bundle specification requires
     for key in ("numpy_version", "network_data_format"):
         broken = {k: v for k, v in metadata.items() if k != key}
         with pytest.raises(jsonschema.ValidationError):

@@ -26,10 +26,6 @@ import torch.nn.functional as F
 
 from ._region_stats import complement_first
 
-# Probabilities are clamped at this value before a log only when they were given as probabilities
-# (from_logits=False); logits always go through log_softmax / logsigmoid.
-_TINY = {torch.float32: torch.finfo(torch.float32).tiny, torch.float64: torch.finfo(torch.float64).tiny}
-
 
 @dataclass(eq=False)
 class Prepared:
@@ -51,10 +47,10 @@ class Prepared:
         ddp: the batch is one rank's share of a batch split over ``torch.distributed`` ranks (see
             :class:`~unifocal.losses._base.SegmentationLoss`).
 
-    The dense tensors ``log_prob``, ``prob`` and ``target`` are formed on first use and kept in the
-    ``_log_prob``, ``_prob`` and ``_target`` fields, so a loss whose statistics come from the fused pass of
-    :func:`unifocal.losses._stats.class_statistics` never forms them for a label map. Every
-    tensor is contiguous (a copy of a strided input), as the fused statistics' flat views need.
+    The dense tensors ``class_scores``, ``log_prob``, ``prob`` and ``target`` are formed on first use and
+    kept (fields ``_class_scores``, ``_log_prob``, ``_prob``, ``_target``), so a loss whose statistics come from a fused pass of
+    :func:`unifocal.losses._stats.class_statistics` never forms them. Every tensor is contiguous (a copy of a
+    strided input), as the fused statistics' flat views need.
     """
 
     scores: Tensor
@@ -73,19 +69,18 @@ class Prepared:
     @property
     def class_scores(self) -> Tensor:
         """(B, K, *S) ``scores`` per class: for multilabel input the complement-first form (``-x`` / ``1 - p``
-        before each channel's own value), formed on first use."""
-        if not self.multilabel:
-            return self.scores
-        if self._class_scores is None:
+        before each channel's own value)."""
+        if self.multilabel and self._class_scores is None:
             self._class_scores = complement_first(self.scores, 0.0 if self.from_logits else 1.0)
-        return self._class_scores
+        return self._class_scores if self.multilabel else self.scores
 
     @property
     def log_prob(self) -> Tensor:
-        """(B, K, *S) log-probabilities: log_softmax / logsigmoid of logits, else the log of the clamped input."""
+        """(B, K, *S) log-probabilities: log_softmax / logsigmoid of logits, else the log of the input clamped
+        at the smallest normal number (only then: logits never need it)."""
         if self._log_prob is None:
             if not self.from_logits:
-                self._log_prob = self.class_scores.clamp_min(_TINY[self.scores.dtype]).log()
+                self._log_prob = self.class_scores.clamp_min(torch.finfo(self.scores.dtype).tiny).log()
             else:
                 self._log_prob = F.logsigmoid(self.class_scores) if self.multilabel else F.log_softmax(self.scores, 1)
         return self._log_prob
@@ -99,16 +94,14 @@ class Prepared:
 
     @property
     def target(self) -> Tensor:
-        """(B, K, *S) one-hot or soft target, zero at voxels outside ``mask``; formed from a label map (or for
-        multilabel input) on first use."""
+        """(B, K, *S) one-hot or soft target, zero at voxels outside ``mask``."""
         if self._target is None:
             if self.multilabel:
                 self._target = complement_first(self.dense_target.to(self.scores.dtype),
                                                 1.0 if self.mask is None else self.mask)
-            elif self.labels is None:
-                self._target = self.dense_target
             else:
-                self._target = one_hot(self.labels, self.num_classes, self.mask, self.scores.dtype)
+                self._target = self.dense_target if self.labels is None else \
+                    one_hot(self.labels, self.num_classes, self.mask, self.scores.dtype)
         return self._target
 
     @property
@@ -141,10 +134,6 @@ def one_hot(labels: Tensor, num_classes: int, mask: Optional[Tensor], dtype: tor
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64 (gradient checks); everything else is computed in float32 (AMP safety)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _is_compiling() -> bool:
-    return bool(getattr(torch, "compiler", None) and torch.compiler.is_compiling())
 
 
 def _label_map(input: Tensor, target: Tensor) -> Optional[Tensor]:
@@ -249,7 +238,7 @@ def _check_values(checks: list[_Check], dtype: torch.dtype) -> None:
     out-of-range class in torch's cross_entropy): a compiled loss rejects the same inputs, with a
     RuntimeError carrying the message without the value.
     """
-    if _is_compiling():
+    if torch.compiler.is_compiling():
         for check in checks:
             holds = check.holds if check.recheck is None else check.holds | check.recheck()
             torch._assert_async(holds, check.message)
