@@ -152,6 +152,14 @@ def test_a_second_backward_through_the_same_graph_gives_the_same_gradient():
     torch.testing.assert_close(first, second, rtol=0, atol=0)
 
 
+def test_double_backward_fails_at_the_first_backward_with_a_clear_message():
+    """As the label-map path: create_graph=True is refused where it is asked for, not at a later backward."""
+    logits, target, mask = _inputs()
+    loss = L.AsymmetricUnifiedFocalLoss(multilabel=True)(logits, target, mask=mask)
+    with pytest.raises(RuntimeError, match="do not support double backward"):
+        torch.autograd.grad(loss, logits, create_graph=True)
+
+
 def test_the_region_path_keeps_no_2r_class_tensor():
     logits, target, mask = _inputs()
     prep = prepare(logits, target, multilabel=True, mask=mask)

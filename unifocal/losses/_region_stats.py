@@ -29,7 +29,8 @@ from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
+
+from ._autograd import first_order
 
 __all__ = ["complement_first", "region_statistics"]
 
@@ -80,16 +81,12 @@ def _is_zero(exponent: Union[float, Tensor]) -> bool:
     return not isinstance(exponent, Tensor) and exponent == 0
 
 
-def _is_compiling() -> bool:
-    return bool(getattr(torch, "compiler", None) and torch.compiler.is_compiling())
-
-
 def _slab_length(x: Tensor) -> int:
     """Voxels per slab of the flattened (B, R, N) logits: cache-sized on the CPU (equal slabs of at most
     ``_SLAB_ELEMENTS``); the whole of N on an accelerator (whose kernels are launch- and bandwidth-bound, not
     cache-bound) and under torch.compile (which fuses the passes itself)."""
     b, r, n = x.shape
-    if x.device.type != "cpu" or _is_compiling():
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
         return max(n, 1)
     count = -(-b * r * n // _SLAB_ELEMENTS)
     return max(-(-n // max(count, 1)), 1)
@@ -213,7 +210,7 @@ class _RegionStatistics(torch.autograd.Function):
     with a nonzero exponent (``S_n = p`` and ``S_r = -q`` otherwise), and ``p`` or ``q`` where a zero
     exponent lets the other slope and ``p q`` follow from it (``p q = p - p^2``); with both exponents
     nonzero ``p`` is recomputed (one sigmoid). Target, mask and weights are the caller's. Only first
-    derivatives are implemented (no double backward).
+    derivatives are implemented: double backward is a clear error (:mod:`unifocal.losses._autograd`).
     """
 
     @staticmethod
@@ -233,7 +230,6 @@ class _RegionStatistics(torch.autograd.Function):
                                                     for table in zip(*sums))
         ctx.save_for_backward(logits, target, mask, voxel_weight, saved.prob, saved.slope_n, saved.slope_r)
         ctx.complement_of_prob = saved.complement_of_prob
-        ctx.device_type = logits.device.type
         actual_table = complement_first(actual, count)
         ctx.mark_non_differentiable(actual_table)
         ctx.set_materialize_grads(False)
@@ -243,15 +239,8 @@ class _RegionStatistics(torch.autograd.Function):
                 torch.cat(focal, 1) if cross_entropy else None)
 
     @staticmethod
-    @once_differentiable
+    @first_order
     def backward(ctx, grad_predicted: Optional[Tensor], grad_tp: Optional[Tensor], _, grad_ce: Optional[Tensor]):
-        with torch.autocast(ctx.device_type, enabled=False):
-            grad = _RegionStatistics._backward(ctx, grad_predicted, grad_tp, grad_ce)
-        return grad, None, None, None, None, None, None
-
-    @staticmethod
-    def _backward(ctx, grad_predicted: Optional[Tensor], grad_tp: Optional[Tensor],
-                  grad_ce: Optional[Tensor]) -> Tensor:
         logits, target, mask, voxel_weight, prob, slope_n, slope_r = ctx.saved_tensors
         r = logits.shape[1]
         x, y, m, v = _flat(logits, target, mask, voxel_weight)
@@ -290,7 +279,7 @@ class _RegionStatistics(torch.autograd.Function):
                 # v y (E_r S_r - E_n S_n) + v m E_n S_n
                 out.addcmul_(region.addcmul_(s_n, e_n, value=-1), slab.weight)
                 out.addcmul_(s_n if slab.counted is None else s_n * slab.counted, e_n)
-        return grad.view_as(logits)
+        return grad.view_as(logits), None, None, None, None, None, None
 
 
 def _flat(logits: Tensor, target: Tensor, mask: Optional[Tensor], voxel_weight: Optional[Tensor]):

@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import Tensor
 import torch.nn.functional as F
 
+from ._autograd import first_order
 from ._inputs import Prepared, one_hot
 from ._region_stats import region_statistics
 
@@ -133,23 +134,6 @@ def _composed_statistics(prep: Prepared, cross_entropy: bool, exponents: tuple[f
     return ClassStatistics(predicted, sums(target * prob), sums(target.detach()), cross_entropy_sums)
 
 
-def _first_order(backward: Callable) -> Callable:
-    """A hand-written backward that runs without building a graph and refuses double backward
-    (``create_graph=True``) with a clear error, where torch's ``once_differentiable`` returns gradients
-    silently treated as constants when the incoming gradients need none."""
-
-    def checked(ctx, *grads):
-        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
-            raise RuntimeError("the fused statistics of unifocal.losses do not support double backward "
-                               "(create_graph=True, gradient penalties); compute such terms with another loss")
-        # autocast would run the batched products in half precision; the gradients stay in the compute dtype
-        device = next((g.device.type for g in grads if g is not None), "cpu")
-        with torch.no_grad(), torch.autocast(device, enabled=False):
-            return backward(ctx, *grads)
-
-    return checked
-
-
 class _DenseFocalSums(torch.autograd.Function):
     """(B, K) sums ``sum_i w_ic (-log p_ic) (1 - p_ic)^gamma_c`` for a dense weight ``w`` (target times voxel
     weights, no gradient); keeps one (B, K, *S) tensor for the backward (autograd's chain of the same
@@ -163,7 +147,7 @@ class _DenseFocalSums(torch.autograd.Function):
         return terms.mul_(weight).flatten(2).sum(2)
 
     @staticmethod
-    @_first_order
+    @first_order
     def backward(ctx, grad: Tensor):
         # dL/d(log p_ic) = G_bc w_ic (1 - p_ic)^gamma_c (gamma_c r_ic - 1),  r = p log p / (1 - p)  (_focal_term)
         (slope,) = ctx.saved_tensors
@@ -222,7 +206,7 @@ class _LabelMapStatistics(torch.autograd.Function):
         return predicted, true_positive, actual, None if terms is None else class_sums(terms)
 
     @staticmethod
-    @_first_order
+    @first_order
     def backward(ctx, grad_predicted: Optional[Tensor], grad_tp: Optional[Tensor], _, grad_ce: Optional[Tensor]):
         # With G, T, E the gradients of the loss w.r.t. the predicted, true-positive and cross-entropy sums,
         # m the mask and g_i = dL/d(log p_ti) = T_ti p_ti + E_ti dterm_i/d(log p_ti) (term slope: _focal_term):

@@ -1,0 +1,24 @@
+"""What every hand-written backward pass of unifocal.losses shares."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+def first_order(backward: Callable) -> Callable:
+    """A hand-written backward that runs without building a graph and refuses double backward
+    (``create_graph=True``) with a clear error, where torch's ``once_differentiable`` returns gradients
+    silently treated as constants when the incoming gradients need none. Autocast is off inside: it would
+    run the batched products in half precision, and the gradients stay in the compute dtype."""
+
+    def checked(ctx, *grads):
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            raise RuntimeError("the fused statistics of unifocal.losses do not support double backward "
+                               "(create_graph=True, gradient penalties); compute such terms with another loss")
+        device = next((g.device.type for g in grads if g is not None), "cpu")
+        with torch.no_grad(), torch.autocast(device, enabled=False):
+            return backward(ctx, *grads)
+
+    return checked
