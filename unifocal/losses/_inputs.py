@@ -48,9 +48,9 @@ class Prepared:
             :class:`~unifocal.losses._base.SegmentationLoss`).
 
     The dense tensors ``class_scores``, ``log_prob``, ``prob`` and ``target`` are formed on first use and
-    kept (fields ``_class_scores``, ``_log_prob``, ``_prob``, ``_target``), so a loss whose statistics come from a fused pass of
-    :func:`unifocal.losses._stats.class_statistics` never forms them. Every tensor is contiguous (a copy of a
-    strided input), as the fused statistics' flat views need.
+    kept (fields ``_class_scores``, ``_log_prob``, ``_prob``, ``_target``), so a loss whose statistics come
+    from a fused pass of :func:`unifocal.losses._stats.class_statistics` never forms them. Every tensor is
+    contiguous (a copy of a strided input), as the fused statistics' flat views need.
     """
 
     scores: Tensor

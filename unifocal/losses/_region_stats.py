@@ -155,8 +155,9 @@ def _forward_slab(slab: _Slab, saved: _Saved, cross_entropy: bool, complement_ex
     probability is exact (``p``, or ``1 - p`` computed without rounding for ``p >= 1/2``); ``M = max(p, q)``
     is ``1 - min(p, q)`` rounded (exactly so for ``p >= 1/2``), off by ``d = (1 - q) - p`` (both
     subtractions exact), so ``l = log M + d / M``: one ``log`` (1.1-1.5 ns per element on the CPU here;
-    ``log1p`` and ``F.softplus`` take 9-10 with torch's AVX512 kernels). Then the focal terms and their slopes (derivatives with respect
-    to x, from ``d log p/dx = q``, ``d log q/dx = -p``), bounded for every p and without a division:
+    ``log1p`` and ``F.softplus`` take 9-10 with torch's AVX512 kernels). Then the focal terms and their
+    slopes (derivatives with respect to x, from ``d log p/dx = q``, ``d log q/dx = -p``), bounded for every
+    p and without a division:
 
         complement:  t_n = softplus p^g_n    S_n = p^g_n (p + g_n q softplus)
         region:      t_r = -log p q^g_r      S_r = q^g_r (g_r p log p - q) = -(q q^g_r + g_r p t_r)
