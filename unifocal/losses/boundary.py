@@ -79,11 +79,8 @@ def region_distances(
             if outside:
                 beyond[index] = ndimage.distance_transform_edt(~region, sampling=spacing)
 
-    def back(array: np.ndarray) -> Tensor:
-        return torch.from_numpy(array).to(regions.device)
-
     has_contour = has_contour.reshape(*has_contour.shape, *([1] * (masks.ndim - 2)))
-    return back(inside), None if beyond is None else back(beyond), back(has_contour)
+    return tuple(None if a is None else torch.from_numpy(a).to(regions.device) for a in (inside, beyond, has_contour))
 
 
 def _distance_weighted_ce(prep: Prepared, penalty: Tensor) -> BatchLoss:
