@@ -122,24 +122,18 @@ class _Slab:
 
 
 class _Saved(NamedTuple):
-    """What the forward keeps for the backward, per role (None where not kept): ``prob`` is ``p`` or (with
-    ``complement_of_prob``) ``q = 1 - p``; ``slope_n``, ``slope_r`` are the focal slopes ``S_n``, ``S_r`` where
-    their exponent is not 0 (else ``S_n = p``, ``S_r = -q``)."""
+    """What the forward keeps for the backward (None where not kept): ``p``, unless both focal slopes are kept
+    (then the backward recomputes it, one sigmoid), and the focal slopes ``S_n``, ``S_r`` whose exponent is
+    not 0 (else ``S_n = p``, ``S_r = -q``): two input-sized tensors at most."""
 
     prob: Optional[Tensor]
-    complement_of_prob: bool
     slope_n: Optional[Tensor]
     slope_r: Optional[Tensor]
 
 
 def _saved_layout(x: Tensor, cross_entropy: bool, complement_exponent, region_exponent) -> _Saved:
-    """Empty input-sized tensors for what the backward reads: two at most (see :class:`_RegionStatistics`)."""
-    zero_n, zero_r = _is_zero(complement_exponent), _is_zero(region_exponent)
-    if not cross_entropy or zero_n:  # p itself is kept (and is S_n)
-        return _Saved(torch.empty_like(x), False, None, None if not cross_entropy or zero_r else torch.empty_like(x))
-    if zero_r:  # q is kept (-S_r), and S_n
-        return _Saved(torch.empty_like(x), True, torch.empty_like(x), None)
-    return _Saved(None, False, torch.empty_like(x), torch.empty_like(x))
+    slopes = [cross_entropy and not _is_zero(e) for e in (complement_exponent, region_exponent)]
+    return _Saved(*(torch.empty_like(x) if keep else None for keep in (not all(slopes), *slopes)))
 
 
 def _part(values: Optional[Tensor], part: slice) -> Optional[Tensor]:
@@ -163,12 +157,11 @@ def _forward_slab(slab: _Slab, saved: _Saved, cross_entropy: bool, complement_ex
         region:      t_r = -log p q^g_r      S_r = q^g_r (g_r p log p - q) = -(q q^g_r + g_r p t_r)
     """
     x = slab.x
-    keep_p = saved.prob is not None and not saved.complement_of_prob
-    p = torch.sigmoid(x, out=saved.prob) if keep_p else torch.sigmoid(x)
+    p = torch.sigmoid(x) if saved.prob is None else torch.sigmoid(x, out=saved.prob)
     sums = (slab.y.sum(2), _sums(p, slab.m), _sums(p, slab.y))
     if not cross_entropy:
         return sums
-    q = torch.sub(1, p, out=saved.prob) if saved.complement_of_prob else torch.sub(1, p)
+    q = torch.sub(1, p)
     larger = torch.maximum(p, q)
     log_larger = torch.log(larger).addcdiv_(torch.rsub(q, 1).sub_(p), larger)
     softplus = torch.clamp_min(x, 0).sub_(log_larger)
@@ -207,11 +200,9 @@ class _RegionStatistics(torch.autograd.Function):
 
         dL/dx = p q (m A + y B) + v y (E_r S_r - E_n S_n) + v m E_n S_n
 
-    The forward keeps what this needs beyond the constants, two input-sized tensors at most: the slopes
-    with a nonzero exponent (``S_n = p`` and ``S_r = -q`` otherwise), and ``p`` or ``q`` where a zero
-    exponent lets the other slope and ``p q`` follow from it (``p q = p - p^2``); with both exponents
-    nonzero ``p`` is recomputed (one sigmoid). Target, mask and weights are the caller's. Only first
-    derivatives are implemented: double backward is a clear error (:mod:`unifocal.losses._autograd`).
+    The forward keeps two input-sized tensors at most (:class:`_Saved`; ``p q = p - p^2``); target, mask and
+    weights are the caller's. Only first derivatives are implemented: double backward is a clear error
+    (:mod:`unifocal.losses._autograd`).
     """
 
     @staticmethod
@@ -224,13 +215,12 @@ class _RegionStatistics(torch.autograd.Function):
         sums = []  # per slab: actual, predicted, true positives and (with the cross entropy) the two focal sums
         for part in _slabs(x.shape[2], _slab_length(x)):
             slab = _Slab(x[:, :, part], y[:, :, part], _part(m, part), _part(v, part))
-            sums.append(_forward_slab(slab, _Saved(*(t if isinstance(t, bool) else _part(t, part) for t in saved)),
+            sums.append(_forward_slab(slab, _Saved(*(_part(t, part) for t in saved)),
                                       cross_entropy, complement_exponent, region_exponent))
         # One addition over the slabs per table, not one per slab and table (none for one slab).
         actual, predicted, true_positive, *focal = (table[0] if len(table) == 1 else torch.stack(table).sum(0)
                                                     for table in zip(*sums))
         ctx.save_for_backward(logits, target, mask, voxel_weight, saved.prob, saved.slope_n, saved.slope_r)
-        ctx.complement_of_prob = saved.complement_of_prob
         actual_table = complement_first(actual, count)
         ctx.mark_non_differentiable(actual_table)
         ctx.set_materialize_grads(False)
@@ -260,23 +250,19 @@ class _RegionStatistics(torch.autograd.Function):
         for part in _slabs(x.shape[2], _slab_length(x)):
             slab = _Slab(x[:, :, part], y[:, :, part], _part(m, part), _part(v, part))
             out = grad[:, :, part]
-            kept = _part(prob, part)
-            if kept is None:
-                kept = torch.sigmoid(slab.x)
+            p = _part(prob, part)
+            if p is None:
+                p = torch.sigmoid(slab.x)
             if grad_predicted is None and grad_tp is None:
                 out.zero_()
-            else:  # p q (m A + y B), with p q = kept - kept^2 for kept = p or q
+            else:  # p q (m A + y B)
                 torch.mul(slab.y, along_target, out=out)
                 out = out.add_(along_mask) if slab.m is None else out.addcmul_(slab.m, along_mask)
-                out.mul_(torch.addcmul(kept, kept, kept, value=-1))
+                out.mul_(torch.addcmul(p, p, p, value=-1))
             if grad_ce is not None:
-                s_n = _part(slope_n, part)
-                if s_n is None:
-                    s_n = kept  # kept is p when S_n is not
-                if slope_r is None:  # S_r = -q
-                    region = torch.mul(kept if ctx.complement_of_prob else torch.sub(1, kept), -e_r)
-                else:
-                    region = torch.mul(_part(slope_r, part), e_r)
+                s_n = p if slope_n is None else _part(slope_n, part)
+                # E_r S_r, with S_r = -q = p - 1 when its exponent is 0
+                region = torch.sub(p, 1).mul_(e_r) if slope_r is None else torch.mul(_part(slope_r, part), e_r)
                 # v y (E_r S_r - E_n S_n) + v m E_n S_n
                 out.addcmul_(region.addcmul_(s_n, e_n, value=-1), slab.weight)
                 out.addcmul_(s_n if slab.counted is None else s_n * slab.counted, e_n)

@@ -188,8 +188,8 @@ class _LabelMapStatistics(torch.autograd.Function):
 
         term_slope = terms = None
         if cross_entropy:
-            if isinstance(exponent, tuple):
-                exponent = _class_lookup(exponent, onehot)
+            if isinstance(exponent, tuple):  # each voxel's class's exponent (0 at masked voxels)
+                exponent = _at_target(class_table(exponent, onehot), onehot)
             if isinstance(exponent, Tensor) or exponent != 0:
                 terms, term_slope = _focal_term(log_pt, pt, exponent)
             else:
@@ -264,20 +264,10 @@ def _focal_term(log_pt: Tensor, pt: Tensor, exponent: Union[float, Tensor]) -> t
     return modulation.mul_(log_pt).neg_(), slope
 
 
-def _class_lookup(table: Sequence[float], onehot: Tensor) -> Tensor:
-    """(B, 1, *S) each voxel's entry of a per-class ``table`` (0 at masked voxels): a pass per nonzero entry."""
-    result = None
-    for c, value in enumerate(table):
-        if value:
-            column = onehot[:, c : c + 1]
-            result = torch.mul(column, value) if result is None else result.add_(column, alpha=value)
-    return torch.zeros_like(onehot[:, :1]) if result is None else result
-
-
 def _at_target(values: Tensor, onehot: Tensor) -> Tensor:
-    """(B, 1, *S) ``sum_c y_ic v_ic``: each voxel's value at its class (0 at masked voxels); a pass per class,
-    cheaper than a product with a (B, K, *S) temporary or an int64 gather for the few classes of a
-    segmentation."""
+    """(B, 1, *S) ``sum_c y_ic v_ic``: each voxel's value at its class (0 at masked voxels) of (B, K, *S) values or
+    a (1, K, 1, ...) table; a pass per class, cheaper than a product with a (B, K, *S) temporary or an int64
+    gather for the few classes of a segmentation."""
     result = torch.mul(values[:, :1], onehot[:, :1])
     for c in range(1, values.shape[1]):
         result.addcmul_(values[:, c : c + 1], onehot[:, c : c + 1])
