@@ -414,12 +414,12 @@ def test_weight_one_and_zero_skip_the_other_part(monkeypatch):
         raise AssertionError("this part has weight 0 and must not be computed")
 
     with monkeypatch.context() as m:
-        m.setattr(unified_module, "_focal_tversky_part", fail)
+        m.setattr(unified_module, "tversky_distance", fail)
         close(unified_focal_loss(logits, labels, weight=1.0), expected_focal)
         # the Tversky exponent constraint does not apply without the Tversky part: gamma = 2 is allowed
         assert torch.isfinite(UnifiedFocalLoss(weight=1.0, gamma=2.0)(logits, labels))
     with monkeypatch.context() as m:
-        m.setattr(unified_module, "_focal_part", fail)
+        m.setattr(unified_module, "modulated_cross_entropy", fail)
         close(unified_focal_loss(logits, labels, weight=0.0), expected_tversky)
     # lambda weights the CE-based part (the paper's convention; mlyg puts its weight on the Tversky part)
     close(unified_focal_loss(logits, labels, weight=0.8), 0.8 * expected_focal + 0.2 * expected_tversky)

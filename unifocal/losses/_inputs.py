@@ -1,18 +1,12 @@
 """Validation and preparation of (input, target) pairs, shared by every loss.
 
-Every loss reduces its input to one :class:`Prepared` record (scores in the compute dtype, the target as
-labels or dense, a mask of the voxels that count, the number of binary problems) and writes only its own
-formula over it and over the class statistics of :func:`unifocal.losses._stats.class_statistics`.
-
-Exclusive classes (default): ``prob = softmax(input)`` over ``C`` channels, background included.
-
-Multi-label / region mode (``multilabel=True``): channel ``c`` is a binary problem with foreground
-probability ``sigmoid(x_c)``. It is represented as ``K = 2C`` exclusive "classes": the ``C``
-complements ("not c", probability ``1 - p_c``) first, then the ``C`` channels themselves, with
-``num_problems = C``. A loss that sums over classes and divides by ``num_problems`` then averages the
-per-channel binary losses, as the Unified Focal loss and nnU-Net's region training do. The record keeps
-the C channels; the 2C-class tensors are formed only when a loss reads them, and the class statistics
-of region logits come from the C channels directly (:mod:`unifocal.losses._region_stats`).
+Every loss reduces its input to one :class:`Prepared` record and writes only its own formula over it and
+over the class statistics of :func:`unifocal.losses._stats.class_statistics`. Exclusive classes (default):
+``prob = softmax(input)`` over ``C`` channels, background included. Region mode (``multilabel=True``):
+channel ``c`` is a binary problem, ``sigmoid(x_c)`` against its complement; the losses see ``K = 2C``
+classes, the complements first (:mod:`unifocal.losses._region_stats`), and divide their class sums by
+``num_problems = C``, so they average the per-channel binary losses, as the Unified Focal loss and
+nnU-Net's region training do.
 """
 
 from __future__ import annotations
@@ -47,10 +41,9 @@ class Prepared:
         ddp: the batch is one rank's share of a batch split over ``torch.distributed`` ranks (see
             :class:`~unifocal.losses._base.SegmentationLoss`).
 
-    The dense tensors ``class_scores``, ``log_prob``, ``prob`` and ``target`` are formed on first use and
-    kept (fields ``_class_scores``, ``_log_prob``, ``_prob``, ``_target``), so a loss whose statistics come
-    from a fused pass of :func:`unifocal.losses._stats.class_statistics` never forms them. Every tensor is
-    contiguous (a copy of a strided input), as the fused statistics' flat views need.
+    The dense (B, K, *S) properties ``class_scores``, ``log_prob``, ``prob`` and ``target`` are formed on
+    first use and kept (in ``_class_scores`` ...), so a loss whose statistics come from a fused pass never
+    forms them. Every tensor is contiguous (a copy of a strided input), as the fused passes' flat views need.
     """
 
     scores: Tensor
@@ -286,17 +279,12 @@ def prepare(
 ) -> Prepared:
     """Validate ``input``/``target`` and turn them into a :class:`Prepared` record.
 
-    Args:
-        input: (B, C, *S) logits (``from_logits=True``) or probabilities, any floating dtype.
-        target: label map (B, 1, *S) or (B, *S) of class indices (exclusive mode), or one-hot/soft
-            (B, C, *S) with values in [0, 1]; any integer, float or bool dtype.
-        from_logits: apply softmax (exclusive) or sigmoid (multilabel). Input that merely looks like
-            probabilities is not guessed at: with ``from_logits=True`` it is treated as logits.
-        multilabel: independent sigmoid channels (regions) instead of exclusive softmax classes.
-        ignore_index: label value (label-map targets) whose voxels count nowhere.
-        mask: optional (B, 1, *S) or (B, *S) map, nonzero where a voxel counts; combined with
-            ``ignore_index``. This is how one-hot or multilabel targets carry an ignore region.
-        ddp: recorded in the result (see :class:`Prepared`).
+    ``input``: (B, C, *S) logits (``from_logits=True``; input that merely looks like probabilities is not
+    guessed at) or probabilities, any floating dtype. ``target``: label map (B, 1, *S) or (B, *S) of class
+    indices (exclusive classes), or one-hot/soft (B, C, *S) with values in [0, 1]; any integer, float or
+    bool dtype. ``mask``: optional (B, 1, *S) or (B, *S), nonzero where a voxel counts (combined with
+    ``ignore_index``; how one-hot and region targets carry an ignore region). The other options as
+    :class:`~unifocal.losses._base.SegmentationLoss`.
 
     Raises:
         ValueError: naming the problem: shapes, NaN/Inf, probabilities out of range or not summing to 1,

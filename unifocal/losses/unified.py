@@ -23,7 +23,6 @@ from ._base import SegmentationLoss, check_bool, check_classes, check_number, ch
 from ._inputs import Prepared
 from ._stats import (
     BatchLoss,
-    ClassStatistics,
     class_mean,
     class_roles,
     class_statistics,
@@ -45,25 +44,22 @@ __all__ = ["UnifiedFocalLoss", "AsymmetricUnifiedFocalLoss", "SymmetricUnifiedFo
 Gamma = Union[float, Sequence[float]]
 
 
-def _focal_part(stats: ClassStatistics, prep: Prepared, rare: tuple[bool, ...], delta: float) -> BatchLoss:
-    """delta-weighted cross entropy of rare and common classes; the focal modulation is in ``stats``."""
-    return modulated_cross_entropy(stats, prep, role_weights(rare, delta, 1.0 - delta))
-
-
-def _focal_tversky_part(stats: ClassStatistics, prep: Prepared, delta: float, exponent: tuple[float, ...],
-                        batch_dice: bool, smooth: float) -> BatchLoss:
-    """``mean_c (1 - TI_c)^exponent_c`` with delta on false negatives."""
-    distance = tversky_distance(confusion_sums(stats, prep, batch_dice), 1.0 - delta, delta, smooth)
-    return class_mean(safe_pow(distance, scalar_or_table(exponent, distance)), prep.batch_size)
-
-
 def _unified(loss, prep: Prepared, rare: tuple[bool, ...], focal: tuple, tversky: tuple) -> BatchLoss:
-    """``weight`` times the focal part (delta, gamma) plus ``1 - weight`` times the focal Tversky part (delta,
-    exponent), both from one statistics pass; a part with weight 0 is not computed."""
+    """``weight`` times the focal part (``focal = (delta, gamma)``: delta-weighted rare and common classes, the
+    focal modulation in the statistics) plus ``1 - weight`` times the focal Tversky part (``tversky = (delta,
+    exponent)``: ``mean_c (1 - TI_c)^exponent_c``, delta on false negatives), both from one statistics pass;
+    a part with weight 0 is not computed."""
     stats = class_statistics(prep, cross_entropy=loss.weight > 0, gamma=focal[1])
-    return weighted_sum([(loss.weight, lambda: _focal_part(stats, prep, rare, focal[0])),
-                         (1.0 - loss.weight,
-                          lambda: _focal_tversky_part(stats, prep, *tversky, loss.batch_dice, loss.smooth))])
+
+    def focal_part() -> BatchLoss:
+        return modulated_cross_entropy(stats, prep, role_weights(rare, focal[0], 1.0 - focal[0]))
+
+    def focal_tversky_part() -> BatchLoss:
+        sums = confusion_sums(stats, prep, loss.batch_dice)
+        distance = tversky_distance(sums, 1.0 - tversky[0], tversky[0], loss.smooth)
+        return class_mean(safe_pow(distance, scalar_or_table(tversky[1], distance)), prep.batch_size)
+
+    return weighted_sum([(loss.weight, focal_part), (1.0 - loss.weight, focal_tversky_part)])
 
 
 class UnifiedFocalLoss(SegmentationLoss):
