@@ -317,7 +317,7 @@ def candidates(compile_unifocal: bool = False) -> list[Candidate]:
 
 
 def family_candidates() -> list[Candidate]:
-    """Every member of the family with a counterpart in nnU-Net or MONAI, next to it, in both modes.
+    """Every member of the family next to its counterpart in nnU-Net or MONAI, in both modes.
     Defaults of each library; MONAI's Tversky weights set to ours (alpha 0.3 on FP, beta 0.7 on FN)."""
     tversky = {"alpha": 0.3, "beta": 0.7}
     peers = [
@@ -330,8 +330,15 @@ def family_candidates() -> list[Candidate]:
                                               **tversky)),
         Candidate("MONAI FocalLoss", _monai("FocalLoss", use_softmax=True, region_options={})),
         Candidate("MONAI DiceCELoss", _monai("DiceCELoss", softmax=True)),
+        Candidate("MONAI HausdorffDTLoss", _monai("HausdorffDTLoss", softmax=True, include_background=True,
+                                                  region_options={"sigmoid": True, "include_background": True}),
+                  "alpha 2, background kept as ours"),
     ]
+    # Members without a namesake in nnU-Net or MONAI are set against the loss of the same kind that those
+    # libraries train with: nnU-Net's default (compound), its cross entropy, its Dice, MONAI's generalised Dice
+    # (the region loss Kervadec et al. pair the boundary loss with).
     members = [
+        ("UnifiedFocalLoss", {}, "nnU-Net default"),
         ("AsymmetricUnifiedFocalLoss", {}, "nnU-Net default"),
         ("SymmetricUnifiedFocalLoss", {}, "nnU-Net default"),
         ("ComboLoss", {}, "nnU-Net default"),
@@ -347,6 +354,16 @@ def family_candidates() -> list[Candidate]:
         ("AsymmetricFocalTverskyLoss", {}, "MONAI TverskyLoss"),
         ("SymmetricFocalTverskyLoss", {}, "MONAI TverskyLoss"),
         ("DiceCELoss", {}, "MONAI DiceCELoss"),
+        ("HybridFocalLoss", {}, "nnU-Net default"),
+        ("ExponentialLogarithmicLoss", {}, "nnU-Net default"),
+        ("WeightedCrossEntropyLoss", {"batch_dice": False}, "nnU-Net cross entropy"),
+        ("BalancedCrossEntropyLoss", {"batch_dice": False}, "nnU-Net cross entropy"),
+        ("LogCoshDiceLoss", {}, "nnU-Net SoftDiceLoss"),
+        ("SensitivitySpecificityLoss", {"batch_dice": False}, "nnU-Net SoftDiceLoss"),
+        ("HausdorffDTLoss", {"batch_dice": False}, "MONAI HausdorffDTLoss"),
+        ("BoundaryLoss", {"batch_dice": False}, "MONAI GeneralizedDiceLoss"),
+        ("DistancePenalizedCELoss", {"batch_dice": False}, "nnU-Net cross entropy"),
+        ("ShapeAwareLoss", {"batch_dice": False}, "nnU-Net cross entropy"),
     ]
     rows = [Candidate(REFERENCE, lambda case: None if case.regions else _nnunet(case)),
             Candidate(REGION_REFERENCE, lambda case: _nnunet(case) if case.regions else None)] + peers
