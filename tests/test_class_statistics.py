@@ -12,7 +12,9 @@ from torch.utils.checkpoint import checkpoint
 import unifocal.losses as losses
 from unifocal.losses import _stats
 from unifocal.losses._inputs import one_hot, prepare
-from unifocal.losses._stats import _at_target, _composed_statistics, _exponents, _focal_term, class_statistics, class_table
+from unifocal.losses._stats import (
+    _composed_statistics, _exponents, _focal_term, at_target, class_statistics, class_table,
+)
 
 
 def _case(shape=(2, 3, 5, 4), seed=0, masked=True, dtype=torch.float64):
@@ -182,9 +184,9 @@ def test_class_lookup_and_one_hot():
     expected = torch.zeros(1, 3, 2, 2).scatter_(1, labels.long(), 1.0)
     expected[..., 1, 1] = 0
     torch.testing.assert_close(onehot, expected)
-    looked_up = _at_target(class_table((0.5, 0.0, 2.0), onehot), onehot)
+    looked_up = at_target(class_table((0.5, 0.0, 2.0), onehot), onehot)
     torch.testing.assert_close(looked_up, torch.tensor([[[[0.5, 0.0], [2.0, 0.0]]]]))
-    assert _at_target(class_table((0.0, 0.0, 0.0), onehot), onehot).eq(0).all()
+    assert at_target(class_table((0.0, 0.0, 0.0), onehot), onehot).eq(0).all()
     assert _exponents((0.5, 0.5, 0.5), 3) == (0.5,) and _exponents(0.25, 3) == (0.25,)
     with pytest.raises(ValueError, match="gamma has 2 values for 3 classes"):
         _exponents((0.5, 0.1), 3)

@@ -124,6 +124,47 @@ def test_exponential_logarithmic_hand_computed():
     close(loss, 0.8 * dice + 0.2 * ce_fixed)
 
 
+@pytest.mark.parametrize("options", [{}, {"class_weight": [1.0, 2.0, 3.0, 4.0]}, {"gamma_ce": 1.0}])
+def test_exponential_logarithmic_label_map_equals_one_hot_with_mask(options):
+    # a label map takes each voxel's own class only (one power per voxel); the one-hot target the dense form
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 4, 6, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    target = torch.randint(0, 4, (2, 1, 6, 5), generator=generator)
+    target[0, 0, 0, :3] = 255
+    onehot = F.one_hot(target.clamp(max=3)[:, 0], 4).movedim(-1, 1).double()
+    from_labels = L.ExponentialLogarithmicLoss(ignore_index=255, **options)(logits, target)
+    dense = L.ExponentialLogarithmicLoss(**options)(logits, onehot, mask=(target != 255).double())
+    grads = [torch.autograd.grad(value, logits)[0] for value in (from_labels, dense)]
+    torch.testing.assert_close(from_labels, dense, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-14)
+    assert 0.1 < float(from_labels.detach()) < 10
+    assert grads[0][0, :, 0, :3].abs().max() == 0  # ignored voxels: no gradient
+
+
+@pytest.mark.parametrize("cls, options", [(L.SensitivitySpecificityLoss, {}), (L.DiceLoss, {"squared": True}),
+                                          (L.HausdorffDTLoss, {})], ids=lambda v: getattr(v, "__name__", ""))
+def test_channel_losses_in_region_mode_read_the_sigmoid_channels_only(cls, options, monkeypatch):
+    # One region channel x equals the exclusive two-class problem with logits [0, x] without its background;
+    # the region path reads sigmoid(x) and the target directly, no complement-first (2R-class) tensor.
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(2, 1, 5, 6, dtype=torch.float64, generator=generator)
+    target = torch.rand(2, 1, 5, 6, generator=generator) > 0.6
+    mask = torch.rand(2, 1, 5, 6, generator=generator) > 0.2
+    exclusive = cls(include_background=False, **options)
+    two_classes = torch.cat([torch.zeros_like(logits), logits], 1)
+    expected = [exclusive(two_classes, target.long(), mask=m) for m in (None, mask)]
+    import unifocal.losses._inputs as inputs_module
+
+    def fail(*args):
+        raise AssertionError("a complement-first tensor was formed")
+
+    monkeypatch.setattr(inputs_module, "complement_first", fail)
+    for m, value in zip((None, mask), expected):
+        region_value = cls(multilabel=True, **options)(logits, target, mask=m)
+        torch.testing.assert_close(region_value, value, rtol=1e-10, atol=1e-12)
+    assert all(0 < float(value) < 5 for value in expected)
+
+
 # Line image for the distance-based losses: labels [0, 0, 0, 1, 1, 1].
 #   background region {0,1,2}: distance to the nearest other label 3, 2, 1; foreground {3,4,5}: 1, 2, 3
 #   distance of the background voxels to the foreground: 3, 2, 1

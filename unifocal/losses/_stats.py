@@ -175,7 +175,7 @@ class _LabelMapStatistics(torch.autograd.Function):
         onehot = one_hot(labels, k, mask, logits.dtype)
         flat_onehot = onehot.view(b, k, -1)
         log_prob = F.log_softmax(logits, 1)
-        log_pt = _at_target(log_prob, onehot)
+        log_pt = at_target(log_prob, onehot)
         prob = log_prob.exp_()
         if mask is None:
             predicted = prob.view(b, k, -1).sum(2)
@@ -189,7 +189,7 @@ class _LabelMapStatistics(torch.autograd.Function):
         term_slope = terms = None
         if cross_entropy:
             if isinstance(exponent, tuple):  # each voxel's class's exponent (0 at masked voxels)
-                exponent = _at_target(class_table(exponent, onehot), onehot)
+                exponent = at_target(class_table(exponent, onehot), onehot)
             if isinstance(exponent, Tensor) or exponent != 0:
                 terms, term_slope = _focal_term(log_pt, pt, exponent)
             else:
@@ -264,7 +264,7 @@ def _focal_term(log_pt: Tensor, pt: Tensor, exponent: Union[float, Tensor]) -> t
     return modulation.mul_(log_pt).neg_(), slope
 
 
-def _at_target(values: Tensor, onehot: Tensor) -> Tensor:
+def at_target(values: Tensor, onehot: Tensor) -> Tensor:
     """(B, 1, *S) ``sum_c y_ic v_ic``: each voxel's value at its class (0 at masked voxels) of (B, K, *S) values or
     a (1, K, 1, ...) table; a pass per class, cheaper than a product with a (B, K, *S) temporary or an int64
     gather for the few classes of a segmentation."""
@@ -448,3 +448,15 @@ def region_classes(prep: Prepared, include_background: bool = True) -> slice:
     if prep.num_classes - start < 2:
         raise ValueError("include_background=False leaves no channel: the input has a single channel")
     return slice(start + 1, None)
+
+
+def selected_values(prep: Prepared, include_background: bool = True) -> tuple[Tensor, Tensor]:
+    """(B, C', *S) probabilities and target of the classes :func:`region_classes` selects; for multilabel
+    input, the channels themselves straight from the C sigmoid channels (no 2C-class tensor is formed)."""
+    classes = region_classes(prep, include_background)
+    if not prep.multilabel:
+        return prep.prob[:, classes], prep.target[:, classes]
+    channels = slice(classes.start - prep.num_problems, None)
+    scores = prep.scores[:, channels]
+    prob = torch.sigmoid(scores) if prep.from_logits else scores
+    return prob, prep.dense_target[:, channels].to(scores.dtype)

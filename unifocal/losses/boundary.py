@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ._base import SegmentationLoss, check_bool, check_number, check_numbers, functional
 from ._inputs import Prepared
-from ._stats import BatchLoss, class_roles, class_statistics, region_classes, voxel_mean
+from ._stats import BatchLoss, class_roles, class_statistics, selected_values, voxel_mean
 from .distribution import modulated_cross_entropy
 
 __all__ = ["DistancePenalizedCELoss", "ShapeAwareLoss", "BoundaryLoss", "HausdorffDTLoss",
@@ -184,8 +184,7 @@ class HausdorffDTLoss(_DistanceLoss):
         self.include_background = check_bool("include_background", include_background)
 
     def compute(self, prep: Prepared) -> BatchLoss:
-        classes = region_classes(prep, self.include_background)
-        prob, onehot = prep.prob[:, classes], prep.target[:, classes]
+        prob, onehot = selected_values(prep, self.include_background)
         counted = prob if prep.mask is None else prob * prep.mask
         k = prob.shape[1]
         regions = torch.cat([counted.detach() > 0.5, onehot > 0.5], 1)

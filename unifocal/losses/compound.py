@@ -19,6 +19,7 @@ from ._base import check_number, check_unit_interval, functional
 from ._inputs import Prepared
 from ._stats import (
     BatchLoss,
+    at_target,
     class_mean,
     class_roles,
     class_statistics,
@@ -166,8 +167,12 @@ class ExponentialLogarithmicLoss(_RegionLoss):
         def cross_entropy() -> BatchLoss:
             weight = (frequency_weights(prep) if self.class_weight is None
                       else class_table(per_class(self.class_weight, prep, "class_weight"), prep.scores))
-            terms = prep.target * safe_pow(-prep.log_prob, self.gamma_ce) * weight
-            return voxel_mean(terms.sum(1) / prep.num_problems, prep)
+            if prep.labels is None:  # a dense target can put mass on every class
+                terms = (prep.target * safe_pow(-prep.log_prob, self.gamma_ce) * weight).sum(1)
+            else:  # a label map only on each voxel's own class: one power per voxel, not one per class
+                onehot = prep.target
+                terms = (at_target(weight, onehot) * safe_pow(-at_target(prep.log_prob, onehot), self.gamma_ce))[:, 0]
+            return voxel_mean(terms / prep.num_problems, prep)
 
         return weighted_sum([(self.dice_weight, dice), (self.ce_weight, cross_entropy)])
 

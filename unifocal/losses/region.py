@@ -33,6 +33,7 @@ from ._stats import (
     confusion_sums,
     region_classes,
     safe_pow,
+    selected_values,
     tversky_distance,
 )
 
@@ -108,8 +109,7 @@ class DiceLoss(_RegionLoss):
     def compute(self, prep: Prepared) -> BatchLoss:
         if not self.squared:
             return super().compute(prep)
-        classes = region_classes(prep, self.include_background)
-        prob, onehot = prep.prob[:, classes], prep.target[:, classes]
+        prob, onehot = selected_values(prep, self.include_background)
         if prep.mask is not None:
             prob = prob * prep.mask
         dims = tuple(range(2, prob.ndim))
@@ -249,13 +249,12 @@ class SensitivitySpecificityLoss(SegmentationLoss):
         self.include_background = check_bool("include_background", include_background)
 
     def compute(self, prep: Prepared) -> BatchLoss:
-        classes = region_classes(prep, self.include_background)
-        prob, onehot = prep.prob[:, classes], prep.target[:, classes]
-        negative = 1 - onehot if prep.mask is None else prep.mask - onehot
-        error = (onehot - prob).square()
-        dims = tuple(range(2, prob.ndim))
-        sensitivity = (error * onehot).sum(dims) / (onehot.sum(dims) + self.smooth)
-        specificity = (error * negative).sum(dims) / (negative.sum(dims) + self.smooth)
+        prob, onehot = (values.flatten(2) for values in selected_values(prep, self.include_background))
+        negative = 1 - onehot if prep.mask is None else prep.mask.flatten(2) - onehot
+        error = (onehot - prob).square_()
+        # products summed by vecdot: no input-sized temporary per term
+        sensitivity = torch.linalg.vecdot(error, onehot) / (onehot.sum(2) + self.smooth)
+        specificity = torch.linalg.vecdot(error, negative) / (negative.sum(2) + self.smooth)
         r = self.sensitivity_weight
         return class_mean(r * sensitivity + (1 - r) * specificity, prep.batch_size)
 
