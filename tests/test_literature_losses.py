@@ -142,7 +142,8 @@ def test_exponential_logarithmic_label_map_equals_one_hot_with_mask(options):
 
 
 @pytest.mark.parametrize("cls, options", [(L.SensitivitySpecificityLoss, {}), (L.DiceLoss, {"squared": True}),
-                                          (L.HausdorffDTLoss, {})], ids=lambda v: getattr(v, "__name__", ""))
+                                          (L.HausdorffDTLoss, {}), (L.BoundaryLoss, {})],
+                         ids=lambda v: getattr(v, "__name__", ""))
 def test_channel_losses_in_region_mode_read_the_sigmoid_channels_only(cls, options, monkeypatch):
     # One region channel x equals the exclusive two-class problem with logits [0, x] without its background;
     # the region path reads sigmoid(x) and the target directly, no complement-first (2R-class) tensor.
@@ -150,7 +151,7 @@ def test_channel_losses_in_region_mode_read_the_sigmoid_channels_only(cls, optio
     logits = torch.randn(2, 1, 5, 6, dtype=torch.float64, generator=generator)
     target = torch.rand(2, 1, 5, 6, generator=generator) > 0.6
     mask = torch.rand(2, 1, 5, 6, generator=generator) > 0.2
-    exclusive = cls(include_background=False, **options)
+    exclusive = cls(**options) if cls is L.BoundaryLoss else cls(include_background=False, **options)
     two_classes = torch.cat([torch.zeros_like(logits), logits], 1)
     expected = [exclusive(two_classes, target.long(), mask=m) for m in (None, mask)]
     import unifocal.losses._inputs as inputs_module

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ._base import SegmentationLoss, check_bool, check_number, check_numbers, functional
 from ._inputs import Prepared
-from ._stats import BatchLoss, class_roles, class_statistics, selected_values, voxel_mean
+from ._stats import BatchLoss, class_statistics, selected_values, voxel_mean
 from .distribution import modulated_cross_entropy
 
 __all__ = ["DistancePenalizedCELoss", "ShapeAwareLoss", "BoundaryLoss", "HausdorffDTLoss",
@@ -151,9 +151,8 @@ class BoundaryLoss(_DistanceLoss):
     Args:""" + _COMMON_ARGS
 
     def compute(self, prep: Prepared) -> BatchLoss:
-        foreground = [c for c, rare in enumerate(class_roles(prep)) if rare]
-        prob = prep.prob[:, foreground]
-        regions = prep.target[:, foreground] > 0.5
+        prob, target = selected_values(prep, include_background=prep.multilabel)  # classes 1.., or every channel
+        regions = target > 0.5
         inside, outside, has_contour = region_distances(regions, self.spacing_for(prep), dtype=prob.dtype)
         # Kervadec's one_hot2dist: distance outside, -(distance - 1) inside (0 on the inner contour).
         signed = (outside - torch.where(regions, inside - 1, 0.0)) * has_contour
