@@ -149,6 +149,49 @@ def test_one_statistics_pass_and_no_dense_softmax_per_call(name, monkeypatch):
     torch.testing.assert_close(value, expected)
 
 
+@pytest.mark.parametrize("path", ["label map", "region", "composed"])
+def test_without_overlap_the_statistics_skip_predicted_and_true_positive_sums(path):
+    """A loss of the cross entropy alone asks for no overlap sums: they are None, and the cross-entropy sums
+    and their gradient are those of the full pass, on every statistics path."""
+    logits, labels, mask = _case()
+    if path == "label map":
+        target, multilabel = labels, False
+    elif path == "region":
+        target, multilabel = torch.rand(logits.shape, generator=torch.Generator().manual_seed(1)) > 0.5, True
+    else:
+        target, multilabel = F.one_hot(labels[:, 0].long(), 3).movedim(-1, 1).double(), False
+    results = []
+    for overlap in (True, False):
+        prep = prepare(logits, target, mask=mask, multilabel=multilabel)
+        stats = class_statistics(prep, cross_entropy=True, gamma=0.5, overlap=overlap)
+        results.append((stats, torch.autograd.grad(stats.cross_entropy.sum(), logits)[0]))
+    (full, full_grad), (cross_entropy_only, grad) = results
+    assert cross_entropy_only.predicted is None and cross_entropy_only.true_positive is None
+    assert full.predicted is not None and full.true_positive is not None
+    torch.testing.assert_close(cross_entropy_only.cross_entropy, full.cross_entropy, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(cross_entropy_only.actual, full.actual, rtol=0, atol=0)
+    torch.testing.assert_close(grad, full_grad, rtol=1e-12, atol=1e-12)
+    assert float(full.cross_entropy.detach().sum()) > 1
+
+
+@pytest.mark.parametrize("name, overlap", [("CrossEntropyLoss", False), ("FocalLoss", False),
+                                           ("AsymmetricFocalLoss", False), ("ShapeAwareLoss", False),
+                                           ("UnifiedFocalLoss", True), ("ComboLoss", True), ("DiceCELoss", True)])
+def test_losses_of_the_cross_entropy_alone_ask_for_no_overlap_sums(name, overlap, monkeypatch):
+    logits, labels, _ = _case(masked=False)
+    asked = []
+    original = _stats._LabelMapStatistics.apply
+    monkeypatch.setattr(_stats._LabelMapStatistics, "apply", lambda *a: asked.append(a[-1]) or original(*a))
+    value = getattr(losses, name)()(logits, labels)
+    assert asked == [overlap] and torch.isfinite(value)
+    if name == "DiceCELoss":  # the cross entropy alone; with both weights 0 the Dice part is formed, times 0
+        asked.clear()
+        assert float(losses.DiceCELoss(lambda_dice=0.0)(logits, labels).detach()) > 0 and asked == [False]
+        zero = losses.DiceCELoss(lambda_dice=0.0, lambda_ce=0.0)(logits, labels)
+        zero.backward()
+        assert float(zero.detach()) == 0 and logits.grad.abs().max() == 0
+
+
 def test_autocast_keeps_the_sums_in_float32():
     logits, labels, _ = _case(shape=(2, 3, 16, 16), dtype=torch.float32, masked=False)
     with torch.autocast("cpu", dtype=torch.bfloat16):

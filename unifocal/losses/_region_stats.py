@@ -53,8 +53,9 @@ def region_statistics(
     exponents: Sequence[float],
     voxel_weight: Optional[Tensor],
     cross_entropy: bool,
-) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
-    """(B, 2R) predicted, true-positive, actual and (if ``cross_entropy``) focal cross-entropy sums of
+    overlap: bool = True,
+) -> tuple[Optional[Tensor], Optional[Tensor], Tensor, Optional[Tensor]]:
+    """(B, 2R) predicted and true-positive (if ``overlap``), actual and (if ``cross_entropy``) focal sums of
     region logits (B, R, *S) for a target (B, R, *S) that is zero outside ``mask`` (B, 1, *S), in any dtype
     (bool, integer or float: converted to the logits' dtype a slab at a time, no input-sized copy).
 
@@ -67,7 +68,7 @@ def region_statistics(
     complement, region = (_role_exponent(values, logits) for values in roles)
     # Autocast would run the reductions in half precision; the sums must stay in the compute dtype.
     with torch.autocast(logits.device.type, enabled=False):
-        return _RegionStatistics.apply(logits, target, mask, complement, region, voxel_weight, cross_entropy)
+        return _RegionStatistics.apply(logits, target, mask, complement, region, voxel_weight, cross_entropy, overlap)
 
 
 def _role_exponent(values: Sequence[float], like: Tensor) -> Union[float, Tensor]:
@@ -140,9 +141,10 @@ def _part(values: Optional[Tensor], part: slice) -> Optional[Tensor]:
     return None if values is None else values[:, :, part]
 
 
-def _forward_slab(slab: _Slab, saved: _Saved, cross_entropy: bool, complement_exponent, region_exponent):
-    """(B, R) sums of one slab: actual, predicted, true positives and, with ``cross_entropy``, the two focal
-    sums; writes the slab's part of ``saved``.
+def _forward_slab(slab: _Slab, saved: _Saved, cross_entropy: bool, overlap: bool, complement_exponent,
+                  region_exponent):
+    """(B, R) sums of one slab: actual, predicted and true positives (None without ``overlap``) and, with
+    ``cross_entropy``, the two focal sums; writes the slab's part of ``saved``.
 
     Both logarithms come from one, ``l = log max(p, q) = log(1 - min(p, q))``: ``softplus(x) = -log q =
     max(x, 0) - l`` and ``log p = min(x, 0) + l``, exact to round-off for every x where ``l`` is. The smaller
@@ -158,7 +160,7 @@ def _forward_slab(slab: _Slab, saved: _Saved, cross_entropy: bool, complement_ex
     """
     x = slab.x
     p = torch.sigmoid(x) if saved.prob is None else torch.sigmoid(x, out=saved.prob)
-    sums = (slab.y.sum(2), _sums(p, slab.m), _sums(p, slab.y))
+    sums = (slab.y.sum(2), *((_sums(p, slab.m), _sums(p, slab.y)) if overlap else (None, None)))
     if not cross_entropy:
         return sums
     q = torch.sub(1, p)
@@ -207,7 +209,7 @@ class _RegionStatistics(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: Tensor, target: Tensor, mask: Optional[Tensor], complement_exponent, region_exponent,
-                voxel_weight: Optional[Tensor], cross_entropy: bool):
+                voxel_weight: Optional[Tensor], cross_entropy: bool, overlap: bool):
         b, r = logits.shape[:2]
         x, y, m, v = _flat(logits, target, mask, voxel_weight)
         count = m.sum(2) if m is not None else x.new_full((b, 1), float(x.shape[2]))
@@ -216,16 +218,19 @@ class _RegionStatistics(torch.autograd.Function):
         for part in _slabs(x.shape[2], _slab_length(x)):
             slab = _Slab(x[:, :, part], y[:, :, part], _part(m, part), _part(v, part))
             sums.append(_forward_slab(slab, _Saved(*(_part(t, part) for t in saved)),
-                                      cross_entropy, complement_exponent, region_exponent))
+                                      cross_entropy, overlap, complement_exponent, region_exponent))
         # One addition over the slabs per table, not one per slab and table (none for one slab).
-        actual, predicted, true_positive, *focal = (table[0] if len(table) == 1 else torch.stack(table).sum(0)
-                                                    for table in zip(*sums))
+        actual, predicted, true_positive, *focal = (table[0] if len(table) == 1 or table[0] is None
+                                                    else torch.stack(table).sum(0) for table in zip(*sums))
         ctx.save_for_backward(logits, target, mask, voxel_weight, saved.prob, saved.slope_n, saved.slope_r)
         actual_table = complement_first(actual, count)
         ctx.mark_non_differentiable(actual_table)
         ctx.set_materialize_grads(False)
-        return (complement_first(predicted, count),
-                torch.cat([count - actual - predicted + true_positive, true_positive], 1),
+        if overlap:
+            predicted, true_positive = (complement_first(predicted, count),
+                                        torch.cat([count - actual - predicted + true_positive, true_positive], 1))
+        return (predicted,
+                true_positive,
                 actual_table,
                 torch.cat(focal, 1) if cross_entropy else None)
 
@@ -266,7 +271,7 @@ class _RegionStatistics(torch.autograd.Function):
                 # v y (E_r S_r - E_n S_n) + v m E_n S_n
                 out.addcmul_(region.addcmul_(s_n, e_n, value=-1), slab.weight)
                 out.addcmul_(s_n if slab.counted is None else s_n * slab.counted, e_n)
-        return grad.view_as(logits), None, None, None, None, None, None
+        return grad.view_as(logits), None, None, None, None, None, None, None
 
 
 def _flat(logits: Tensor, target: Tensor, mask: Optional[Tensor], voxel_weight: Optional[Tensor]):

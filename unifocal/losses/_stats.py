@@ -68,12 +68,13 @@ def _global_share(total: Tensor, prep: Prepared) -> Tensor:
 
 class ClassStatistics(NamedTuple):
     """Per sample and class (B, K) sums over the voxels that count, for target ``y``, probabilities ``p``,
-    mask ``m``: ``predicted = sum_i m_i p_ic``, ``true_positive = sum_i y_ic p_ic``, ``actual = sum_i y_ic``
-    (no gradient) and, when asked for, ``cross_entropy = sum_i v_i y_ic (1 - p_ic)^gamma_c (-log p_ic)``
-    (voxel weights ``v``, focal exponents ``gamma``), else None."""
+    mask ``m``: ``actual = sum_i y_ic`` (no gradient) and, each when asked for (else None), the overlap sums
+    ``predicted = sum_i m_i p_ic`` and ``true_positive = sum_i y_ic p_ic`` and the cross entropy
+    ``cross_entropy = sum_i v_i y_ic (1 - p_ic)^gamma_c (-log p_ic)`` (voxel weights ``v``, focal exponents
+    ``gamma``)."""
 
-    predicted: Tensor
-    true_positive: Tensor
+    predicted: Optional[Tensor]
+    true_positive: Optional[Tensor]
     actual: Tensor
     cross_entropy: Optional[Tensor]
 
@@ -91,8 +92,10 @@ def class_statistics(
     cross_entropy: bool = False,
     gamma: Union[float, Sequence[float]] = 0.0,
     voxel_weight: Optional[Tensor] = None,
+    overlap: bool = True,
 ) -> ClassStatistics:
-    """The :class:`ClassStatistics` of ``prep``, the cross entropy only if ``cross_entropy``, with focal
+    """The :class:`ClassStatistics` of ``prep``, the overlap sums only if ``overlap`` (a loss of the cross
+    entropy alone reads none), the cross entropy only if ``cross_entropy``, with focal
     exponent ``gamma`` (one or one per class; 0: plain cross entropy) and voxel weights ``voxel_weight``
     ((B, 1, *S), or (B, K, *S) per class and voxel, composed path only). From one fused pass for an exclusive
     label map and logits (:class:`_LabelMapStatistics`), from the sigmoid channels for region logits
@@ -102,28 +105,30 @@ def class_statistics(
         voxel_weight = voxel_weight.unsqueeze(1)
     fused = prep.from_logits and (voxel_weight is None or voxel_weight.shape[1] == 1)
     if not fused or (prep.labels is None and not prep.multilabel):
-        return _composed_statistics(prep, cross_entropy, exponents, voxel_weight)
+        return _composed_statistics(prep, cross_entropy, exponents, voxel_weight, overlap)
     weight = None if voxel_weight is None else voxel_weight.to(prep.scores.dtype)
     if prep.multilabel:
         return ClassStatistics(*region_statistics(prep.scores, prep.dense_target, prep.mask, exponents, weight,
-                                                  cross_entropy))
+                                                  cross_entropy, overlap))
     exponent = exponents[0] if len(exponents) == 1 else exponents
     # Autocast would run the batched products in half precision; the sums must stay in the compute dtype.
     with torch.autocast(prep.scores.device.type, enabled=False):
         return ClassStatistics(*_LabelMapStatistics.apply(prep.scores, prep.labels, prep.mask, exponent, weight,
-                                                          cross_entropy))
+                                                          cross_entropy, overlap))
 
 
 def _composed_statistics(prep: Prepared, cross_entropy: bool, exponents: tuple[float, ...],
-                         voxel_weight: Optional[Tensor]) -> ClassStatistics:
+                         voxel_weight: Optional[Tensor], overlap: bool = True) -> ClassStatistics:
     """:class:`ClassStatistics` from the dense probabilities and target (any target, any input), by autograd."""
-    prob, target = prep.prob, prep.target
+    target = prep.target
 
     def sums(values: Tensor) -> Tensor:
         return values.flatten(2).sum(2)
 
-    predicted = sums(prob if prep.mask is None else prob * prep.mask)
-    cross_entropy_sums = None
+    predicted = true_positive = cross_entropy_sums = None
+    if overlap:
+        prob = prep.prob
+        predicted, true_positive = sums(prob if prep.mask is None else prob * prep.mask), sums(target * prob)
     if cross_entropy:
         weight = target if voxel_weight is None else target * voxel_weight
         if any(exponents):
@@ -131,7 +136,7 @@ def _composed_statistics(prep: Prepared, cross_entropy: bool, exponents: tuple[f
             cross_entropy_sums = _DenseFocalSums.apply(prep.log_prob, weight, exponent)
         else:
             cross_entropy_sums = sums(-prep.log_prob * weight)
-    return ClassStatistics(predicted, sums(target * prob), sums(target.detach()), cross_entropy_sums)
+    return ClassStatistics(predicted, true_positive, sums(target.detach()), cross_entropy_sums)
 
 
 class _DenseFocalSums(torch.autograd.Function):
@@ -170,16 +175,17 @@ class _LabelMapStatistics(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: Tensor, labels: Tensor, mask: Optional[Tensor], exponent: Union[float, tuple],
-                voxel_weight: Optional[Tensor], cross_entropy: bool):
+                voxel_weight: Optional[Tensor], cross_entropy: bool, overlap: bool = True):
         b, k = logits.shape[:2]
         onehot = one_hot(labels, k, mask, logits.dtype)
         flat_onehot = onehot.view(b, k, -1)
         log_prob = F.log_softmax(logits, 1)
         log_pt = at_target(log_prob, onehot)
         prob = log_prob.exp_()
-        if mask is None:
+        predicted = true_positive = None
+        if overlap and mask is None:
             predicted = prob.view(b, k, -1).sum(2)
-        else:
+        elif overlap:
             predicted = torch.bmm(mask.view(b, 1, -1), prob.view(b, k, -1).transpose(1, 2)).view(b, k)
         pt = log_pt.exp()
 
@@ -199,7 +205,8 @@ class _LabelMapStatistics(torch.autograd.Function):
                 terms.mul_(voxel_weight)
                 term_slope = voxel_weight.neg() if term_slope is None else term_slope.mul_(voxel_weight)
         ctx.save_for_backward(prob, labels, mask, pt, term_slope)
-        true_positive = class_sums(pt)
+        if overlap:
+            true_positive = class_sums(pt)
         actual = flat_onehot.sum(2)
         ctx.mark_non_differentiable(actual)
         ctx.set_materialize_grads(False)
@@ -227,11 +234,11 @@ class _LabelMapStatistics(torch.autograd.Function):
                 at_voxel = ce if at_voxel is None else at_voxel.add_(ce)
             at_voxel = at_voxel.view_as(pt)
         if at_voxel is None and grad_predicted is None:
-            return None, None, None, None, None, None
+            return None, None, None, None, None, None, None
         grad = onehot.mul_(at_voxel) if at_voxel is not None else onehot.zero_()
         if grad_predicted is None:
             grad.addcmul_(prob, at_voxel, value=-1)
-            return grad, None, None, None, None, None
+            return grad, None, None, None, None, None, None
         # m_i sum_k G_k p_ik + g_i per voxel, then class by class p_ic (m_i G_c - that): no (B, K, *S) temporary
         shift = torch.bmm(grad_predicted.unsqueeze(1), prob.view(b, k, -1)).view_as(pt)
         if mask is not None:
@@ -246,7 +253,7 @@ class _LabelMapStatistics(torch.autograd.Function):
             else:
                 torch.mul(mask, per_class, out=scratch).sub_(shift)
             grad[:, c : c + 1].addcmul_(prob[:, c : c + 1], scratch)
-        return grad, None, None, None, None, None
+        return grad, None, None, None, None, None, None
 
 
 def _focal_term(log_pt: Tensor, pt: Tensor, exponent: Union[float, Tensor]) -> tuple[Tensor, Tensor]:

@@ -87,7 +87,7 @@ def _distance_weighted_ce(prep: Prepared, penalty: Tensor) -> BatchLoss:
     """Cross entropy with weight ``1 + penalty``, ``penalty`` (B, K, *S) a map per target region: summed to
     one voxel map for exclusive classes (each voxel lies in one region), per class and voxel for multilabel."""
     weight = 1 + (penalty if prep.multilabel else penalty.sum(1, keepdim=True))
-    return modulated_cross_entropy(class_statistics(prep, cross_entropy=True, voxel_weight=weight), prep)
+    return modulated_cross_entropy(class_statistics(prep, cross_entropy=True, voxel_weight=weight, overlap=False), prep)
 
 
 class DistancePenalizedCELoss(_DistanceLoss):

@@ -105,7 +105,8 @@ class DiceCELoss(_RegionLoss):
         self.class_weight = check_class_weight(class_weight)
 
     def compute(self, prep: Prepared) -> BatchLoss:
-        stats = class_statistics(prep, cross_entropy=self.lambda_ce > 0)
+        dice_formed = self.lambda_dice > 0 or self.lambda_ce == 0  # with both weights 0, times 0 (weighted_sum)
+        stats = class_statistics(prep, cross_entropy=self.lambda_ce > 0, overlap=dice_formed)
 
         def cross_entropy() -> BatchLoss:
             weight = None if self.class_weight is None else per_class(self.class_weight, prep, "class_weight")

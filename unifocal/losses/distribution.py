@@ -69,7 +69,7 @@ class _ForegroundWeightedCrossEntropy(SegmentationLoss):
         return 1.0, 1.0
 
     def compute(self, prep: Prepared) -> BatchLoss:
-        stats = class_statistics(prep, cross_entropy=True, gamma=per_class(self.gamma, prep, "gamma"))
+        stats = class_statistics(prep, cross_entropy=True, gamma=per_class(self.gamma, prep, "gamma"), overlap=False)
         weights = role_weights(class_roles(prep), *self.role_weights())
         return modulated_cross_entropy(stats, prep, None if set(weights) == {1.0} else weights)
 
@@ -95,7 +95,8 @@ class CrossEntropyLoss(SegmentationLoss):
 
     def compute(self, prep: Prepared) -> BatchLoss:
         weight = None if self.class_weight is None else per_class(self.class_weight, prep, "class_weight")
-        return modulated_cross_entropy(class_statistics(prep, cross_entropy=True), prep, weight, weighted_mean=True)
+        stats = class_statistics(prep, cross_entropy=True, overlap=False)
+        return modulated_cross_entropy(stats, prep, weight, weighted_mean=True)
 
 
 class WeightedCrossEntropyLoss(_ForegroundWeightedCrossEntropy):

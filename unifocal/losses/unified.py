@@ -49,7 +49,7 @@ def _unified(loss, prep: Prepared, rare: tuple[bool, ...], focal: tuple, tversky
     focal modulation in the statistics) plus ``1 - weight`` times the focal Tversky part (``tversky = (delta,
     exponent)``: ``mean_c (1 - TI_c)^exponent_c``, delta on false negatives), both from one statistics pass;
     a part with weight 0 is not computed."""
-    stats = class_statistics(prep, cross_entropy=loss.weight > 0, gamma=focal[1])
+    stats = class_statistics(prep, cross_entropy=loss.weight > 0, gamma=focal[1], overlap=loss.weight < 1)
 
     def focal_part() -> BatchLoss:
         return modulated_cross_entropy(stats, prep, role_weights(rare, focal[0], 1.0 - focal[0]))
