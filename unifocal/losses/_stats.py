@@ -187,7 +187,8 @@ class _LabelMapStatistics(torch.autograd.Function):
             predicted = prob.view(b, k, -1).sum(2)
         elif overlap:
             predicted = torch.bmm(mask.view(b, 1, -1), prob.view(b, k, -1).transpose(1, 2)).view(b, k)
-        pt = log_pt.exp()
+        focal = cross_entropy and (isinstance(exponent, tuple) or exponent != 0)
+        pt = log_pt.exp() if overlap or focal else None  # p_t: the true positives' and the focal terms' input
 
         def class_sums(per_voxel: Tensor) -> Tensor:
             return torch.bmm(per_voxel.view(b, 1, -1), flat_onehot.transpose(1, 2)).view(b, k)
@@ -201,7 +202,7 @@ class _LabelMapStatistics(torch.autograd.Function):
             else:
                 terms = log_pt.neg()
             if voxel_weight is not None:
-                voxel_weight = voxel_weight.reshape(pt.shape)
+                voxel_weight = voxel_weight.reshape(log_pt.shape)
                 terms.mul_(voxel_weight)
                 term_slope = voxel_weight.neg() if term_slope is None else term_slope.mul_(voxel_weight)
         ctx.save_for_backward(prob, labels, mask, pt, term_slope)
@@ -220,6 +221,7 @@ class _LabelMapStatistics(torch.autograd.Function):
         #     dL/dx_ic = g_i y_ic + p_ic (m_i (G_c - sum_k G_k p_ik) - g_i)
         prob, labels, mask, pt, term_slope = ctx.saved_tensors
         b, k = prob.shape[:2]
+        per_voxel = (b, 1, *prob.shape[2:])
         onehot = one_hot(labels, k, mask, prob.dtype)
         tables = [t for t in (grad_tp, grad_ce) if t is not None]
         at_voxel = None  # g above, (B, 1, *S)
@@ -232,7 +234,7 @@ class _LabelMapStatistics(torch.autograd.Function):
                 ce = next(parts)
                 ce = ce.neg_() if term_slope is None else ce.mul_(term_slope.view(b, -1))
                 at_voxel = ce if at_voxel is None else at_voxel.add_(ce)
-            at_voxel = at_voxel.view_as(pt)
+            at_voxel = at_voxel.view(per_voxel)
         if at_voxel is None and grad_predicted is None:
             return None, None, None, None, None, None, None
         grad = onehot.mul_(at_voxel) if at_voxel is not None else onehot.zero_()
@@ -240,7 +242,7 @@ class _LabelMapStatistics(torch.autograd.Function):
             grad.addcmul_(prob, at_voxel, value=-1)
             return grad, None, None, None, None, None, None
         # m_i sum_k G_k p_ik + g_i per voxel, then class by class p_ic (m_i G_c - that): no (B, K, *S) temporary
-        shift = torch.bmm(grad_predicted.unsqueeze(1), prob.view(b, k, -1)).view_as(pt)
+        shift = torch.bmm(grad_predicted.unsqueeze(1), prob.view(b, k, -1)).view(per_voxel)
         if mask is not None:
             shift.mul_(mask)
         if at_voxel is not None:
