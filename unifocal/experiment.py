@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence, TextIO
 
@@ -541,8 +541,6 @@ def check_loss_settings(
     key = trainer_loss(trainer)
     if key is None:
         return
-    from dataclasses import replace
-
     from nnunet_trainers.config import SETTING_ENV, load_settings, parse_setting
     from nnunet_trainers.loss_builder import TrainerState, resolve
 

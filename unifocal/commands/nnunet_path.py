@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import sys
+from importlib.metadata import PackageNotFoundError, version
 
 NAME = "nnunet-path"
 HELP = "print the nnUNet_extTrainer folder that makes the unifocal nnU-Net trainers visible"
@@ -26,24 +29,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="check that nnunetv2 >= 2.8 is installed and the trainers import; list them")
 
 
-def _version_tuple(version: str) -> tuple:
+def _version_tuple(text: str) -> tuple:
     parts = []
-    for piece in version.split(".")[:2]:
+    for piece in text.split(".")[:2]:
         digits = "".join(ch for ch in piece if ch.isdigit())
         parts.append(int(digits) if digits else 0)
     return tuple(parts)
 
 
 def run(args: argparse.Namespace) -> int:
-    import shlex
-    import sys
-
     from nnunet_trainers import TRAINER_NAMES, ext_trainer_path
 
     path = str(ext_trainer_path())
     if args.check:
-        from importlib.metadata import PackageNotFoundError, version
-
         try:
             installed = version("nnunetv2")
         except PackageNotFoundError:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -137,8 +139,6 @@ def _existing_dataset(workspace, folder: Path, configuration: str, protected: di
 
 def _data_source(args, output: Path) -> DataSource:
     """The data of the sweep, checked; nothing is written."""
-    import os
-
     from ..experiment import Workspace
     from ..synthetic import CLASS_NAMES
 
@@ -375,8 +375,6 @@ def plot_sweep(evaluation, gammas, gamma_labels, baseline_names, path: Path, tit
     axes[0][0].set_ylabel("mean DSC")
     axes[0][-1].legend(fontsize=8, loc="best")
     if title:
-        import textwrap
-
         fig.suptitle(textwrap.fill(title, width=int((3.6 * len(rows) + 0.8) * 11)), fontsize=10)
     layout_with_settings(fig, evaluation.settings)
     fig.savefig(path, dpi=100)
