@@ -317,7 +317,7 @@ def test_activation_checkpointing_gives_the_same_gradient():
     torch.testing.assert_close(torch.autograd.grad(value, logits)[0], expected, rtol=1e-14, atol=0)
 
 
-def test_double_backward_and_torch_func_fail_with_a_clear_message():
+def test_double_backward_fails_with_a_clear_message():
     logits, labels, mask = _case(seed=13)
     with pytest.raises(RuntimeError, match="do not support double backward"):
         torch.autograd.grad(_fused_loss(logits, labels, mask), logits, create_graph=True)
@@ -325,5 +325,27 @@ def test_double_backward_and_torch_func_fail_with_a_clear_message():
     with pytest.raises(RuntimeError, match="do not support double backward"):  # the composed path's focal sums
         torch.autograd.grad(class_statistics(prepare(logits, dense), True, 0.5).cross_entropy.sum(), logits,
                             create_graph=True)
-    with pytest.raises(RuntimeError, match="setup_context"):
-        torch.func.grad(lambda x: _fused_loss(x, labels, mask))(logits.detach())
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+@pytest.mark.parametrize("loss", [losses.AsymmetricUnifiedFocalLoss(), losses.SymmetricUnifiedFocalLoss(),
+                                  losses.FocalLoss(gamma=0.5), losses.DiceCELoss()], ids=lambda loss: type(loss).__name__)
+def test_torch_func_grad_equals_autograd(loss, multilabel):
+    """Under torch.func the statistics are formed by autograd alone (the fused Functions have no setup_context
+    form); the gradient is the fused path's, on label maps, region targets and dense (focal) targets."""
+    logits, labels, mask = _case(seed=14)
+    dense = torch.zeros_like(logits).scatter_(1, labels.long(), 1.0)
+    loss.multilabel = multilabel
+    for target in (dense > 0.5, dense) if multilabel else (labels, dense):
+        (expected,) = torch.autograd.grad(loss(logits, target, mask=mask), logits)
+        transformed = torch.func.grad(lambda x: loss(x, target, mask=mask))(logits.detach())
+        torch.testing.assert_close(transformed, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_torch_func_vmap_and_the_distance_losses_fail_with_a_clear_message():
+    logits, labels, _ = _case(seed=15)
+    per_sample = torch.func.vmap(lambda x, t: losses.DiceLoss()(x[None], t[None]))
+    with pytest.raises(RuntimeError, match="torch.func.vmap cannot run a unifocal loss"):
+        per_sample(logits.detach(), labels)
+    with pytest.raises(RuntimeError, match="scipy on the host, which torch.func transforms cannot trace"):
+        torch.func.grad(lambda x: losses.BoundaryLoss()(x, labels))(logits.detach())

@@ -1,4 +1,4 @@
-"""What every hand-written backward pass of unifocal.losses shares."""
+"""What every hand-written backward pass of unifocal.losses shares, and when none can run."""
 
 from __future__ import annotations
 
@@ -22,3 +22,10 @@ def first_order(backward: Callable) -> Callable:
             return backward(ctx, *grads)
 
     return checked
+
+
+def func_transformed() -> bool:
+    """Whether a ``torch.func`` transform (grad, vjp, jacrev, vmap) traces the call. The statistics are then
+    formed by autograd alone: torch.func cannot run the hand-written backward passes (it needs their
+    ``setup_context`` form, which would return every saved intermediate as an output)."""
+    return torch._C._are_functorch_transforms_active()

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
+from ._autograd import func_transformed
 from ._region_stats import complement_first
 
 
@@ -236,7 +237,14 @@ def _check_values(checks: list[_Check], dtype: torch.dtype) -> None:
             holds = check.holds if check.recheck is None else check.holds | check.recheck()
             torch._assert_async(holds, check.message)
         return
-    values = iter(torch.stack([v.to(dtype) for check in checks for v in (check.holds, *check.found)]).tolist())
+    values = torch.stack([v.to(dtype) for check in checks for v in (check.holds, *check.found)])
+    try:
+        values = iter(values.tolist())
+    except RuntimeError as error:  # torch.func.vmap's batched tensors have no values to read back
+        if not func_transformed():
+            raise
+        raise RuntimeError("torch.func.vmap cannot run a unifocal loss: its input checks read values back to the "
+                           "host. For per-sample losses use reduction='none'") from error
     for check in checks:
         holds, found = next(values), [next(values) for _ in check.found]
         if not holds and not (check.recheck is not None and check.recheck().item()):

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import Tensor
 import torch.nn.functional as F
 
-from ._autograd import first_order
+from ._autograd import first_order, func_transformed
 from ._inputs import Prepared, one_hot
 from ._region_stats import region_statistics
 
@@ -99,11 +99,12 @@ def class_statistics(
     exponent ``gamma`` (one or one per class; 0: plain cross entropy) and voxel weights ``voxel_weight``
     ((B, 1, *S), or (B, K, *S) per class and voxel, composed path only). From one fused pass for an exclusive
     label map and logits (:class:`_LabelMapStatistics`), from the sigmoid channels for region logits
-    (:func:`unifocal.losses._region_stats.region_statistics`), else from the dense probabilities and target."""
+    (:func:`unifocal.losses._region_stats.region_statistics`), else (and under ``torch.func`` transforms)
+    from the dense probabilities and target."""
     exponents = _exponents(gamma, prep.num_classes)
     if voxel_weight is not None and voxel_weight.ndim == prep.scores.ndim - 1:
         voxel_weight = voxel_weight.unsqueeze(1)
-    fused = prep.from_logits and (voxel_weight is None or voxel_weight.shape[1] == 1)
+    fused = prep.from_logits and (voxel_weight is None or voxel_weight.shape[1] == 1) and not func_transformed()
     if not fused or (prep.labels is None and not prep.multilabel):
         return _composed_statistics(prep, cross_entropy, exponents, voxel_weight, overlap)
     weight = None if voxel_weight is None else voxel_weight.to(prep.scores.dtype)
@@ -131,9 +132,11 @@ def _composed_statistics(prep: Prepared, cross_entropy: bool, exponents: tuple[f
         predicted, true_positive = sums(prob if prep.mask is None else prob * prep.mask), sums(target * prob)
     if cross_entropy:
         weight = target if voxel_weight is None else target * voxel_weight
-        if any(exponents):
-            exponent = scalar_or_table(exponents, prep.scores)
-            cross_entropy_sums = _DenseFocalSums.apply(prep.log_prob, weight, exponent)
+        if any(exponents) and func_transformed():
+            modulation = safe_pow(1 - prep.prob, scalar_or_table(exponents, prep.scores))
+            cross_entropy_sums = sums(-prep.log_prob * modulation * weight)
+        elif any(exponents):
+            cross_entropy_sums = _DenseFocalSums.apply(prep.log_prob, weight, scalar_or_table(exponents, prep.scores))
         else:
             cross_entropy_sums = sums(-prep.log_prob * weight)
     return ClassStatistics(predicted, true_positive, sums(target.detach()), cross_entropy_sums)
@@ -169,8 +172,8 @@ class _LabelMapStatistics(torch.autograd.Function):
 
     Everything the backward needs is saved through ``save_for_backward`` (saved-tensor hooks such as
     ``save_on_cpu`` and checkpointing see it); the one-hot target is rebuilt from the labels in the backward,
-    where its buffer becomes the gradient. Double backward is not supported (a clear error),
-    nor are the ``torch.func`` transforms (torch raises: the function has no ``setup_context``).
+    where its buffer becomes the gradient. Double backward is not supported (a clear error); under the
+    ``torch.func`` transforms :func:`class_statistics` uses the composed path instead.
     """
 
     @staticmethod

@@ -23,6 +23,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
+from ._autograd import func_transformed
 from ._base import SegmentationLoss, check_bool, check_number, check_numbers, functional
 from ._inputs import Prepared
 from ._stats import BatchLoss, class_statistics, selected_values, voxel_mean
@@ -66,6 +67,9 @@ def region_distances(
     (``outside`` is None when not asked for), and a (B, K, 1, ...) bool tensor that broadcasts against them,
     False for empty or full regions.
     """
+    if func_transformed():
+        raise RuntimeError("the distance maps of the boundary losses come from scipy on the host, which torch.func "
+                           "transforms cannot trace: train these losses with autograd (loss.backward())")
     masks = regions.detach().to("cpu", torch.bool).numpy()
     numpy_dtype = np.float64 if dtype == torch.float64 else np.float32
     inside = np.zeros(masks.shape, dtype=numpy_dtype)
