@@ -340,6 +340,9 @@ def test_torch_func_grad_equals_autograd(loss, multilabel):
         (expected,) = torch.autograd.grad(loss(logits, target, mask=mask), logits)
         transformed = torch.func.grad(lambda x: loss(x, target, mask=mask))(logits.detach())
         torch.testing.assert_close(transformed, expected, rtol=1e-12, atol=1e-15)
+        direction = torch.randn_like(logits)  # forward mode: the directional derivative
+        _, along = torch.func.jvp(lambda x: loss(x, target, mask=mask), (logits.detach(),), (direction,))
+        torch.testing.assert_close(along, (expected * direction).sum(), rtol=1e-10, atol=1e-14)
 
 
 def test_torch_func_vmap_and_the_distance_losses_fail_with_a_clear_message():

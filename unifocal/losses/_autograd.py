@@ -25,7 +25,7 @@ def first_order(backward: Callable) -> Callable:
 
 
 def func_transformed() -> bool:
-    """Whether a ``torch.func`` transform (grad, vjp, jacrev, vmap) traces the call. The statistics are then
+    """Whether a ``torch.func`` transform (grad, vjp, jacrev, jvp, vmap) traces the call. The statistics are then
     formed by autograd alone: torch.func cannot run the hand-written backward passes (it needs their
     ``setup_context`` form, which would return every saved intermediate as an output)."""
     return torch._C._are_functorch_transforms_active()
