@@ -27,6 +27,8 @@ def _parse(argv):
     parser.add_argument("--no-deep-supervision", action="store_true", help="skip the deep-supervision cases")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd AsymmetricUnifiedFocalLoss")
+    parser.add_argument("--autograd", action="store_true",
+                        help="also time the two Unified Focal losses without their hand-written passes (autograd alone)")
     parser.add_argument("--losses", nargs="*", default=None, help="only these candidate names (reference kept)")
     parser.add_argument("--mode", choices=("labels", "regions", "both"), default="both",
                         help="label maps (nnU-Net's DC_and_CE_loss as reference), regions (DC_and_BCE_loss), or both")
@@ -65,7 +67,7 @@ def main(argv=None) -> int:
         family_shapes = given or (losses.QUICK_FAMILY_SHAPES if args.quick else losses.FAMILY_SHAPES)
         family_cases += losses.make_cases(family_shapes, deep_supervision=False, regions=regions)
     options = dict(repeats=repeats, device=device, dtype=dtype, memory=not args.no_memory, names=args.losses, log=log)
-    loss_rows = losses.run_cases(cases, compile_unifocal=args.compile, **options)
+    loss_rows = losses.run_cases(cases, compile_unifocal=args.compile, autograd=args.autograd, **options)
     family_rows = [] if args.no_family else losses.run_cases(family_cases, family=True, **options)
     training_rows = []
     if not args.no_training:

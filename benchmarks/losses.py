@@ -284,9 +284,30 @@ def _monai(cls_name: str, binary_only: bool = False, probabilities: bool = False
     return build
 
 
-def candidates(compile_unifocal: bool = False) -> list[Candidate]:
+def _autograd_alone(build: Callable) -> Callable:
+    """A unifocal loss whose statistics are formed by autograd alone, as under torch.func (the composed path
+    over dense tensors): what the hand-written forward and backward passes save, measured."""
+
+    def wrapped(case: Case):
+        from unittest import mock
+
+        from unifocal.losses import _stats
+
+        loss = build(case)
+
+        def call(outputs, targets):
+            with mock.patch.object(_stats, "func_transformed", lambda: True):
+                return loss(outputs, targets)
+
+        return call
+
+    return wrapped
+
+
+def candidates(compile_unifocal: bool = False, autograd: bool = False) -> list[Candidate]:
     """The losses of the issue's targets: nnU-Net's default for the mode first (the reference), the Unified
-    Focal losses and their parts, MONAI's peers (label maps only)."""
+    Focal losses and their parts, MONAI's peers (label maps only); with ``autograd`` also the two Unified
+    Focal losses on autograd's passes alone, with ``compile_unifocal`` the compiled Asymmetric one."""
     family = [
         Candidate("unifocal AsymmetricUnifiedFocalLoss", _unifocal("AsymmetricUnifiedFocalLoss"),
                   "from logits, defaults"),
@@ -313,6 +334,9 @@ def candidates(compile_unifocal: bool = False) -> list[Candidate]:
             return torch.compile(base(case))
 
         rows.append(Candidate("unifocal AsymmetricUnifiedFocalLoss (torch.compile)", compiled, "inductor"))
+    if autograd:
+        rows += [Candidate(f"{c.name} (autograd alone)", _autograd_alone(c.build),
+                           "no hand-written passes (the path torch.func takes)", peer=c.name) for c in family[:2]]
     return rows + peers
 
 
@@ -517,6 +541,7 @@ def run_cases(
     device: torch.device = torch.device("cpu"),
     dtype: torch.dtype = torch.float32,
     compile_unifocal: bool = False,
+    autograd: bool = False,
     memory: bool = True,
     names: Optional[Sequence[str]] = None,
     family: bool = False,
@@ -524,7 +549,7 @@ def run_cases(
 ) -> list[dict]:
     """:func:`time_case` over ``cases`` with :func:`candidates` (or :func:`family_candidates` with ``family``);
     ``names`` restricts the candidates (the references and named candidates' peers are always kept)."""
-    rows = family_candidates() if family else candidates(compile_unifocal)
+    rows = family_candidates() if family else candidates(compile_unifocal, autograd)
     if names is not None:
         keep = set(names) | {REFERENCE, REGION_REFERENCE} | {c.peer for c in rows if c.name in names and c.peer}
         rows = [c for c in rows if c.name in keep]

@@ -133,3 +133,17 @@ def test_region_dataset_json_declares_nested_regions_for_nnunet():
     dataset_json = training._dataset_json(4, regions=True)
     manager = LabelManager(dataset_json["labels"], dataset_json["regions_class_order"])
     assert manager.has_regions and manager.num_segmentation_heads == 3
+
+
+def test_autograd_alone_rows_give_the_fused_losses_value_next_to_them():
+    """``--autograd``: the two Unified Focal losses without their hand-written passes, compared (peer ratio)
+    with themselves; the value is the same loss."""
+    cases = [losses.Case((2, 3, 8, 8, 8)), losses.Case((2, 3, 8, 8, 8), regions=True)]
+    names = ["unifocal AsymmetricUnifiedFocalLoss (autograd alone)", "unifocal SymmetricUnifiedFocalLoss (autograd alone)"]
+    rows = losses.run_cases(cases, repeats=1, autograd=True, names=names)
+    for regions in (False, True):
+        present = {r["loss"]: r for r in rows if r["regions"] == regions}
+        for name in names:
+            fused = present[name.removesuffix(" (autograd alone)")]
+            assert present[name]["peer"] == fused["loss"] and math.isfinite(present[name]["peer_cpu_ratio"])
+            assert present[name]["value"] == pytest.approx(fused["value"], rel=1e-5)
