@@ -160,7 +160,7 @@ def main(argv=None) -> int:
         print("one pair, in process: " + ", ".join(f"{k} {v:.2f}" for k, v in single.items()), flush=True)
         parallel = many_pairs(folder, args.pairs, jobs, classes, names, tolerances) if args.pairs else None
     info["loadavg_end"] = list(os.getloadavg())
-    lines = [f"| volume | stage | time |", "|---|---|---|"]
+    lines = ["| volume | stage | time |", "|---|---|---|"]
     size = "x".join(map(str, shape))
     for key in ("read_s", "overlap_s", "surface_s", "total_s"):
         lines.append(f"| {size} | one pair: {key[:-2]} | {single[key]:.2f} s |")

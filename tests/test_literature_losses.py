@@ -465,8 +465,8 @@ def test_functional_forms_equal_modules():
         (L.boundary_loss, L.BoundaryLoss, {"spacing": (2.0, 1.0)}),
         (L.hausdorff_dt_loss, L.HausdorffDTLoss, {"alpha": 1.0}),
     ]
-    for functional, module, options in pairs:
-        assert functional(x, y, **options).item() == module(**options)(x, y).item()
+    for functional_form, module, options in pairs:
+        assert functional_form(x, y, **options).item() == module(**options)(x, y).item()
 
 
 # --- argument validation -------------------------------------------------------------------------------------

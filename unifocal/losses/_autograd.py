@@ -1,10 +1,12 @@
-"""What every hand-written backward pass of unifocal.losses shares, and when none can run."""
+"""What the hand-written passes of unifocal.losses share: first-order backward, per-class tables, and when
+none can run."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence, Union
 
 import torch
+from torch import Tensor
 
 
 def first_order(backward: Callable) -> Callable:
@@ -22,6 +24,16 @@ def first_order(backward: Callable) -> Callable:
             return backward(ctx, *grads)
 
     return checked
+
+
+def class_table(values: Sequence[float], like: Tensor) -> Tensor:
+    """Per-class values as a (1, K, 1, ...) tensor that broadcasts against ``like`` ((B, K, ...))."""
+    return like.new_tensor(values).view(1, -1, *([1] * (like.ndim - 2)))
+
+
+def scalar_or_table(values: Sequence[float], like: Tensor) -> Union[float, Tensor]:
+    """One float when every class shares the value (a scalar power is cheaper), else :func:`class_table`."""
+    return float(values[0]) if len(set(values)) == 1 else class_table(values, like)
 
 
 def func_transformed() -> bool:

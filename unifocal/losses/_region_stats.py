@@ -30,7 +30,7 @@ from typing import NamedTuple, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ._autograd import first_order
+from ._autograd import first_order, scalar_or_table
 
 __all__ = ["complement_first", "region_statistics"]
 
@@ -65,17 +65,10 @@ def region_statistics(
     if len(exponents) not in (1, 2 * r):
         raise ValueError(f"{len(exponents)} focal exponents for {r} regions (expected 1 or {2 * r})")
     roles = (exponents[:1], exponents[:1]) if len(exponents) == 1 else (exponents[:r], exponents[r:])
-    complement, region = (_role_exponent(values, logits) for values in roles)
+    complement, region = (scalar_or_table(values, logits.flatten(2)) for values in roles)  # tables (1, R, 1)
     # Autocast would run the reductions in half precision; the sums must stay in the compute dtype.
     with torch.autocast(logits.device.type, enabled=False):
         return _RegionStatistics.apply(logits, target, mask, complement, region, voxel_weight, cross_entropy, overlap)
-
-
-def _role_exponent(values: Sequence[float], like: Tensor) -> Union[float, Tensor]:
-    """One float when all channels share the exponent, else a (1, R, 1) table for the flattened (B, R, N)."""
-    if len(set(values)) == 1:
-        return float(values[0])
-    return like.new_tensor([float(v) for v in values]).view(1, -1, 1)
 
 
 def _is_zero(exponent: Union[float, Tensor]) -> bool:

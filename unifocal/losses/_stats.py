@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import Tensor
 import torch.nn.functional as F
 
-from ._autograd import first_order, func_transformed
+from ._autograd import class_table, first_order, func_transformed, scalar_or_table
 from ._inputs import Prepared, one_hot
 from ._region_stats import region_statistics
 
@@ -402,16 +402,6 @@ def per_class(value: Union[float, Sequence[float]], prep: Prepared, name: str) -
     if len(values) != channels:
         raise ValueError(f"{name} has {len(values)} values but the input has {channels} channels")
     return values * 2 if prep.multilabel else values
-
-
-def class_table(values: Sequence[float], like: Tensor) -> Tensor:
-    """Per-class values as a (1, K, 1, ...) tensor that broadcasts against ``like`` ((B, K, ...))."""
-    return like.new_tensor(values).view(1, -1, *([1] * (like.ndim - 2)))
-
-
-def scalar_or_table(values: Sequence[float], like: Tensor) -> Union[float, Tensor]:
-    """One float when every class shares the value (a scalar power is cheaper), else :func:`class_table`."""
-    return float(values[0]) if len(set(values)) == 1 else class_table(values, like)
 
 
 def tversky_distance(sums: ConfusionSums, fp_weight: float, fn_weight: float, smooth: float) -> Tensor:
