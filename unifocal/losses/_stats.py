@@ -132,11 +132,12 @@ def _composed_statistics(prep: Prepared, cross_entropy: bool, exponents: tuple[f
         predicted, true_positive = sums(prob if prep.mask is None else prob * prep.mask), sums(target * prob)
     if cross_entropy:
         weight = target if voxel_weight is None else target * voxel_weight
-        if any(exponents) and func_transformed():
-            modulation = safe_pow(1 - prep.prob, scalar_or_table(exponents, prep.scores))
-            cross_entropy_sums = sums(-prep.log_prob * modulation * weight)
-        elif any(exponents):
-            cross_entropy_sums = _DenseFocalSums.apply(prep.log_prob, weight, scalar_or_table(exponents, prep.scores))
+        if any(exponents):
+            exponent = scalar_or_table(exponents, prep.scores)
+            if func_transformed():  # torch.func: autograd's own passes
+                cross_entropy_sums = sums(-prep.log_prob * safe_pow(1 - prep.prob, exponent) * weight)
+            else:
+                cross_entropy_sums = _DenseFocalSums.apply(prep.log_prob, weight, exponent)
         else:
             cross_entropy_sums = sums(-prep.log_prob * weight)
     return ClassStatistics(predicted, true_positive, sums(target.detach()), cross_entropy_sums)
