@@ -1,9 +1,9 @@
-"""What the hand-written passes of unifocal.losses share: first-order backward, per-class tables, and when
-none can run."""
+"""What the hand-written passes of unifocal.losses share: first-order backward, per-class tables, weighted
+sums, and when none can run."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -34,6 +34,16 @@ def class_table(values: Sequence[float], like: Tensor) -> Tensor:
 def scalar_or_table(values: Sequence[float], like: Tensor) -> Union[float, Tensor]:
     """One float when every class shares the value (a scalar power is cheaper), else :func:`class_table`."""
     return float(values[0]) if len(set(values)) == 1 else class_table(values, like)
+
+
+def weighted_sums(values: Tensor, weight: Optional[Tensor]) -> Tensor:
+    """(B, K) sums over the last axis of (B, K, N) ``values``, weighted by (B, 1, N) or (B, K, N) ``weight``
+    (None: 1); a batched product for a weight shared by the K rows, with no (B, K, N) temporary."""
+    if weight is None:
+        return values.sum(2)
+    if weight.shape[1] == 1:
+        return torch.bmm(values, weight.transpose(1, 2)).squeeze(2)
+    return torch.linalg.vecdot(values, weight)
 
 
 def func_transformed() -> bool:

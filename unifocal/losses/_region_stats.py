@@ -30,7 +30,7 @@ from typing import NamedTuple, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ._autograd import first_order, scalar_or_table
+from ._autograd import first_order, scalar_or_table, weighted_sums
 
 __all__ = ["complement_first", "region_statistics"]
 
@@ -64,15 +64,11 @@ def region_statistics(
     r = logits.shape[1]
     if len(exponents) not in (1, 2 * r):
         raise ValueError(f"{len(exponents)} focal exponents for {r} regions (expected 1 or {2 * r})")
-    roles = (exponents[:1], exponents[:1]) if len(exponents) == 1 else (exponents[:r], exponents[r:])
-    complement, region = (scalar_or_table(values, logits.flatten(2)) for values in roles)  # tables (1, R, 1)
+    exponents = tuple(exponents) * (2 * r // len(exponents))
+    complement, region = (scalar_or_table(e, logits.flatten(2)) for e in (exponents[:r], exponents[r:]))  # (1, R, 1)
     # Autocast would run the reductions in half precision; the sums must stay in the compute dtype.
     with torch.autocast(logits.device.type, enabled=False):
         return _RegionStatistics.apply(logits, target, mask, complement, region, voxel_weight, cross_entropy, overlap)
-
-
-def _is_zero(exponent: Union[float, Tensor]) -> bool:
-    return not isinstance(exponent, Tensor) and exponent == 0
 
 
 def _slab_length(x: Tensor) -> int:
@@ -86,17 +82,11 @@ def _slab_length(x: Tensor) -> int:
     return max(-(-n // max(count, 1)), 1)
 
 
-def _slabs(n: int, length: int):
-    return (slice(start, min(start + length, n)) for start in range(0, n, length))
-
-
-def _sums(values: Tensor, weight: Optional[Tensor]) -> Tensor:
-    """(B, R) sums over the last axis of (B, R, L) ``values``, weighted by (B, 1, L) or (B, R, L) ``weight``."""
-    if weight is None:
-        return values.sum(2)
-    if weight.shape[1] == 1:
-        return torch.bmm(values, weight.transpose(1, 2)).squeeze(2)
-    return torch.linalg.vecdot(values, weight)
+def _slabs(length: int, *tensors: Optional[Tensor]):
+    """The (B, *, N) ``tensors`` cut along N into slabs of ``length`` voxels (views; None stays None), a tuple
+    per slab."""
+    count = -(-tensors[0].shape[2] // length)
+    return zip(*((None,) * count if t is None else t.split(length, 2) for t in tensors))
 
 
 class _Slab:
@@ -126,12 +116,8 @@ class _Saved(NamedTuple):
 
 
 def _saved_layout(x: Tensor, cross_entropy: bool, complement_exponent, region_exponent) -> _Saved:
-    slopes = [cross_entropy and not _is_zero(e) for e in (complement_exponent, region_exponent)]
+    slopes = [cross_entropy and (isinstance(e, Tensor) or e != 0) for e in (complement_exponent, region_exponent)]
     return _Saved(*(torch.empty_like(x) if keep else None for keep in (not all(slopes), *slopes)))
-
-
-def _part(values: Optional[Tensor], part: slice) -> Optional[Tensor]:
-    return None if values is None else values[:, :, part]
 
 
 def _forward_slab(slab: _Slab, saved: _Saved, cross_entropy: bool, overlap: bool, complement_exponent,
@@ -153,7 +139,7 @@ def _forward_slab(slab: _Slab, saved: _Saved, cross_entropy: bool, overlap: bool
     """
     x = slab.x
     p = torch.sigmoid(x) if saved.prob is None else torch.sigmoid(x, out=saved.prob)
-    sums = (slab.y.sum(2), *((_sums(p, slab.m), _sums(p, slab.y)) if overlap else (None, None)))
+    sums = (slab.y.sum(2), *((weighted_sums(p, slab.m), weighted_sums(p, slab.y)) if overlap else (None, None)))
     if not cross_entropy:
         return sums
     q = torch.sub(1, p)
@@ -161,7 +147,7 @@ def _forward_slab(slab: _Slab, saved: _Saved, cross_entropy: bool, overlap: bool
     log_larger = torch.log(larger).addcdiv_(torch.rsub(q, 1).sub_(p), larger)
     softplus = torch.clamp_min(x, 0).sub_(log_larger)
     if saved.slope_n is None:
-        ce_n = _sums(softplus, slab.complement_weight())
+        ce_n = weighted_sums(softplus, slab.complement_weight())
     else:
         power = torch.pow(p, complement_exponent, out=larger)
         _addcmul(p, q, softplus, complement_exponent, out=saved.slope_n).mul_(power)
@@ -203,15 +189,13 @@ class _RegionStatistics(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: Tensor, target: Tensor, mask: Optional[Tensor], complement_exponent, region_exponent,
                 voxel_weight: Optional[Tensor], cross_entropy: bool, overlap: bool):
-        b, r = logits.shape[:2]
         x, y, m, v = _flat(logits, target, mask, voxel_weight)
-        count = m.sum(2) if m is not None else x.new_full((b, 1), float(x.shape[2]))
+        count = m.sum(2) if m is not None else x.new_full((x.shape[0], 1), float(x.shape[2]))
         saved = _saved_layout(x, cross_entropy, complement_exponent, region_exponent)
         sums = []  # per slab: actual, predicted, true positives and (with the cross entropy) the two focal sums
-        for part in _slabs(x.shape[2], _slab_length(x)):
-            slab = _Slab(x[:, :, part], y[:, :, part], _part(m, part), _part(v, part))
-            sums.append(_forward_slab(slab, _Saved(*(_part(t, part) for t in saved)),
-                                      cross_entropy, overlap, complement_exponent, region_exponent))
+        for parts in _slabs(_slab_length(x), x, y, m, v, *saved):
+            sums.append(_forward_slab(_Slab(*parts[:4]), _Saved(*parts[4:]), cross_entropy, overlap,
+                                      complement_exponent, region_exponent))
         # One addition over the slabs per table, not one per slab and table (none for one slab).
         actual, predicted, true_positive, *focal = (table[0] if len(table) == 1 or table[0] is None
                                                     else torch.stack(table).sum(0) for table in zip(*sums))
@@ -245,10 +229,8 @@ class _RegionStatistics(torch.autograd.Function):
         e_n, e_r = roles(grad_ce)
         along_mask, along_target = g_r - g_n - t_n, t_r + t_n  # A and B above
         grad = torch.empty_like(x)
-        for part in _slabs(x.shape[2], _slab_length(x)):
-            slab = _Slab(x[:, :, part], y[:, :, part], _part(m, part), _part(v, part))
-            out = grad[:, :, part]
-            p = _part(prob, part)
+        for *inputs, out, p, s_n, s_r in _slabs(_slab_length(x), x, y, m, v, grad, prob, slope_n, slope_r):
+            slab = _Slab(*inputs)
             if p is None:
                 p = torch.sigmoid(slab.x)
             if grad_predicted is None and grad_tp is None:
@@ -258,9 +240,10 @@ class _RegionStatistics(torch.autograd.Function):
                 out = out.add_(along_mask) if slab.m is None else out.addcmul_(slab.m, along_mask)
                 out.mul_(torch.addcmul(p, p, p, value=-1))
             if grad_ce is not None:
-                s_n = p if slope_n is None else _part(slope_n, part)
+                if s_n is None:
+                    s_n = p
                 # E_r S_r, with S_r = -q = p - 1 when its exponent is 0
-                region = torch.sub(p, 1).mul_(e_r) if slope_r is None else torch.mul(_part(slope_r, part), e_r)
+                region = torch.sub(p, 1).mul_(e_r) if s_r is None else torch.mul(s_r, e_r)
                 # v y (E_r S_r - E_n S_n) + v m E_n S_n
                 out.addcmul_(region.addcmul_(s_n, e_n, value=-1), slab.weight)
                 out.addcmul_(s_n if slab.counted is None else s_n * slab.counted, e_n)
@@ -269,7 +252,5 @@ class _RegionStatistics(torch.autograd.Function):
 
 def _flat(logits: Tensor, target: Tensor, mask: Optional[Tensor], voxel_weight: Optional[Tensor]):
     """(B, R, N) logits and target, (B, 1, N) mask and voxel weights (or None)."""
-    b, r = logits.shape[:2]
-    flat = [t if t is None else t.reshape(b, t.shape[1], -1) for t in (logits, target, mask, voxel_weight)]
-    return tuple(flat)
+    return tuple(t if t is None else t.reshape(*t.shape[:2], -1) for t in (logits, target, mask, voxel_weight))
 

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import Tensor
 import torch.nn.functional as F
 
-from ._autograd import class_table, first_order, func_transformed, scalar_or_table
+from ._autograd import class_table, first_order, func_transformed, scalar_or_table, weighted_sums
 from ._inputs import Prepared, one_hot
 from ._region_stats import region_statistics
 
@@ -186,16 +186,10 @@ class _LabelMapStatistics(torch.autograd.Function):
         log_prob = F.log_softmax(logits, 1)
         log_pt = at_target(log_prob, onehot)
         prob = log_prob.exp_()
-        predicted = true_positive = None
-        if overlap and mask is None:
-            predicted = prob.view(b, k, -1).sum(2)
-        elif overlap:
-            predicted = torch.bmm(mask.view(b, 1, -1), prob.view(b, k, -1).transpose(1, 2)).view(b, k)
+        flat_mask = None if mask is None else mask.view(b, 1, -1)
+        predicted = weighted_sums(prob.view(b, k, -1), flat_mask) if overlap else None
         focal = cross_entropy and (isinstance(exponent, tuple) or exponent != 0)
         pt = log_pt.exp() if overlap or focal else None  # p_t: the true positives' and the focal terms' input
-
-        def class_sums(per_voxel: Tensor) -> Tensor:
-            return torch.bmm(per_voxel.view(b, 1, -1), flat_onehot.transpose(1, 2)).view(b, k)
 
         term_slope = terms = None
         if cross_entropy:
@@ -210,12 +204,12 @@ class _LabelMapStatistics(torch.autograd.Function):
                 terms.mul_(voxel_weight)
                 term_slope = voxel_weight.neg() if term_slope is None else term_slope.mul_(voxel_weight)
         ctx.save_for_backward(prob, labels, mask, pt, term_slope)
-        if overlap:
-            true_positive = class_sums(pt)
+        true_positive = weighted_sums(flat_onehot, pt.view(b, 1, -1)) if overlap else None
         actual = flat_onehot.sum(2)
         ctx.mark_non_differentiable(actual)
         ctx.set_materialize_grads(False)
-        return predicted, true_positive, actual, None if terms is None else class_sums(terms)
+        cross_entropy_sums = None if terms is None else weighted_sums(flat_onehot, terms.view(b, 1, -1))
+        return predicted, true_positive, actual, cross_entropy_sums
 
     @staticmethod
     @first_order
@@ -227,17 +221,14 @@ class _LabelMapStatistics(torch.autograd.Function):
         b, k = prob.shape[:2]
         per_voxel = (b, 1, *prob.shape[2:])
         onehot = one_hot(labels, k, mask, prob.dtype)
-        tables = [t for t in (grad_tp, grad_ce) if t is not None]
+        # (gradient table, its factor per voxel) of the sums that get a gradient; a slope None is -1 (plain CE)
+        kept = [(table, factor) for table, factor in ((grad_tp, pt), (grad_ce, term_slope)) if table is not None]
         at_voxel = None  # g above, (B, 1, *S)
-        if tables:
-            looked_up = torch.bmm(torch.stack(tables, 1), onehot.view(b, k, -1))  # each voxel's row of the tables
-            parts = iter(looked_up.unbind(1))
-            if grad_tp is not None:
-                at_voxel = next(parts).mul_(pt.view(b, -1))
-            if grad_ce is not None:
-                ce = next(parts)
-                ce = ce.neg_() if term_slope is None else ce.mul_(term_slope.view(b, -1))
-                at_voxel = ce if at_voxel is None else at_voxel.add_(ce)
+        if kept:
+            at_class = torch.bmm(torch.stack([t for t, _ in kept], 1), onehot.view(b, k, -1))  # the voxel's entries
+            for entry, (_, factor) in zip(at_class.unbind(1), kept):
+                entry = entry.neg_() if factor is None else entry.mul_(factor.view(b, -1))
+                at_voxel = entry if at_voxel is None else at_voxel.add_(entry)
             at_voxel = at_voxel.view(per_voxel)
         if at_voxel is None and grad_predicted is None:
             return None, None, None, None, None, None, None
@@ -373,10 +364,7 @@ def _power(base: Tensor, exponent: Union[float, Tensor]) -> Tensor:
     NaN is ``0 * log 0`` (exponent 0 on a zero base), whose power is 1."""
     if not isinstance(exponent, Tensor):
         return base.pow(exponent)
-    log = torch.log(base)
-    fits = exponent.ndim <= log.ndim and all(e in (1, b) for e, b in zip(exponent.shape[::-1], log.shape[::-1]))
-    log = log.mul_(exponent) if fits else log * exponent
-    return log.exp_().nan_to_num_(nan=1.0)
+    return torch.log(base).mul_(exponent).exp_().nan_to_num_(nan=1.0)  # the exponent broadcasts against the base
 
 
 def safe_pow(base: Tensor, exponent: Union[float, Tensor]) -> Tensor:
@@ -398,11 +386,9 @@ def per_class(value: Union[float, Sequence[float]], prep: Prepared, name: str) -
     """
     values = tuple(float(v) for v in value) if isinstance(value, (tuple, list)) else (float(value),)
     channels = prep.num_problems if prep.multilabel else prep.num_classes
-    if len(values) == 1:
-        return values * prep.num_classes
-    if len(values) != channels:
+    if len(values) not in (1, channels):
         raise ValueError(f"{name} has {len(values)} values but the input has {channels} channels")
-    return values * 2 if prep.multilabel else values
+    return values * (prep.num_classes // len(values))
 
 
 def tversky_distance(sums: ConfusionSums, fp_weight: float, fn_weight: float, smooth: float) -> Tensor:
@@ -425,16 +411,13 @@ def class_roles(prep: Prepared, common_classes=None, rare_classes=None) -> tuple
     for name, classes in (("common_classes", common_classes), ("rare_classes", rare_classes)):
         if classes is not None and any(c >= k for c in classes):
             raise ValueError(f"{name}={tuple(classes)} names a class the input lacks (it has {k} channels)")
-    if rare_classes is None:
-        common = set(common_classes if common_classes is not None else (0,))
-        rare_set = set(range(k)) - common
-    else:
-        rare_set = set(rare_classes)
-        common = set(common_classes) if common_classes is not None else set(range(k)) - rare_set
-        if common | rare_set != set(range(k)):
-            missing = sorted(set(range(k)) - common - rare_set)
-            raise ValueError(f"classes {missing} are neither common nor rare; the two sets must cover all {k} classes")
-    return tuple(c in rare_set for c in range(k))
+    every = set(range(k))
+    common = {0} if common_classes is None and rare_classes is None else set(common_classes or ())
+    rare = every - common if rare_classes is None else set(rare_classes)
+    missing = sorted(every - rare - common) if common_classes is not None else []  # both sets given
+    if missing:
+        raise ValueError(f"classes {missing} are neither common nor rare; the two sets must cover all {k} classes")
+    return tuple(c in rare for c in range(k))
 
 
 def role_weights(rare: Sequence[bool], rare_weight: float, common_weight: float) -> tuple[float, ...]:
