@@ -206,10 +206,7 @@ class _RegionStatistics(torch.autograd.Function):
         if overlap:
             predicted, true_positive = (complement_first(predicted, count),
                                         torch.cat([count - actual - predicted + true_positive, true_positive], 1))
-        return (predicted,
-                true_positive,
-                actual_table,
-                torch.cat(focal, 1) if cross_entropy else None)
+        return predicted, true_positive, actual_table, torch.cat(focal, 1) if cross_entropy else None
 
     @staticmethod
     @first_order
@@ -220,9 +217,7 @@ class _RegionStatistics(torch.autograd.Function):
 
         def roles(table: Optional[Tensor]):
             """(complement, region) columns of a (B, 2R) gradient table as (B, R, 1); 0 when absent."""
-            if table is None:
-                return 0.0, 0.0
-            return table[:, :r, None], table[:, r:, None]
+            return (0.0, 0.0) if table is None else (table[:, :r, None], table[:, r:, None])
 
         g_n, g_r = roles(grad_predicted)
         t_n, t_r = roles(grad_tp)
@@ -231,8 +226,7 @@ class _RegionStatistics(torch.autograd.Function):
         grad = torch.empty_like(x)
         for *inputs, out, p, s_n, s_r in _slabs(_slab_length(x), x, y, m, v, grad, prob, slope_n, slope_r):
             slab = _Slab(*inputs)
-            if p is None:
-                p = torch.sigmoid(slab.x)
+            p = torch.sigmoid(slab.x) if p is None else p  # not kept: both slopes were
             if grad_predicted is None and grad_tp is None:
                 out.zero_()
             else:  # p q (m A + y B)
@@ -240,8 +234,7 @@ class _RegionStatistics(torch.autograd.Function):
                 out = out.add_(along_mask) if slab.m is None else out.addcmul_(slab.m, along_mask)
                 out.mul_(torch.addcmul(p, p, p, value=-1))
             if grad_ce is not None:
-                if s_n is None:
-                    s_n = p
+                s_n = p if s_n is None else s_n  # S_n = p when its exponent is 0
                 # E_r S_r, with S_r = -q = p - 1 when its exponent is 0
                 region = torch.sub(p, 1).mul_(e_r) if s_r is None else torch.mul(s_r, e_r)
                 # v y (E_r S_r - E_n S_n) + v m E_n S_n

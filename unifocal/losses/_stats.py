@@ -102,8 +102,6 @@ def class_statistics(
     (:func:`unifocal.losses._region_stats.region_statistics`), else (and under ``torch.func`` transforms)
     from the dense probabilities and target."""
     exponents = _exponents(gamma, prep.num_classes)
-    if voxel_weight is not None and voxel_weight.ndim == prep.scores.ndim - 1:
-        voxel_weight = voxel_weight.unsqueeze(1)
     fused = prep.from_logits and (voxel_weight is None or voxel_weight.shape[1] == 1) and not func_transformed()
     if not fused or (prep.labels is None and not prep.multilabel):
         return _composed_statistics(prep, cross_entropy, exponents, voxel_weight, overlap)
@@ -279,16 +277,14 @@ def at_target(values: Tensor, onehot: Tensor) -> Tensor:
 
 
 def confusion_sums(stats: ClassStatistics, prep: Prepared, batch_dice: bool = False,
-                   classes: Union[slice, Tensor, None] = None) -> ConfusionSums:
+                   classes: slice = slice(None)) -> ConfusionSums:
     """Soft TP/FP/FN per sample (B, K), or over the batch (1, K), from the TP and the predicted and actual
     volumes of ``stats``; with ``ddp`` the batch sums are those of the global batch (all-reduced, and in
     the backward the gradients of all ranks summed, like nnU-Net's AllGatherGrad).
 
     ``classes`` selects classes first; all classes by default.
     """
-    stacked = torch.stack([stats.true_positive, stats.predicted, stats.actual])
-    if classes is not None:
-        stacked = stacked[:, :, classes]
+    stacked = torch.stack([stats.true_positive, stats.predicted, stats.actual])[:, :, classes]
     if batch_dice:
         stacked = stacked.sum(1, keepdim=True)
         if _distributed(prep):

@@ -22,6 +22,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ._autograd import weighted_sums
 from ._base import SegmentationLoss, check_bool, check_number, check_unit_interval, functional
 from ._inputs import Prepared
 from ._stats import (
@@ -109,11 +110,9 @@ class DiceLoss(_RegionLoss):
     def compute(self, prep: Prepared) -> BatchLoss:
         if not self.squared:
             return super().compute(prep)
-        prob, onehot = selected_values(prep, self.include_background)
-        if prep.mask is not None:
-            prob = prob * prep.mask
-        dims = tuple(range(2, prob.ndim))
-        denominator = prob.square().sum(dims) + onehot.square().sum(dims)
+        prob, onehot = (values.flatten(2) for values in selected_values(prep, self.include_background))
+        counted = None if prep.mask is None else prep.mask.flatten(2)
+        denominator = weighted_sums(prob.square(), counted) + onehot.square().sum(2)
         if self.batch_dice:
             denominator = denominator.sum(0, keepdim=True)
         tp = self.confusion(prep).tp
