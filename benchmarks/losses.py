@@ -296,7 +296,7 @@ def _autograd_alone(build: Callable) -> Callable:
         loss = build(case)
 
         def call(outputs, targets):
-            with mock.patch.object(_stats, "func_transformed", lambda: True):
+            with mock.patch.object(_stats, "autograd_only", lambda: True):
                 return loss(outputs, targets)
 
         return call

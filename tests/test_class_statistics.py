@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.autograd import forward_ad
 from torch.utils.checkpoint import checkpoint
 
 import unifocal.losses as losses
@@ -343,6 +344,20 @@ def test_torch_func_grad_equals_autograd(loss, multilabel):
         direction = torch.randn_like(logits)  # forward mode: the directional derivative
         _, along = torch.func.jvp(lambda x: loss(x, target, mask=mask), (logits.detach(),), (direction,))
         torch.testing.assert_close(along, (expected * direction).sum(), rtol=1e-10, atol=1e-14)
+        with forward_ad.dual_level():  # forward mode without torch.func
+            dual = loss(forward_ad.make_dual(logits.detach(), direction), target, mask=mask)
+            torch.testing.assert_close(forward_ad.unpack_dual(dual).tangent, along, rtol=1e-12, atol=1e-15)
+
+
+def test_forward_mode_ad_of_a_distance_weighted_loss():
+    """Forward mode reaches the voxel-weighted statistics too; the distance maps need no derivative."""
+    logits, labels, _ = _case(seed=16)
+    loss = losses.DistancePenalizedCELoss()
+    (expected,) = torch.autograd.grad(loss(logits, labels), logits)
+    direction = torch.randn_like(logits)
+    with forward_ad.dual_level():
+        tangent = forward_ad.unpack_dual(loss(forward_ad.make_dual(logits.detach(), direction), labels)).tangent
+    torch.testing.assert_close(tangent, (expected * direction).sum(), rtol=1e-10, atol=1e-14)
 
 
 def test_torch_func_vmap_and_the_distance_losses_fail_with_a_clear_message():

@@ -7,6 +7,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 
 def first_order(backward: Callable) -> Callable:
@@ -47,7 +48,13 @@ def weighted_sums(values: Tensor, weight: Optional[Tensor]) -> Tensor:
 
 
 def func_transformed() -> bool:
-    """Whether a ``torch.func`` transform (grad, vjp, jacrev, jvp, vmap) traces the call. The statistics are then
-    formed by autograd alone: torch.func cannot run the hand-written backward passes (it needs their
-    ``setup_context`` form, which would return every saved intermediate as an output)."""
+    """Whether a ``torch.func`` transform (grad, vjp, jacrev, jvp, vmap) traces the call."""
     return torch._C._are_functorch_transforms_active()
+
+
+def autograd_only() -> bool:
+    """Whether the statistics must be formed by autograd alone: under ``torch.func``, which cannot run the
+    hand-written backward passes (it needs their ``setup_context`` form, which would return every saved
+    intermediate as an output), and in forward-mode AD (``torch.autograd.forward_ad``), which needs a ``jvp``
+    they do not have."""
+    return func_transformed() or forward_ad._current_level >= 0

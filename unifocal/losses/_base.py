@@ -98,7 +98,8 @@ class SegmentationLoss(nn.Module):
             waits; no effect without a process group of several ranks.
 
     Gradients are first order: the hand-written backward passes refuse double backward (``create_graph``).
-    ``torch.func.grad`` works (autograd's passes then); ``vmap`` and the distance-map losses raise.
+    ``torch.func.grad`` and forward-mode AD work (autograd's passes then); ``vmap`` and the distance-map losses
+    raise.
     """
 
     def __init__(self, *, from_logits: bool = True, multilabel: bool = False, ignore_index: Optional[int] = None,

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import Tensor
 import torch.nn.functional as F
 
-from ._autograd import class_table, first_order, func_transformed, scalar_or_table, weighted_sums
+from ._autograd import autograd_only, class_table, first_order, scalar_or_table, weighted_sums
 from ._inputs import Prepared, one_hot
 from ._region_stats import region_statistics
 
@@ -99,10 +99,10 @@ def class_statistics(
     exponent ``gamma`` (one or one per class; 0: plain cross entropy) and voxel weights ``voxel_weight``
     ((B, 1, *S), or (B, K, *S) per class and voxel, composed path only). From one fused pass for an exclusive
     label map and logits (:class:`_LabelMapStatistics`), from the sigmoid channels for region logits
-    (:func:`unifocal.losses._region_stats.region_statistics`), else (and under ``torch.func`` transforms)
+    (:func:`unifocal.losses._region_stats.region_statistics`), else (and under ``torch.func`` or forward-mode AD)
     from the dense probabilities and target."""
     exponents = _exponents(gamma, prep.num_classes)
-    fused = prep.from_logits and (voxel_weight is None or voxel_weight.shape[1] == 1) and not func_transformed()
+    fused = prep.from_logits and (voxel_weight is None or voxel_weight.shape[1] == 1) and not autograd_only()
     if not fused or (prep.labels is None and not prep.multilabel):
         return _composed_statistics(prep, cross_entropy, exponents, voxel_weight, overlap)
     weight = None if voxel_weight is None else voxel_weight.to(prep.scores.dtype)
@@ -132,7 +132,7 @@ def _composed_statistics(prep: Prepared, cross_entropy: bool, exponents: tuple[f
         weight = target if voxel_weight is None else target * voxel_weight
         if any(exponents):
             exponent = scalar_or_table(exponents, prep.scores)
-            if func_transformed():  # torch.func: autograd's own passes
+            if autograd_only():
                 cross_entropy_sums = sums(-prep.log_prob * safe_pow(1 - prep.prob, exponent) * weight)
             else:
                 cross_entropy_sums = _DenseFocalSums.apply(prep.log_prob, weight, exponent)
@@ -172,7 +172,7 @@ class _LabelMapStatistics(torch.autograd.Function):
     Everything the backward needs is saved through ``save_for_backward`` (saved-tensor hooks such as
     ``save_on_cpu`` and checkpointing see it); the one-hot target is rebuilt from the labels in the backward,
     where its buffer becomes the gradient. Double backward is not supported (a clear error); under the
-    ``torch.func`` transforms :func:`class_statistics` uses the composed path instead.
+    ``torch.func`` transforms and in forward-mode AD :func:`class_statistics` uses the composed path instead.
     """
 
     @staticmethod
