@@ -93,6 +93,21 @@ def test_real_exit_status_and_no_traceback(bad_inputs):
         f"unifocal gamma: {bad_inputs['objects'].parent / 'nope'}: no such folder (nor a dataset in $nnUNet_raw)"]
 
 
+@pytest.mark.parametrize("argv, line", [
+    (["sweep", "--gammas", "abc"], "unifocal sweep: argument --gammas: invalid float value: 'abc'"),
+    (["gamma"], "unifocal gamma: the following arguments are required: source"),
+    (["gamma", ".", "--no-such-option", "1"], "unifocal gamma: unrecognized arguments: --no-such-option 1"),
+    (["no-such-command"], "unifocal: argument COMMAND: invalid choice: 'no-such-command'"),
+])
+def test_usage_errors_are_one_line(argv, line, capsys):
+    """argparse's own errors too: the message and where the usage is, without the usage block."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(line) and lines[0].endswith("--help)")
+
+
 def test_readers_name_the_file(tmp_path):
     (tmp_path / "a.png").write_bytes(b"not a png")
     with pytest.raises(InputError, match=r"a\.png: cannot read this \.png file \(UnidentifiedImageError"):

@@ -3,10 +3,11 @@
 Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int`` and
 imports its heavy dependencies inside ``run``, so that ``unifocal --help`` stays fast.
 
-Errors are one line on stderr, never a traceback (``--debug`` shows it): a command's
-``SystemExit("message")`` and bad input (:class:`unifocal.io.InputError` and the other ``ValueError``
-of the input checks, or an ``OSError`` naming a file) exit with status 2, like argparse's usage errors;
-anything else is reported as an internal error with status 1.
+Errors are one line on stderr, never a traceback (``--debug`` shows it): usage errors (an unknown option, a
+value of the wrong type: the parser's message and where the usage is, without argparse's usage block), a
+command's ``SystemExit("message")`` and bad input (:class:`unifocal.io.InputError` and the other
+``ValueError`` of the input checks, or an ``OSError`` naming a file) exit with status 2; anything else is
+reported as an internal error with status 1.
 """
 
 from __future__ import annotations
@@ -34,8 +35,15 @@ def _commands():
                 raise
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (subcommands' parsers are of the same class)."""
+
+    def error(self, message: str):
+        self.exit(USAGE_ERROR, f"{self.prog}: {' '.join(message.split())} (usage: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="unifocal",
         description="Unified Focal loss family for class-imbalanced medical image segmentation.",
     )
@@ -48,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(sub)
         # Accepted after the command name too; SUPPRESS keeps a --debug given before it.
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
-        sub.set_defaults(run=module.run)
+        sub.set_defaults(run=module.run, parser=sub)
     return parser
 
 
@@ -60,7 +68,9 @@ def _one_line(error: BaseException) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the command's parser, which names the command
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not hasattr(args, "run"):
         parser.print_help()
         return USAGE_ERROR
