@@ -126,8 +126,8 @@ def _composed_statistics(prep: Prepared, cross_entropy: bool, exponents: tuple[f
 
     predicted = true_positive = cross_entropy_sums = None
     if overlap:
-        prob = prep.prob
-        predicted, true_positive = sums(prob if prep.mask is None else prob * prep.mask), sums(target * prob)
+        prob, counted = prep.prob.flatten(2), None if prep.mask is None else prep.mask.flatten(2)
+        predicted, true_positive = weighted_sums(prob, counted), weighted_sums(prob, target.flatten(2))
     if cross_entropy:
         weight = target if voxel_weight is None else target * voxel_weight
         if any(exponents):

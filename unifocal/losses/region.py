@@ -251,9 +251,8 @@ class SensitivitySpecificityLoss(SegmentationLoss):
         prob, onehot = (values.flatten(2) for values in selected_values(prep, self.include_background))
         negative = 1 - onehot if prep.mask is None else prep.mask.flatten(2) - onehot
         error = (onehot - prob).square_()
-        # products summed by vecdot: no input-sized temporary per term
-        sensitivity = torch.linalg.vecdot(error, onehot) / (onehot.sum(2) + self.smooth)
-        specificity = torch.linalg.vecdot(error, negative) / (negative.sum(2) + self.smooth)
+        sensitivity = weighted_sums(error, onehot) / (onehot.sum(2) + self.smooth)
+        specificity = weighted_sums(error, negative) / (negative.sum(2) + self.smooth)
         r = self.sensitivity_weight
         return class_mean(r * sensitivity + (1 - r) * specificity, prep.batch_size)
 
