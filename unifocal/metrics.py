@@ -64,6 +64,9 @@ __all__ = [
     "Challenge",
     "CHALLENGES",
     "challenge_of",
+    "BRATS_ET_LABELS",
+    "brats_et_label",
+    "check_brats_labels",
     "default_tolerances",
     "surface_metrics_available",
     "require_surface_metrics",
@@ -285,6 +288,54 @@ def challenge_of(classes: Sequence[ClassSpec]) -> Optional[str]:
         if sorted(tuple(sorted(r)) for r in challenge.regions) == wanted:
             return key
     return None
+
+
+# The enhancing-tumour label of the BraTS downloads: 4 in 2018-2021, 3 from 2023 on (the other labels are 1
+# necrosis / non-enhancing core and 2 oedema in both); the key of CHALLENGES each value belongs to.
+BRATS_ET_LABELS = {4: "brats2021", 3: "brats2023"}
+_BRATS_OTHER_LABELS = (0, 1, 2)
+
+
+def brats_et_label(values) -> Optional[int]:
+    """The enhancing-tumour label of BraTS label maps holding the label ``values`` (the union over the files
+    looked at): 4 (BraTS 2018-2021) or 3 (BraTS 2023+), None when neither occurs (cases without enhancing
+    tumour cannot tell the conventions apart).
+
+    Raises:
+        ValueError: when both 3 and 4 occur, or a value outside {0, 1, 2, 3, 4}.
+    """
+    found = {int(v) for v in values}
+    unknown = sorted(found - set(_BRATS_OTHER_LABELS) - set(BRATS_ET_LABELS))
+    if unknown:
+        raise ValueError(f"label values {unknown} are not BraTS labels (0, 1, 2 and 4 until 2021, 3 from 2023)")
+    both = sorted(found & set(BRATS_ET_LABELS))
+    if len(both) > 1:
+        raise ValueError(f"both 3 and 4 occur: BraTS files have one enhancing-tumour label (4 until 2021, 3 from "
+                         "2023), so these are not BraTS label maps")
+    return both[0] if both else None
+
+
+def check_brats_labels(values, et_label: int, where: str, setting: str) -> None:
+    """Check that label maps holding ``values`` use enhancing-tumour label ``et_label``.
+
+    An ET label that never occurs is accepted only when no other ET label does (some cases have no
+    enhancing tumour); otherwise the error names ``where`` (the files), ``setting`` (the option to change)
+    and the label the data uses, instead of an empty ET region scored as perfect.
+
+    Raises:
+        ValueError: a value that is not a BraTS label, or the other convention's ET label.
+    """
+    integer = isinstance(et_label, (int, np.integer)) and not isinstance(et_label, bool)
+    if not integer or et_label not in BRATS_ET_LABELS:
+        raise ValueError(f"{setting} must be 4 (BraTS 2018-2021) or 3 (BraTS 2023+); got {et_label!r}")
+    try:
+        found = brats_et_label(values)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    if found is not None and found != et_label:
+        raise ValueError(
+            f"{where}: the enhancing-tumour label {et_label} never occurs but {found} does: these are "
+            f"{CHALLENGES[BRATS_ET_LABELS[found]].title} labels; set {setting} to {found}")
 
 
 def default_tolerances(classes: Sequence[ClassSpec]) -> list[float]:
