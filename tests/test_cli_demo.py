@@ -12,15 +12,10 @@ import pytest
 from nnunet_trainers.config import SETTING_ENV
 from unifocal.cli import main
 from unifocal.commands.demo import DEMO_ENTRIES
-from unifocal.experiment import (
-    trainer_loss,
-    EpochLogParser,
-    LossSettings,
-    Schedule,
-    Workspace,
-    check_output,
-    claim_output,
-)
+from unifocal.runs.loss_check import LossSettings, trainer_loss
+from unifocal.runs.nnunet_log import EpochLogParser
+from unifocal.runs.output import check_output, claim_output
+from unifocal.runs.workspace import Schedule, Workspace
 
 pytest.importorskip("nnunetv2")
 
@@ -290,7 +285,7 @@ def test_sweep_checks_trainer_names_first(tmp_path, capsys, no_pipeline):
 
 
 def test_output_claims(tmp_path):
-    from unifocal.experiment import MARKER
+    from unifocal.runs.output import MARKER
 
     claim_output(check_output(tmp_path, ["a", "b.csv"], False, {}))
     (tmp_path / "a").mkdir()
@@ -333,7 +328,7 @@ def test_trainer_loss_table_is_the_trainers_and_imports_no_nnunet():
 
     for name, loss in nnunet_trainers.TRAINER_LOSSES.items():
         assert (getattr(getattr(trainers, name), "unifocal_loss", "") or None) == loss
-    code = ("import sys; from unifocal.experiment import trainer_loss; "
+    code = ("import sys; from unifocal.runs.loss_check import trainer_loss; "
             "assert trainer_loss('ComboTrainer') == 'combo'; print('nnunetv2' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
@@ -342,7 +337,7 @@ def test_run_logged_failure_and_termination(tmp_path):
     import signal
     import sys
 
-    from unifocal.experiment import StageError, run_logged
+    from unifocal.runs.process import StageError, run_logged
 
     log = tmp_path / "logs" / "step.log"
     script = "import sys; print('line one'); print('line two', file=sys.stderr); sys.exit(3)"

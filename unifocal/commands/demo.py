@@ -11,7 +11,7 @@
 
 All nnU-Net folders live inside the output folder; nothing outside it is touched. Every argument (the loss
 settings with the trainer's own checks included) is checked before anything is written; an earlier run's
-output is replaced only with ``--overwrite`` (:func:`unifocal.experiment.check_output` says what may go).
+output is replaced only with ``--overwrite`` (:func:`unifocal.runs.output.check_output` says what may go).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_schedule(args) -> None:
     """Check the schedule and data arguments shared by demo and sweep (nothing is written yet)."""
-    from ..experiment import Schedule
+    from ..runs.workspace import Schedule
     from ..synthetic import MIN_SIZE
 
     try:
@@ -118,17 +118,10 @@ def describe_loss(fold_folder: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiment import (
-        LossSettings,
-        Reporter,
-        Schedule,
-        StageError,
-        Workspace,
-        check_loss_settings,
-        check_output,
-        claim_output,
-        nnunet_variables,
-    )
+    from ..runs.loss_check import LossSettings, check_loss_settings
+    from ..runs.output import check_output, claim_output, nnunet_variables
+    from ..runs.process import Reporter, StageError
+    from ..runs.workspace import Schedule, Workspace
     from ..experiment_report import evaluate, write_report
     from ..io import list_label_files
     from ..synthetic import CLASS_NAMES, write_nnunet_dataset

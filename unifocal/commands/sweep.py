@@ -9,7 +9,7 @@ reference lines; the full comparison table (every gamma against the first baseli
 
 Every argument is checked before anything is written or trained: the data source, the dataset's plans and
 configuration, the baseline predictions, and the loss settings of every run with the trainer's own checks.
-The sweep never removes its input data (see :func:`unifocal.experiment.check_output`).
+The sweep never removes its input data (see :func:`unifocal.runs.output.check_output`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from .demo import (
 )
 
 if TYPE_CHECKING:
-    from ..experiment import Workspace
+    from ..runs.workspace import Workspace
 
 NAME = "sweep"
 HELP = (
@@ -139,7 +139,7 @@ def _existing_dataset(workspace, folder: Path, configuration: str, protected: di
 
 def _data_source(args, output: Path) -> DataSource:
     """The data of the sweep, checked; nothing is written."""
-    from ..experiment import Workspace
+    from ..runs.workspace import Workspace
     from ..synthetic import CLASS_NAMES
 
     if args.workspace is not None:
@@ -192,16 +192,10 @@ def _gamma_label(gamma: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiment import (
-        LossSettings,
-        Reporter,
-        Schedule,
-        StageError,
-        check_loss_settings,
-        check_output,
-        claim_output,
-        nnunet_variables,
-    )
+    from ..runs.loss_check import LossSettings, check_loss_settings
+    from ..runs.output import check_output, claim_output, nnunet_variables
+    from ..runs.process import Reporter, StageError
+    from ..runs.workspace import Schedule
     from nnunet_trainers import TRAINER_NAMES
 
     from ..experiment_report import evaluate, resolve_method, write_report
