@@ -14,7 +14,7 @@ from unifocal.cli import main
 from unifocal.commands.demo import DEMO_ENTRIES
 from unifocal.runs.loss_check import LossSettings, trainer_loss
 from unifocal.runs.nnunet_log import EpochLogParser
-from unifocal.runs.output import check_output, claim_output
+from unifocal.runs.output import check_output, claim_output, record_outputs
 from unifocal.runs.workspace import Schedule, Workspace
 
 pytest.importorskip("nnunetv2")
@@ -163,10 +163,13 @@ def _error(capsys):
 
 def _earlier_demo_output(root):
     """An output folder as an earlier demo left it: its entries recorded, a file in each."""
-    claim_output(check_output(root, DEMO_ENTRIES, False, {}))
+    claim = check_output(root, DEMO_ENTRIES, False, {})
+    claim_output(claim)
     for name in DEMO_ENTRIES:
-        (root / name).mkdir()
+        (root / name / "run").mkdir(parents=True)
         (root / name / "kept.txt").write_text(name)
+        (root / name / "run" / "written.txt").write_text(name)
+    record_outputs(claim)
 
 
 def _kept(root):
@@ -287,15 +290,20 @@ def test_sweep_checks_trainer_names_first(tmp_path, capsys, no_pipeline):
 def test_output_claims(tmp_path):
     from unifocal.runs.output import MARKER
 
-    claim_output(check_output(tmp_path, ["a", "b.csv"], False, {}))
-    (tmp_path / "a").mkdir()
+    claim = check_output(tmp_path, ["a", "b.csv", "c"], False, {})
+    claim_output(claim)
+    (tmp_path / "a" / "sub").mkdir(parents=True)
+    (tmp_path / "a" / "sub" / "x.txt").write_text("x")
     (tmp_path / "b.csv").write_text("x")
     (tmp_path / "link").symlink_to(tmp_path / "a")
+    record_outputs(claim)
+    record = json.loads((tmp_path / MARKER).read_text())
+    assert record["entries"] == ["a", "b.csv", "c"] and record["files"] == ["a/sub/x.txt", "b.csv"]
     claim = check_output(tmp_path, ["a", "b.csv", "c"], True, {})
-    assert claim.remove == (tmp_path / "a", tmp_path / "b.csv")
+    assert claim.remove == (tmp_path / "a" / "sub" / "x.txt", tmp_path / "b.csv")
     claim_output(claim)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b.csv").exists()
-    assert json.loads((tmp_path / MARKER).read_text())["entries"] == ["a", "b.csv", "c"]
+    assert json.loads((tmp_path / MARKER).read_text())["files"] == []
     # A recorded entry that became a symbolic link, or a record that is not JSON, removes nothing.
     (tmp_path / MARKER).write_text(json.dumps({"entries": ["a", "link"]}))
     with pytest.raises(ValueError, match="is a symbolic link"):
@@ -305,6 +313,34 @@ def test_output_claims(tmp_path):
     with pytest.raises(ValueError, match="no unifocal run recorded creating it"):
         check_output(tmp_path, ["c"], True, {})
     assert (tmp_path / "c").is_dir() and (tmp_path / "link").is_symlink()
+
+
+def test_overwrite_removes_recorded_files_only(tmp_path, capsys, no_pipeline):
+    # A user's files placed in any folder an earlier demo recorded: --overwrite refuses, naming the file,
+    # and removes nothing (not even the recorded files of the other folders).
+    users = {"nnUNet_results": "Dataset500_MyHospital/checkpoint_final.pth",
+             "predictions": "my_final_model/case_001.nii.gz", "nnUNet_raw": "Dataset500_MyHospital/dataset.json",
+             "nnUNet_preprocessed": "run/mine.npz", "comparison": "notes.md", "logs": "run/train.log.bak"}
+    assert set(users) == set(DEMO_ENTRIES)
+    for name, user_file in users.items():
+        root = tmp_path / name
+        _earlier_demo_output(root)
+        (root / name / user_file).parent.mkdir(parents=True, exist_ok=True)
+        (root / name / user_file).write_text("the user's")
+        assert main(["demo", "-o", str(root), *TINY, "--overwrite"]) == 2
+        assert _error(capsys).endswith(f"{root / name / user_file} was not written by a unifocal run (it is not in "
+                                       f"{root / '.unifocal_outputs.json'}); unifocal removes only what it wrote: "
+                                       "move it away or choose another --output")
+        assert (root / name / user_file).read_text() == "the user's"
+        assert _kept(root) == sorted(DEMO_ENTRIES)
+        assert sorted(p.parent.parent.name for p in root.glob("*/run/written.txt")) == sorted(DEMO_ENTRIES)
+    # A symbolic link inside a recorded folder is not followed, nor removed.
+    root = tmp_path / "link"
+    _earlier_demo_output(root)
+    (root / "predictions" / "elsewhere").symlink_to(tmp_path / "nnUNet_results")
+    assert main(["demo", "-o", str(root), *TINY, "--overwrite"]) == 2
+    assert "predictions/elsewhere was not written by a unifocal run" in _error(capsys)
+    assert (tmp_path / "nnUNet_results" / "nnUNet_results" / users["nnUNet_results"]).is_file()
 
 
 def test_trainer_losses_match_the_trainers():

@@ -11,7 +11,7 @@
 
 All nnU-Net folders live inside the output folder; nothing outside it is touched. Every argument (the loss
 settings with the trainer's own checks included) is checked before anything is written; an earlier run's
-output is replaced only with ``--overwrite`` (:func:`unifocal.runs.output.check_output` says what may go).
+output is replaced only with ``--overwrite``, and only the files it wrote (:mod:`unifocal.runs.output`).
 """
 
 from __future__ import annotations
@@ -119,12 +119,10 @@ def describe_loss(fold_folder: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..runs.loss_check import LossSettings, check_loss_settings
-    from ..runs.output import check_output, claim_output, nnunet_variables
+    from ..runs.output import check_output, claim_output, nnunet_variables, record_outputs
     from ..runs.process import Reporter, StageError
     from ..runs.workspace import Schedule, Workspace
-    from ..experiment_report import evaluate, write_report
-    from ..io import list_label_files
-    from ..synthetic import CLASS_NAMES, write_nnunet_dataset
+    from ..synthetic import CLASS_NAMES
 
     check_schedule(args)
     loss = LossSettings(gamma=args.gamma, delta=args.delta, weight=args.weight)
@@ -132,56 +130,74 @@ def run(args: argparse.Namespace) -> int:
         check_loss_settings(UNIFIED_TRAINER, loss, len(CLASS_NAMES), options=LOSS_OPTIONS)
     except ValueError as error:
         raise SystemExit(f"unifocal demo: {error}") from None
-    report = Reporter()
     output = args.output.resolve()
-    claim_output(check_output(output, DEMO_ENTRIES, args.overwrite, nnunet_variables()))
+    claim = check_output(output, DEMO_ENTRIES, args.overwrite, nnunet_variables())
+    claim_output(claim)
     workspace = Workspace.under(output, device=args.device)
     schedule = Schedule(args.epochs, args.iterations, args.val_iterations)
-    foreground = list(CLASS_NAMES[1:])
-    steps = 6
+    report = Reporter()
     try:
-        report(f"(1/{steps}) writing the synthetic dataset: {args.train_cases} training + {args.test_cases} "
-               f"held-out cases, {args.image_size}x{args.image_size}, seed {args.seed}")
-        dataset = write_nnunet_dataset(workspace.raw, args.dataset_id, num_train=args.train_cases,
-                                       num_test=args.test_cases, size=args.image_size, seed=args.seed)
-        freq = ", ".join(f"{n} {100 * f:.2f}%" for n, f in zip(CLASS_NAMES, dataset.frequencies))
-        report(f"  {dataset.folder}: pixel frequencies {freq}")
-
-        report(f"(2/{steps}) nnUNetv2_plan_and_preprocess (2d)")
-        workspace.plan_and_preprocess(args.dataset_id, "2d", echo=args.verbose)
-
-        total_iterations = schedule.epochs * schedule.iterations
-        trained = {}
-        for step, (trainer, label, settings) in enumerate(
-            ((BASELINE_TRAINER, BASELINE_LABEL, None), (UNIFIED_TRAINER, UNIFIED_LABEL, loss)), start=3
-        ):
-            what = "nnU-Net's default loss, Dice + CE" if settings is None else f"Unified Focal loss, {loss.describe()}"
-            report(f"({step}/{steps}) nnUNetv2_train {trainer} ({what}): {schedule.epochs} epochs x "
-                   f"{schedule.iterations} iterations = {total_iterations}, fold {args.fold}, {args.device}")
-            trained[label] = workspace.train(args.dataset_id, "2d", args.fold, trainer, schedule, report, settings,
-                                             foreground, label, echo=args.verbose)
-            settings_text = describe_loss(trained[label] / f"fold_{args.fold}")
-            if settings_text:
-                report(f"  {label} loss settings: {settings_text}")
-
-        report(f"(5/{steps}) nnUNetv2_predict on the {args.test_cases} held-out cases")
-        predictions = {}
-        for trainer, label in ((BASELINE_TRAINER, BASELINE_LABEL), (UNIFIED_TRAINER, UNIFIED_LABEL)):
-            folder = workspace.predict(args.dataset_id, "2d", args.fold, trainer, dataset.test_images,
-                                       output / "predictions" / label, label, echo=args.verbose)
-            predictions[label] = list_label_files(folder, ".png")
-            report(f"  {label}: {len(predictions[label])} predictions in {folder}")
+        dataset, predictions = _run_pipeline(args, output, workspace, schedule, loss, report)
+        _report(args, output, workspace, dataset, predictions, schedule, report)
     except StageError as error:
         report(f"FAILED: {error}")
         return 1
     except KeyboardInterrupt:
         report("interrupted")
         return 130
+    finally:
+        record_outputs(claim)  # however the run ends, so that --overwrite may replace what it wrote
+    return 0
 
-    report(f"(6/{steps}) per-case metrics on the held-out cases, paired Wilcoxon tests")
-    evaluation = evaluate(predictions, list_label_files(dataset.test_labels), [1, 2], foreground)
+
+STEPS = 6
+
+
+def _run_pipeline(args, output: Path, workspace, schedule, loss, report):
+    """Steps 1-5: the dataset, planning, both trainings and both predictions; returns the dataset and
+    ``{label: {case: prediction file}}``."""
+    from ..io import list_label_files
+    from ..synthetic import CLASS_NAMES, write_nnunet_dataset
+
+    report(f"(1/{STEPS}) writing the synthetic dataset: {args.train_cases} training + {args.test_cases} "
+           f"held-out cases, {args.image_size}x{args.image_size}, seed {args.seed}")
+    dataset = write_nnunet_dataset(workspace.raw, args.dataset_id, num_train=args.train_cases,
+                                   num_test=args.test_cases, size=args.image_size, seed=args.seed)
+    freq = ", ".join(f"{n} {100 * f:.2f}%" for n, f in zip(CLASS_NAMES, dataset.frequencies))
+    report(f"  {dataset.folder}: pixel frequencies {freq}")
+    report(f"(2/{STEPS}) nnUNetv2_plan_and_preprocess (2d)")
+    workspace.plan_and_preprocess(args.dataset_id, "2d", echo=args.verbose)
+    runs = ((BASELINE_TRAINER, BASELINE_LABEL, None), (UNIFIED_TRAINER, UNIFIED_LABEL, loss))
+    for step, (trainer, label, settings) in enumerate(runs, start=3):
+        what = "nnU-Net's default loss, Dice + CE" if settings is None else f"Unified Focal loss, {loss.describe()}"
+        report(f"({step}/{STEPS}) nnUNetv2_train {trainer} ({what}): {schedule.epochs} epochs x "
+               f"{schedule.iterations} iterations = {schedule.epochs * schedule.iterations}, fold {args.fold}, "
+               f"{args.device}")
+        trained = workspace.train(args.dataset_id, "2d", args.fold, trainer, schedule, report, settings,
+                                  list(CLASS_NAMES[1:]), label, echo=args.verbose)
+        settings_text = describe_loss(trained / f"fold_{args.fold}")
+        if settings_text:
+            report(f"  {label} loss settings: {settings_text}")
+    report(f"(5/{STEPS}) nnUNetv2_predict on the {args.test_cases} held-out cases")
+    predictions = {}
+    for trainer, label, _ in runs:
+        folder = workspace.predict(args.dataset_id, "2d", args.fold, trainer, dataset.test_images,
+                                   output / "predictions" / label, label, echo=args.verbose)
+        predictions[label] = list_label_files(folder, ".png")
+        report(f"  {label}: {len(predictions[label])} predictions in {folder}")
+    return dataset, predictions
+
+
+def _report(args, output: Path, workspace, dataset, predictions, schedule, report) -> None:
+    """Step 6: per-case metrics, paired tests, the table and plots; then where everything is."""
+    from ..experiment_report import evaluate, write_report
+    from ..io import list_label_files
+    from ..synthetic import CLASS_NAMES
+
+    report(f"(6/{STEPS}) per-case metrics on the held-out cases, paired Wilcoxon tests")
+    evaluation = evaluate(predictions, list_label_files(dataset.test_labels), [1, 2], list(CLASS_NAMES[1:]))
     title = (f"Synthetic imbalanced 2D task, {args.test_cases} held-out cases: {BASELINE_LABEL} "
-             f"(nnU-Net default) vs {UNIFIED_LABEL}, {total_iterations} iterations each")
+             f"(nnU-Net default) vs {UNIFIED_LABEL}, {schedule.epochs * schedule.iterations} iterations each")
     text, written = write_report(evaluation, BASELINE_LABEL, output / "comparison", title, plot=not args.no_plot)
     print()
     print(text)
@@ -191,11 +207,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {path}")
     print(f"  nnU-Net results (checkpoints, training curves): {workspace.results / dataset.dataset_name}")
     print(f"  logs: {workspace.logs}")
-    methods = " ".join(shlex.quote(f"{label}={folder}") for label, folder in sorted_predictions(output))
+    methods = " ".join(shlex.quote(f"{label}={output / 'predictions' / label}") for label in predictions)
     print(f"compare again any time: unifocal compare {methods} --reference {shlex.quote(str(dataset.test_labels))} "
           f"-o {shlex.quote(str(output / 'comparison'))} --overwrite")
-    return 0
-
-
-def sorted_predictions(output: Path):
-    return [(label, output / "predictions" / label) for label in (BASELINE_LABEL, UNIFIED_LABEL)]
