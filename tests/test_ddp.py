@@ -22,7 +22,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from unifocal.losses import CrossEntropyLoss, DiceCELoss, DiceLoss, HybridFocalLoss, UnifiedFocalLoss
+from unifocal.losses import (
+    CrossEntropyLoss,
+    DiceCELoss,
+    DiceLoss,
+    ExponentialLogarithmicLoss,
+    HybridFocalLoss,
+    LogCoshDiceLoss,
+    UnifiedFocalLoss,
+)
 
 WORLD = 2
 B = 4
@@ -40,7 +48,12 @@ LOSSES = {
     "ignore_unified_batch": lambda: UnifiedFocalLoss(batch_dice=True, ignore_index=IGNORE, ddp=True),
     "ignore_weighted_ce": lambda: CrossEntropyLoss(class_weight=(0.2, 1.0, 3.0), ignore_index=IGNORE, ddp=True),
     "masked_multilabel_dice_ce": lambda: DiceCELoss(batch_dice=True, multilabel=True, ddp=True),
+    # the squared denominator is a batch sum like TP; the frequency weights count the global batch's voxels
+    "squared_dice_batch": lambda: DiceLoss(squared=True, batch_dice=True, ddp=True),
+    "squared_log_cosh_dice_batch": lambda: LogCoshDiceLoss(squared=True, batch_dice=True, ddp=True),
+    "masked_exp_log": lambda: ExponentialLogarithmicLoss(ddp=True),
 }
+BATCH_LEVEL = ("dice_batch", "squared_dice_batch", "squared_log_cosh_dice_batch")  # every rank holds the value
 
 
 def make_data(seed=0):
@@ -156,7 +169,7 @@ def test_rank_average_equals_single_process(rank_results, name):
     data, ranks = rank_results
     single = call(name, data["logits"], data)
     torch.testing.assert_close(sum(r[name][0] for r in ranks) / WORLD, single, rtol=1e-12, atol=1e-14)
-    if name == "dice_batch":  # purely batch-level: every rank holds the global value itself
+    if name in BATCH_LEVEL:  # purely batch-level: every rank holds the global value itself
         for result in ranks:
             torch.testing.assert_close(result[name][0], single, rtol=1e-12, atol=1e-14)
     else:  # the local focal / per-sample parts differ between ranks

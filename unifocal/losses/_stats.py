@@ -60,6 +60,14 @@ def _distributed(prep: Prepared) -> bool:
     return prep.ddp and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def batch_total(values: Tensor, prep: Prepared) -> Tensor:
+    """(1, ...) sum over the batch (dim 0) of per-sample ``values`` (B, ...); under ``ddp`` over the global
+    batch of every rank, with the gradients of all ranks summed in the backward. Every batch-level sum of a
+    loss goes through here, so none can miss the all-reduce."""
+    total = values.sum(0, keepdim=True)
+    return _AllGatherSum.apply(total) if _distributed(prep) else total
+
+
 def _global_share(total: Tensor, prep: Prepared) -> Tensor:
     """``total`` (no gradient) summed over the ranks and divided by their number under ``ddp``: what a
     rank divides its own sum by so that the ranks' mean equals the global ratio."""
@@ -284,12 +292,10 @@ def confusion_sums(stats: ClassStatistics, prep: Prepared, batch_dice: bool = Fa
 
     ``classes`` selects classes first; all classes by default.
     """
-    stacked = torch.stack([stats.true_positive, stats.predicted, stats.actual])[:, :, classes]
+    stacked = torch.stack([stats.true_positive, stats.predicted, stats.actual], 1)[..., classes]  # (B, 3, K)
     if batch_dice:
-        stacked = stacked.sum(1, keepdim=True)
-        if _distributed(prep):
-            stacked = _AllGatherSum.apply(stacked)
-    tp, predicted, actual = stacked.unbind(0)
+        stacked = batch_total(stacked, prep)
+    tp, predicted, actual = stacked.unbind(1)
     return ConfusionSums(tp, (predicted - tp).clamp_min(0), (actual - tp).clamp_min(0))
 
 

@@ -20,6 +20,7 @@ from ._inputs import Prepared
 from ._stats import (
     BatchLoss,
     at_target,
+    batch_total,
     class_mean,
     class_roles,
     class_statistics,
@@ -120,10 +121,9 @@ class DiceCELoss(_RegionLoss):
 
 def frequency_weights(prep: Prepared) -> Tensor:
     """Wong et al.'s label weights ``w_l = (sum_k f_k / f_l)^0.5``, (1, K, 1, ...), from the counted voxels
-    ``f_l`` of class ``l`` in the batch (per channel against its complement with ``multilabel=True``; 0 for
+    ``f_l`` of class ``l`` in the batch (of every rank with ``ddp``; per channel against its complement with ``multilabel=True``; 0 for
     an absent class, whose weight is never used). No gradient."""
-    dims = (0, *range(2, prep.target.ndim))
-    frequency = prep.target.detach().sum(dims)
+    frequency = batch_total(prep.target.detach().flatten(2).sum(2), prep)[0]  # of the global batch under ddp
     total = frequency.sum() / prep.num_problems
     weights = torch.where(frequency > 0, (total / frequency.clamp_min(torch.finfo(frequency.dtype).tiny)).sqrt(),
                           torch.zeros_like(frequency))

@@ -28,6 +28,7 @@ from ._inputs import Prepared
 from ._stats import (
     BatchLoss,
     ClassStatistics,
+    batch_total,
     ConfusionSums,
     class_mean,
     class_statistics,
@@ -114,7 +115,7 @@ class DiceLoss(_RegionLoss):
         counted = None if prep.mask is None else prep.mask.flatten(2)
         denominator = weighted_sums(prob.square(), counted) + onehot.square().sum(2)
         if self.batch_dice:
-            denominator = denominator.sum(0, keepdim=True)
+            denominator = batch_total(denominator, prep)
         tp = self.confusion(prep).tp
         return class_mean(1 - (2 * tp + self.smooth) / (denominator + self.smooth), prep.batch_size)
 
