@@ -1,13 +1,17 @@
-"""Decathlon-style data lists with k-fold cross-validation splits, for the MONAI bundles in ``bundles/``.
+"""Decathlon-style data lists with k-fold cross-validation splits, for the MONAI bundles in ``unifocal/bundles``.
 
-:func:`find_cases` reads one of three layouts:
+:func:`find_cases` reads an nnU-Net raw dataset (``dataset.json``, ``imagesTr/CASE_0000.nii.gz`` with one file
+per channel, ``labelsTr/CASE.nii.gz``, optional ``imagesTs/``) or one of the challenge downloads of
+:data:`DOWNLOADS`, as they come:
 
-- an nnU-Net raw dataset: ``dataset.json``, ``imagesTr/CASE_0000.nii.gz`` (one file per channel),
-  ``labelsTr/CASE.nii.gz``, optional ``imagesTs/``;
-- the KiTS19 download: ``data/case_00000/imaging.nii.gz`` and ``segmentation.nii.gz`` (the folder given may
-  be the repository or its ``data/``); cases without a segmentation are test cases;
-- the BraTS 2021 download: ``BraTS2021_00000/BraTS2021_00000_{flair,t1,t1ce,t2,seg}.nii.gz``; cases without
-  a ``_seg`` file are test cases. The modalities are listed in the order FLAIR, T1, T1ce, T2.
+- KiTS19 / KiTS21 / KiTS23: ``case_00000/imaging.nii.gz`` and ``segmentation.nii.gz``, in the folder given or
+  in its ``data/`` (the KiTS19 repository) or ``dataset/`` (the KiTS21 / KiTS23 repositories);
+- BraTS 2021: ``BraTS2021_00000/BraTS2021_00000_{flair,t1,t1ce,t2,seg}.nii.gz``;
+- BraTS 2023 and later: ``BraTS-GLI-00000-000/BraTS-GLI-00000-000-{t2f,t1n,t1c,t2w,seg}.nii.gz`` (also the
+  ``MEN``, ``MET``, ``PED`` and ``SSA`` tasks).
+
+Cases without a label file are test cases. BraTS channels are listed in one order for both conventions:
+FLAIR (``t2f``), T1 (``t1n``), T1ce (``t1c``), T2 (``t2w``), so a network trained on one reads the other.
 
 :func:`fold_lists` splits the labelled cases into k folds (a seeded shuffle of the sorted case names) and
 gives, per fold, ``{"training": other folds, "validation": this fold, "test": test images}``; every path is
@@ -18,14 +22,53 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-__all__ = ["LAYOUTS", "Cases", "find_cases", "fold_lists", "detect_layout"]
+__all__ = ["Download", "DOWNLOADS", "LAYOUTS", "Cases", "find_cases", "fold_lists", "detect_layout", "case_name"]
 
-LAYOUTS = ("nnunet", "kits19", "brats2021")
-BRATS_MODALITIES = ("flair", "t1", "t1ce", "t2")
+
+@dataclass(frozen=True)
+class Download:
+    """A challenge download: one folder per case holding its image files and, for a training case, its label.
+
+    ``images`` (one per channel) and ``label`` are file names in which ``{case}`` stands for the folder name;
+    ``subfolders`` are where the case folders may sit below the folder given (``""``: in it).
+    """
+
+    title: str
+    case_folder: str  # regular expression of a case folder's name
+    images: tuple[str, ...]
+    label: str
+    subfolders: tuple[str, ...] = ("",)
+
+    def example(self, case: str) -> str:
+        """The first image of ``case``, relative to the dataset folder, e.g. ``case_00000/imaging.nii.gz``."""
+        return f"{case}/{self.images[0].format(case=case)}"
+
+    def case_folders(self, root: Path) -> list[Path]:
+        """The case folders below ``root``, from the first of ``subfolders`` that holds any."""
+        for sub in self.subfolders:
+            base = root / sub
+            folders = sorted(p for p in base.glob("*") if p.is_dir() and re.fullmatch(self.case_folder, p.name)) \
+                if base.is_dir() else []
+            if folders:
+                return folders
+        return []
+
+
+DOWNLOADS = {
+    "kits": Download("KiTS19 / KiTS21 / KiTS23", r"case_\d{5}", ("imaging.nii.gz",), "segmentation.nii.gz",
+                     ("", "data", "dataset")),
+    "brats2021": Download("BraTS 2021", r"BraTS2021_\d{5}",
+                          tuple(f"{{case}}_{m}.nii.gz" for m in ("flair", "t1", "t1ce", "t2")), "{case}_seg.nii.gz"),
+    "brats2023": Download("BraTS 2023+", r"BraTS-[A-Z]+-\d{5}-\d{3}",
+                          tuple(f"{{case}}-{m}.nii.gz" for m in ("t2f", "t1n", "t1c", "t2w")), "{case}-seg.nii.gz"),
+}
+LAYOUTS = ("nnunet", *DOWNLOADS)
+_EXAMPLE_CASES = ("case_00000", "BraTS2021_00000", "BraTS-GLI-00000-000")
 
 Image = Union[str, list]  # one file, or one file per channel
 
@@ -42,12 +85,23 @@ class Cases:
 def detect_layout(root: Path) -> str:
     if (root / "dataset.json").is_file():
         return "nnunet"
-    if list(root.glob("case_*/imaging.nii.gz")) or list(root.glob("data/case_*/imaging.nii.gz")):
-        return "kits19"
-    if list(root.glob("BraTS2021_*/BraTS2021_*_flair.nii.gz")):
-        return "brats2021"
-    raise ValueError(f"{root} is not an nnU-Net raw dataset (no dataset.json), a KiTS19 download "
-                     "(no case_*/imaging.nii.gz) or a BraTS 2021 download (no BraTS2021_*/*_flair.nii.gz)")
+    for layout, download in DOWNLOADS.items():
+        if download.case_folders(root):
+            return layout
+    examples = ", ".join(d.example(case) for d, case in zip(DOWNLOADS.values(), _EXAMPLE_CASES))
+    raise ValueError(f"{root} is neither an nnU-Net raw dataset (no dataset.json) nor a challenge download "
+                     f"(no case folders such as {examples})")
+
+
+def case_name(image: Union[str, Path]) -> str:
+    """The case an image file belongs to: its folder in the challenge downloads (KiTS names every image
+    ``imaging.nii.gz``; BraTS has one file per channel), else the file name without its ending."""
+    from .io import split_ending
+
+    path = Path(image)
+    if any(re.fullmatch(d.case_folder, path.parent.name) for d in DOWNLOADS.values()):
+        return path.parent.name
+    return split_ending(path.name)[0]
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -84,32 +138,23 @@ def _nnunet(root: Path) -> Cases:
     return Cases("nnunet", labelled, test)
 
 
-def _kits19(root: Path) -> Cases:
-    base = root / "data" if (root / "data").is_dir() else root
+def _download(root: Path, layout: str) -> Cases:
+    download = DOWNLOADS[layout]
     labelled, test = {}, {}
-    for case in sorted(p for p in base.glob("case_*") if (p / "imaging.nii.gz").is_file()):
-        image = _relative(case / "imaging.nii.gz", root)
-        if (case / "segmentation.nii.gz").is_file():
-            labelled[case.name] = {"image": image, "label": _relative(case / "segmentation.nii.gz", root)}
-        else:
-            test[case.name] = image
-    return Cases("kits19", labelled, test)
-
-
-def _brats2021(root: Path) -> Cases:
-    labelled, test = {}, {}
-    for case in sorted(p for p in root.glob("BraTS2021_*") if p.is_dir()):
-        files = [case / f"{case.name}_{m}.nii.gz" for m in BRATS_MODALITIES]
+    for case in download.case_folders(root):
+        files = [case / name.format(case=case.name) for name in download.images]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
-            raise ValueError(f"{case} lacks {', '.join(missing)}: every BraTS case needs FLAIR, T1, T1ce and T2")
-        image = [_relative(f, root) for f in files]
-        seg = case / f"{case.name}_seg.nii.gz"
-        if seg.is_file():
-            labelled[case.name] = {"image": image, "label": _relative(seg, root)}
+            raise ValueError(f"{case} lacks {', '.join(missing)}: every {download.title} case needs "
+                             f"{', '.join(f.name for f in files)}")
+        paths = [_relative(f, root) for f in files]
+        image = paths[0] if len(paths) == 1 else paths
+        label = case / download.label.format(case=case.name)
+        if label.is_file():
+            labelled[case.name] = {"image": image, "label": _relative(label, root)}
         else:
             test[case.name] = image
-    return Cases("brats2021", labelled, test)
+    return Cases(layout, labelled, test)
 
 
 def find_cases(root: Union[str, Path], layout: str = "auto") -> Cases:
@@ -121,7 +166,7 @@ def find_cases(root: Union[str, Path], layout: str = "auto") -> Cases:
         layout = detect_layout(root)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be 'auto' or one of {', '.join(LAYOUTS)}, got {layout!r}")
-    cases = {"nnunet": _nnunet, "kits19": _kits19, "brats2021": _brats2021}[layout](root)
+    cases = _nnunet(root) if layout == "nnunet" else _download(root, layout)
     if not cases.labelled:
         raise ValueError(f"{root} holds no labelled case in the {layout} layout")
     return cases
