@@ -49,7 +49,10 @@ each method and a baseline, on the cases where both have a value, as in the pape
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
+import io
 import math
 import warnings
 from dataclasses import dataclass
@@ -60,6 +63,8 @@ import numpy as np
 __all__ = [
     "METRICS",
     "SURFACE_METRICS",
+    "NSD_SURFACES",
+    "BRATS_MISSING_HD95",
     "DEFAULT_NSD_TOLERANCE",
     "Challenge",
     "CHALLENGES",
@@ -79,10 +84,16 @@ __all__ = [
     "nan_summary",
     "WilcoxonOutcome",
     "paired_wilcoxon",
+    "LESION_METRICS",
+    "lesion_metrics_available",
+    "require_lesion_metrics",
+    "lesion_metrics",
+    "challenge_metrics",
 ]
 
 METRICS = ("DSC", "IoU", "recall", "precision")
 SURFACE_METRICS = ("HD95", "NSD")
+NSD_SURFACES = ("voxels", "area")
 
 # NSD tolerance (mm) of a class no challenge publishes one for.
 DEFAULT_NSD_TOLERANCE = 1.0
@@ -254,30 +265,56 @@ def paired_wilcoxon(a: Sequence[float], b: Sequence[float]) -> WilcoxonOutcome:
 
 @dataclass(frozen=True)
 class Challenge:
-    """A challenge's evaluated regions (label values of its reference files) and their NSD tolerances (mm)."""
+    """A challenge's evaluated regions (label values of its reference files) and how it scores them.
+
+    Attributes:
+        title: the challenge's name.
+        names / regions: the evaluated regions and their label values.
+        tolerances: NSD tolerance (mm) per region.
+        empty: value of a ``0/0`` (e.g. DSC and NSD of a region absent from both files) under the challenge's
+            rule; NaN where the official code gives NaN.
+        nsd_surface: ``"area"``: the surface Dice of DeepMind's ``surface-distance`` (surface elements weighted
+            by their area, the KiTS21/23 measure); ``"voxels"``: boundary voxels counted (MONAI's default).
+        hd95_one_empty: HD95 of a region in only one of the two files (``"diagonal"`` or a number).
+        lesion_wise: whether the challenge ranks by lesion-wise metrics (:func:`lesion_metrics`).
+    """
 
     title: str
     names: tuple[str, ...]
     regions: tuple[tuple[int, ...], ...]
     tolerances: tuple[float, ...]
+    empty: float = math.nan
+    nsd_surface: str = "voxels"
+    hd95_one_empty: Union[str, float] = "diagonal"
+    lesion_wise: bool = False
 
 
 _KITS23_TOLERANCES = (1.0330772532390826, 1.1328796488598762, 1.1498198361434828)  # kits23 HEC_SD_TOLERANCES_MM
 _BRATS_NAMES = ("WT", "TC", "ET")
 _NO_TOLERANCE = (DEFAULT_NSD_TOLERANCE,) * 3
+# The official BraTS evaluation's HD95 of a missing side: "the diameter of the cube in SRI space" (373 mm;
+# the exact diagonal of the 240 x 240 x 155 1-mm grid is 373.13).
+BRATS_MISSING_HD95 = 373.0
+_BRATS = dict(hd95_one_empty=BRATS_MISSING_HD95, lesion_wise=True)
 
 CHALLENGES = {
-    # Labels 1 kidney, 2 tumour; ranked by Dice only, so no published tolerance.
+    # Labels 1 kidney, 2 tumour; ranked by Dice only (numpy's 0/0 is NaN in the official code), no tolerance.
     "kits19": Challenge("KiTS19", ("kidney + tumour", "tumour"), ((1, 2), (2,)), _NO_TOLERANCE[:2]),
-    # Labels 1 kidney, 2 tumour, 3 cyst; KiTS21 and KiTS23 share regions and tolerances.
+    # Labels 1 kidney, 2 tumour, 3 cyst; KiTS21 and KiTS23 share regions, tolerances and rules: a region absent
+    # from both files scores Dice 1 and surface Dice 1.
     "kits23": Challenge("KiTS21/KiTS23", ("kidney + masses", "masses", "tumour"), ((1, 2, 3), (2, 3), (2,)),
-                        _KITS23_TOLERANCES),
+                        _KITS23_TOLERANCES, empty=1.0, nsd_surface="area"),
     # nnU-Net's Dataset137_BraTS21 relabelling: 1 edema, 2 necrosis / non-enhancing core, 3 enhancing.
-    "brats-nnunet": Challenge("BraTS (nnU-Net labels)", _BRATS_NAMES, ((1, 2, 3), (2, 3), (3,)), _NO_TOLERANCE),
+    "brats-nnunet": Challenge("BraTS (nnU-Net labels)", _BRATS_NAMES, ((1, 2, 3), (2, 3), (3,)), _NO_TOLERANCE,
+                              **_BRATS),
     # BraTS 2018-2021 files: 1 necrosis / non-enhancing core, 2 edema, 4 enhancing.
-    "brats2021": Challenge("BraTS 2018-2021", _BRATS_NAMES, ((1, 2, 4), (1, 4), (4,)), _NO_TOLERANCE),
+    "brats2021": Challenge("BraTS 2018-2021", _BRATS_NAMES, ((1, 2, 4), (1, 4), (4,)), _NO_TOLERANCE, **_BRATS),
     # BraTS 2023 and later (glioma): 1 necrosis / non-enhancing core, 2 edema, 3 enhancing.
-    "brats2023": Challenge("BraTS 2023", _BRATS_NAMES, ((1, 2, 3), (1, 3), (3,)), _NO_TOLERANCE),
+    "brats2023": Challenge("BraTS 2023", _BRATS_NAMES, ((1, 2, 3), (1, 3), (3,)), _NO_TOLERANCE, **_BRATS),
+    # BraTS 2024/2025 glioma (post-treatment; the official package's GLI): 1 non-enhancing tumour core,
+    # 2 surrounding FLAIR hyperintensity, 3 enhancing tissue, 4 resection cavity.
+    "brats-gli": Challenge("BraTS 2024/2025 GLI", ("ET", "NETC", "SNFH", "RC", "TC", "WT"),
+                           ((3,), (1,), (2,), (4,), (1, 3), (1, 2, 3)), (DEFAULT_NSD_TOLERANCE,) * 6, **_BRATS),
 }
 
 
@@ -430,6 +467,7 @@ def surface_metrics(
     ignore_label: Optional[int] = None,
     empty: float = math.nan,
     one_empty: Union[str, float] = "diagonal",
+    nsd_surface: str = "voxels",
 ) -> dict[str, np.ndarray]:
     """HD95 and NSD per class for one case: ``{"HD95": array (K,), "NSD": array (K,)}``.
 
@@ -444,6 +482,9 @@ def surface_metrics(
         empty: NSD of a class absent from both; HD95 there is NaN when ``empty`` is NaN, else 0.
         one_empty: HD95 of a class present in only one of them: ``"diagonal"`` (the image diagonal in mm)
             or a number (e.g. NaN to leave such cases out).
+        nsd_surface: ``"voxels"`` (boundary voxels counted, MONAI's default) or ``"area"`` (surface elements
+            weighted by their area, DeepMind's ``surface-distance`` and KiTS's surface Dice; MONAI's
+            ``use_subvoxels``).
 
     Raises:
         ValueError / TypeError: on a shape mismatch, a bad spacing, tolerance or ``one_empty``.
@@ -455,9 +496,9 @@ def surface_metrics(
         raise ValueError(f"spacing {spacing} has {len(spacing)} values for a {reference.ndim}D image")
     spacing = tuple(_check_number("spacing", v, 0.0, strict=True) for v in spacing)
     tolerances = surface_settings(len(members), tolerances, one_empty)
+    if nsd_surface not in NSD_SURFACES:
+        raise ValueError(f"nsd_surface must be one of {NSD_SURFACES}; got {nsd_surface!r}")
     require_surface_metrics()
-    import torch
-    from monai.metrics.utils import get_edge_surface_distance
 
     # Axes of length 1 carry no surface: erosion across them would make every voxel a boundary voxel.
     axes = tuple(i for i, n in enumerate(reference.shape) if n > 1) or (0,)
@@ -486,17 +527,161 @@ def surface_metrics(
         if not (has_pred and has_ref):
             hd95[k], nsd[k] = missing, 0.0
             continue
-        with warnings.catch_warnings():
-            # MONAI passes its own deprecated argument internally (always_return_as_numpy, MONAI 1.5-1.6).
-            warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
-            _, (to_ref, to_pred), _ = get_edge_surface_distance(
-                torch.from_numpy(in_pred), torch.from_numpy(in_ref), spacing=spacing, symmetric=True,
-                warn_empty=False,
-            )
-        to_ref, to_pred = to_ref.double().numpy(), to_pred.double().numpy()
+        to_ref, to_pred, _ = _edge_distances(in_pred, in_ref, spacing, subvoxels=False)
         # numpy's default percentile interpolation is torch.quantile's "linear", MONAI's choice, and has no
         # element limit (torch.quantile refuses inputs of more than 2^24 values).
         hd95[k] = max(np.percentile(to_ref, 95), np.percentile(to_pred, 95))
-        within = np.count_nonzero(to_ref <= tolerances[k]) + np.count_nonzero(to_pred <= tolerances[k])
-        nsd[k] = within / (to_ref.size + to_pred.size)
+        if nsd_surface == "area":
+            # The surface elements lie between voxels (a finer grid than the boundary voxels of the HD95).
+            to_ref, to_pred, (area_pred, area_ref) = _edge_distances(in_pred, in_ref, spacing, subvoxels=True)
+            within = area_pred[to_ref <= tolerances[k]].sum() + area_ref[to_pred <= tolerances[k]].sum()
+            nsd[k] = within / (area_pred.sum() + area_ref.sum())
+        else:
+            within = np.count_nonzero(to_ref <= tolerances[k]) + np.count_nonzero(to_pred <= tolerances[k])
+            nsd[k] = within / (to_ref.size + to_pred.size)
     return {"HD95": hd95, "NSD": nsd}
+
+
+def _edge_distances(in_pred: np.ndarray, in_ref: np.ndarray, spacing, subvoxels: bool):
+    """MONAI's distances from the prediction's edges to the reference's and back (float64), and with
+    ``subvoxels`` the areas of the two surfaces' elements (in the distances' order)."""
+    import torch
+    from monai.metrics.utils import get_edge_surface_distance
+
+    with warnings.catch_warnings():
+        # MONAI passes its own deprecated argument internally (always_return_as_numpy, MONAI 1.5-1.6).
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
+        (edges_pred, edges_ref), (to_ref, to_pred), areas = get_edge_surface_distance(
+            torch.from_numpy(in_pred), torch.from_numpy(in_ref), spacing=spacing, symmetric=True,
+            use_subvoxels=subvoxels, warn_empty=False,
+        )
+    to_ref, to_pred = to_ref.double().numpy(), to_pred.double().numpy()
+    if not subvoxels:
+        return to_ref, to_pred, None
+    area_pred, area_ref = (a.double().numpy() for a in areas)
+    return to_ref, to_pred, (area_pred[edges_pred.numpy()], area_ref[edges_ref.numpy()])
+
+
+LESION_METRICS = ("lesion DSC", "lesion NSD", "lesion HD95", "lesion F1")
+
+
+def lesion_metrics_available() -> bool:
+    """Whether panoptica, which computes the lesion-wise metrics, is installed."""
+    return importlib.util.find_spec("panoptica") is not None
+
+
+def require_lesion_metrics() -> None:
+    """Raise ``ImportError`` with the installation hint when panoptica is missing."""
+    if not lesion_metrics_available():
+        raise ImportError("lesion-wise metrics need panoptica: pip install 'unifocal[metrics]'")
+
+
+@functools.lru_cache(maxsize=8)
+def _lesion_evaluator(regions: tuple[tuple[int, ...], ...]):
+    """panoptica's evaluator with the settings of the official BraTS 2024/2025 evaluation (its GLI
+    configuration): lesions are the connected components of each region, matched one to one by the largest
+    total Dice (any overlap counts), scored by DSC, NSD and HD95; an unmatched lesion's metrics are 0, 0, inf."""
+    # panoptica greets on import and warns that regions share labels (as WT, TC and ET do by design).
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _panoptica_evaluator(regions)
+
+
+def _panoptica_evaluator(regions: tuple[tuple[int, ...], ...]):
+    from panoptica import ConnectedComponentsInstanceApproximator, InputType, MaxBipartiteMatching, Metric
+    from panoptica import Panoptica_Evaluator
+    from panoptica.utils import EdgeCaseHandler, EdgeCaseResult, SegmentationClassGroups
+    from panoptica.utils.edge_case_handling import MetricZeroTPEdgeCaseHandling
+    from panoptica.utils.label_group import LabelGroup, LabelMergeGroup
+
+    def zero_tp(result):
+        return MetricZeroTPEdgeCaseHandling(empty_prediction_result=result, empty_reference_result=result,
+                                            no_instances_result=EdgeCaseResult.NAN, normal=result)
+
+    groups = {f"r{index}": (LabelMergeGroup if len(values) > 1 else LabelGroup)(list(values), single_instance=False)
+              for index, values in enumerate(regions)}
+    return Panoptica_Evaluator(
+        expected_input=InputType.SEMANTIC,
+        instance_approximator=ConnectedComponentsInstanceApproximator(),
+        instance_matcher=MaxBipartiteMatching(matching_metric=Metric.DSC, matching_threshold=1e-6),
+        edge_case_handler=EdgeCaseHandler(
+            {Metric.DSC: zero_tp(EdgeCaseResult.ZERO), Metric.NSD: zero_tp(EdgeCaseResult.ZERO),
+             Metric.HD95: zero_tp(EdgeCaseResult.INF)}, empty_list_std=EdgeCaseResult.NAN),
+        segmentation_class_groups=SegmentationClassGroups(groups),
+        instance_metrics=[Metric.DSC, Metric.NSD, Metric.HD95],
+        global_metrics=[Metric.DSC],
+    )
+
+
+def _lesion_means(result: dict) -> tuple[float, float, float, float]:
+    """DSC, NSD, HD95 means over a region's lesions and the detection F1, from panoptica's result of one
+    region: every reference lesion counts (unmatched: DSC 0, NSD 0, HD95 :data:`BRATS_MISSING_HD95`), and so
+    does every unmatched predicted lesion (the same values); NaN when the reference holds no lesion. These are
+    the official package's ``lesionwise_*_mean`` (its lesion-wise report, with no lesion below a size
+    threshold) and ``all_instance_f1`` (panoptica's recognition quality)."""
+    f1 = float(result["rq"]) if result.get("rq") is not None else math.nan
+    if not result.get("n_ref_instances"):
+        return math.nan, math.nan, math.nan, f1
+    dsc, nsd, hd95 = [], [], []
+    for lesion in result["reference_instances"]:
+        matched = lesion.get("is_matched") == 1
+        dsc.append(lesion["sq_dsc"] if matched else 0.0)
+        nsd.append(lesion["sq_nsd"] if matched else 0.0)
+        hd95.append(lesion["sq_hd95"] if matched else BRATS_MISSING_HD95)
+    unmatched_predicted = int(result.get("fp") or 0)
+    dsc += [0.0] * unmatched_predicted
+    nsd += [0.0] * unmatched_predicted
+    hd95 += [BRATS_MISSING_HD95] * unmatched_predicted
+    finite = [v for v in hd95 if v is not None and not math.isinf(v)]
+    return (float(np.mean(dsc)), float(np.mean(nsd)), float(np.mean(finite)) if finite else BRATS_MISSING_HD95,
+            f1)
+
+
+def lesion_metrics(prediction: np.ndarray, reference: np.ndarray,
+                   classes: Sequence[ClassSpec]) -> dict[str, np.ndarray]:
+    """Lesion-wise DSC, NSD, HD95 and detection F1 per class for one case, computed with panoptica as the
+    official BraTS 2023-2025 evaluation does (see :func:`_lesion_means`); ``{metric: array (K,)}`` with the
+    keys of :data:`LESION_METRICS`. Distances in voxel units and an NSD tolerance of 0.5 voxel, as panoptica
+    uses them without a voxel size (the official evaluation gives none; BraTS images are 1 mm isotropic).
+
+    Raises:
+        ValueError: on a shape mismatch. ImportError: without panoptica.
+    """
+    prediction, reference, members = _pair(prediction, reference, classes)
+    require_lesion_metrics()
+    evaluator = _lesion_evaluator(tuple(members))
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # panoptica warns that 0.5 voxel is its default NSD tolerance, and that regions share labels.
+        warnings.simplefilter("ignore")
+        results = evaluator.evaluate(np.ascontiguousarray(prediction), np.ascontiguousarray(reference),
+                                     verbose=False)
+    table = np.array([_lesion_means(results[f"r{k}"].to_dict(True)) for k in range(len(members))])
+    return {name: table[:, column] for column, name in enumerate(LESION_METRICS)}
+
+
+def challenge_metrics(
+    prediction: np.ndarray,
+    reference: np.ndarray,
+    challenge: str,
+    spacing: Optional[Sequence[float]] = None,
+    surface: bool = True,
+    lesions: bool = True,
+) -> dict[str, np.ndarray]:
+    """Every metric ``unifocal compare --challenge`` reports for one case, with the challenge's regions,
+    tolerances and rules (:data:`CHALLENGES`): DSC, IoU, recall, precision, with ``surface`` HD95 and NSD, with
+    ``lesions`` and a lesion-wise challenge the :data:`LESION_METRICS`; ``{metric: array (regions,)}`` in the
+    order of the challenge's regions. The one definition that ``compare`` and the bundles' validation share.
+
+    Raises:
+        KeyError: an unknown challenge. ValueError: as :func:`case_metrics` and :func:`surface_metrics`.
+    """
+    rules = CHALLENGES[challenge]
+    result = case_metrics(prediction, reference, rules.regions, empty=rules.empty)
+    del result["counts"]
+    if surface:
+        result.update(surface_metrics(prediction, reference, rules.regions, spacing, rules.tolerances,
+                                      empty=rules.empty, one_empty=rules.hd95_one_empty,
+                                      nsd_surface=rules.nsd_surface))
+    if lesions and rules.lesion_wise:
+        result.update(lesion_metrics(prediction, reference, rules.regions))
+    return result
