@@ -48,13 +48,23 @@ def weighted_sums(values: Tensor, weight: Optional[Tensor]) -> Tensor:
 
 
 def func_transformed() -> bool:
-    """Whether a ``torch.func`` transform (grad, vjp, jacrev, jvp, vmap) traces the call."""
+    """Whether a ``torch.func`` transform (grad, vjp, jacrev, jvp, vmap) traces the call.
+
+    torch has no public query for this: the one read of its private flag is here, and
+    tests/test_torch_private_api.py fails loudly if torch renames it or changes what it reports."""
     return torch._C._are_functorch_transforms_active()
 
 
-def autograd_only() -> bool:
-    """Whether the statistics must be formed by autograd alone: under ``torch.func``, which cannot run the
-    hand-written backward passes (it needs their ``setup_context`` form, which would return every saved
-    intermediate as an output), and in forward-mode AD (``torch.autograd.forward_ad``), which needs a ``jvp``
-    they do not have."""
-    return func_transformed() or forward_ad._current_level >= 0
+def device_assert(condition: Tensor, message: str) -> None:
+    """Assert a 0-dim bool tensor inside a compiled graph, without reading it back to the host (on CUDA a
+    failure is a device-side assert). torch's only such assert is private (``torch._assert_async``); this is
+    its one use, watched by tests/test_torch_private_api.py."""
+    torch._assert_async(condition, message)
+
+
+def autograd_only(scores: Tensor) -> bool:
+    """Whether the statistics of ``scores`` must be formed by autograd alone: under ``torch.func``, which
+    cannot run the hand-written backward passes (it needs their ``setup_context`` form, which would return
+    every saved intermediate as an output), and when ``scores`` carry a forward-mode tangent
+    (``torch.autograd.forward_ad``), which needs a ``jvp`` they do not have."""
+    return func_transformed() or forward_ad.unpack_dual(scores).tangent is not None

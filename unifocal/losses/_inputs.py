@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from ._autograd import func_transformed
+from ._autograd import device_assert, func_transformed
 from ._region_stats import complement_first
 
 
@@ -228,14 +228,14 @@ def _check_values(checks: list[_Check], dtype: torch.dtype) -> None:
     accelerator (in ``dtype``: float32 unless the input is float64, exact for labels below 2^24; MPS has no
     float64). Under ``torch.compile`` reading a value back would break the graph (the loss became nine
     graphs, and ``fullgraph=True`` failed), so the conditions are asserted inside the graph instead
-    (``torch._assert_async``: no host synchronisation; on CUDA a failure is a device-side assert, as for an
-    out-of-range class in torch's cross_entropy): a compiled loss rejects the same inputs, with a
-    RuntimeError carrying the message without the value.
+    (:func:`~unifocal.losses._autograd.device_assert`: no host synchronisation; on CUDA a failure is a
+    device-side assert, as for an out-of-range class in torch's cross_entropy): a compiled loss rejects the
+    same inputs, with a RuntimeError carrying the message without the value.
     """
     if torch.compiler.is_compiling():
         for check in checks:
             holds = check.holds if check.recheck is None else check.holds | check.recheck()
-            torch._assert_async(holds, check.message)
+            device_assert(holds, check.message)
         return
     values = torch.stack([v.to(dtype) for check in checks for v in (check.holds, *check.found)])
     try:

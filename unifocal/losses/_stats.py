@@ -110,7 +110,7 @@ def class_statistics(
     (:func:`unifocal.losses._region_stats.region_statistics`), else (and under ``torch.func`` or forward-mode AD)
     from the dense probabilities and target."""
     exponents = _exponents(gamma, prep.num_classes)
-    fused = prep.from_logits and (voxel_weight is None or voxel_weight.shape[1] == 1) and not autograd_only()
+    fused = prep.from_logits and (voxel_weight is None or voxel_weight.shape[1] == 1) and not autograd_only(prep.scores)
     if not fused or (prep.labels is None and not prep.multilabel):
         return _composed_statistics(prep, cross_entropy, exponents, voxel_weight, overlap)
     weight = None if voxel_weight is None else voxel_weight.to(prep.scores.dtype)
@@ -140,7 +140,7 @@ def _composed_statistics(prep: Prepared, cross_entropy: bool, exponents: tuple[f
         weight = target if voxel_weight is None else target * voxel_weight
         if any(exponents):
             exponent = scalar_or_table(exponents, prep.scores)
-            if autograd_only():
+            if autograd_only(prep.scores):
                 cross_entropy_sums = sums(-prep.log_prob * safe_pow(1 - prep.prob, exponent) * weight)
             else:
                 cross_entropy_sums = _DenseFocalSums.apply(prep.log_prob, weight, exponent)
