@@ -184,8 +184,15 @@ def test_demo_refuses_foreign_folders_and_checks_before_writing(tmp_path, capsys
     assert (tmp_path / "nnUNet_results").is_dir()
     with pytest.raises(SystemExit, match="train-cases"):
         main(["demo", "-o", str(tmp_path / "x"), "--train-cases", "3"])
-    with pytest.raises(SystemExit, match="gamma values"):
+    with pytest.raises(SystemExit, match=re.escape("gamma=1.5 (UnifiedFocalTrainerShort): invalid settings for the "
+                                                   "asymmetric_unified_focal loss (gamma from --gammas): gamma must "
+                                                   "lie in [0, 1)")):
         main(["sweep", "-o", str(tmp_path / "y"), "--gammas", "1.5"])
+    # The range is the loss's own: the focal loss takes any gamma >= 0 (stopped at the first expensive step).
+    with pytest.raises(AssertionError, match="expensive step"):
+        main(["sweep", "-o", str(tmp_path / "f"), "--trainer", "FocalTrainerShort", "--gammas", "1", "2", "--debug"])
+    with pytest.raises(SystemExit, match=re.escape("gamma=-1 (FocalTrainerShort): invalid settings for the focal")):
+        main(["sweep", "-o", str(tmp_path / "g"), "--trainer", "FocalTrainerShort", "--gammas", "-1"])
     for bad, message in ((["--fold", "one"], "--fold must be a fold number"), (["--image-size", "16"], "--image-size"),
                          (["--dataset-id", "1000"], "--dataset-id must be in [1, 999]"), (["--seed", "-1"], "--seed")):
         with pytest.raises(SystemExit, match=re.escape(message)):
@@ -272,7 +279,7 @@ def test_sweep_dataset_inside_a_marked_output_is_never_removed(tmp_path, capsys,
     (output / "logs").mkdir(exist_ok=True)
     (output / "logs" / "kept.txt").write_text("logs")
     for bad, message in ((["--configuration", "3d_lowres"], "has no configuration '3d_lowres' (it has 2d, 3d_fullres)"),
-                         (["--delta", "2"], "gamma=0.3 (UnifiedFocalTrainerShort): invalid settings"),
+                         (["--delta", "2"], "gamma=0.3 delta=2 (UnifiedFocalTrainerShort): invalid settings"),
                          (["--baseline-predictions", f"X={tmp_path / 'none'}"], "none")):
         with pytest.raises(SystemExit, match=re.escape(message)):
             main([*sweep, "--overwrite", *bad])

@@ -27,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "CLASS_NAMES",
+    "DATASET_NAME",
     "MIN_SIZE",
     "synthetic_case",
     "synthetic_cases",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 CLASS_NAMES = ("background", "organ", "lesion")
+DATASET_NAME = "UnifocalSynthetic"
 # Smallest image size in pixels the case generator accepts (its shapes are tuned for 64 and scale with it).
 MIN_SIZE = 32
 
@@ -149,7 +151,7 @@ class SyntheticDataset:
 def write_nnunet_dataset(
     raw_folder: Union[str, Path],
     dataset_id: int = 990,
-    name: str = "UnifocalSynthetic",
+    name: str = DATASET_NAME,
     num_train: int = 40,
     num_test: int = 20,
     size: int = 64,

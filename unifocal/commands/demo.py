@@ -44,7 +44,9 @@ DEFAULT_ITERATIONS = 50
 DEFAULT_VAL_ITERATIONS = 5
 
 
-def add_schedule_arguments(parser: argparse.ArgumentParser, epochs: int, iterations: int, val_iterations: int) -> None:
+def add_schedule_arguments(parser: argparse.ArgumentParser, epochs: int, iterations: int, val_iterations: int,
+                           folds: bool = False) -> None:
+    """The schedule and data options of demo and sweep; ``folds``: several folds (``--folds``), not one."""
     group = parser.add_argument_group("schedule and data")
     group.add_argument("--epochs", type=int, default=epochs, help="training epochs (default: %(default)s)")
     group.add_argument("--iterations", type=int, default=iterations,
@@ -56,7 +58,11 @@ def add_schedule_arguments(parser: argparse.ArgumentParser, epochs: int, iterati
     group.add_argument("--image-size", type=int, default=64, help="synthetic image size in pixels (default: %(default)s)")
     group.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset (default: %(default)s)")
     group.add_argument("--dataset-id", type=int, default=990, help="nnU-Net dataset id (default: %(default)s)")
-    group.add_argument("--fold", default="0", help="nnU-Net fold to train (default: %(default)s; 'all' for all cases)")
+    if folds:
+        group.add_argument("--folds", "--fold", nargs="+", default=["0"], metavar="FOLD",
+                           help="nnU-Net folds to train, each run once per fold (default: %(default)s; 'all': all cases)")
+    else:
+        group.add_argument("--fold", default="0", help="nnU-Net fold to train (default: %(default)s; 'all' for all cases)")
     group.add_argument("--device", default="cpu", choices=DEVICES, help="(default: %(default)s)")
 
 
@@ -83,9 +89,13 @@ def check_schedule(args) -> None:
         Schedule(args.epochs, args.iterations, args.val_iterations)
     except ValueError as error:
         raise SystemExit(f"unifocal: {error}") from None
-    if args.fold != "all" and not args.fold.isdigit():
-        raise SystemExit(f"unifocal: --fold must be a fold number or 'all'; got {args.fold!r}")
-    if args.fold != "all" and args.train_cases < 5:
+    folds = getattr(args, "folds", None) or [args.fold]
+    for fold in folds:
+        if fold != "all" and not fold.isdigit():
+            raise SystemExit(f"unifocal: --fold must be a fold number or 'all'; got {fold!r}")
+    if len(set(folds)) != len(folds):
+        raise SystemExit(f"unifocal: --folds holds a fold twice: {' '.join(folds)}")
+    if folds != ["all"] and args.train_cases < 5:
         raise SystemExit("unifocal: nnU-Net's 5-fold split needs --train-cases >= 5 (or --fold all)")
     if args.test_cases < 1:
         raise SystemExit("unifocal: --test-cases must be >= 1")

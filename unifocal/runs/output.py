@@ -118,7 +118,7 @@ def check_output(
             raise ValueError(f"{path} exists from an earlier unifocal run; pass --overwrite to replace it, or "
                              "choose another --output")
         for file in files:
-            if file.is_symlink() or file.relative_to(root).as_posix() not in recorded_files:
+            if file.relative_to(root).as_posix() not in recorded_files:
                 raise ValueError(f"{file} was not written by a unifocal run (it is not in {root / MARKER}); "
                                  "unifocal removes only what it wrote: move it away or choose another --output")
         remove += files
@@ -131,7 +131,7 @@ def claim_output(claim: OutputClaim) -> None:
     claim.root.mkdir(parents=True, exist_ok=True)
     entries, files = _read_record(claim.root)
     for path in claim.remove:
-        path.unlink()
+        path.unlink()  # a recorded symbolic link (submitit's) goes, never what it points to
         files.discard(path.relative_to(claim.root).as_posix())
     for name in claim.entries:
         _remove_empty_folders(claim.root / name)
@@ -157,8 +157,8 @@ def record_outputs(claim: OutputClaim, owned: Iterable[Path] = ()) -> None:
     for name in claim.entries:
         for path in _files_under(claim.root / name):
             relative = path.relative_to(claim.root).as_posix()
-            if relative not in claim.kept and not path.is_symlink():
+            if relative not in claim.kept:
                 files.add(relative)
     for folder in owned:
-        files.update(p.relative_to(claim.root).as_posix() for p in _files_under(Path(folder)) if not p.is_symlink())
+        files.update(p.relative_to(claim.root).as_posix() for p in _files_under(Path(folder)))
     _write_record(claim.root, entries | set(claim.entries), files)
