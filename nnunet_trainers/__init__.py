@@ -16,37 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .trainer_table import TRAINER_LOSSES, TRAINER_NAMES
+
 __all__ = ["ext_trainer_path", "TRAINER_NAMES", "TRAINER_LOSSES"]
-
-TRAINER_NAMES = (
-    "UnifiedFocalTrainer",
-    "SymmetricUnifiedFocalTrainer",
-    "FocalTrainer",
-    "TverskyTrainer",
-    "FocalTverskyTrainer",
-    "ComboTrainer",
-    "UnifiedFocalTrainerShort",
-    "SymmetricUnifiedFocalTrainerShort",
-    "FocalTrainerShort",
-    "TverskyTrainerShort",
-    "FocalTverskyTrainerShort",
-    "ComboTrainerShort",
-    "BaselineTrainerShort",
-)
-
-
-# The loss each trainer builds (a key of ``loss_builder.LOSS_SPECS``; None: nnU-Net's own loss). Kept here,
-# where nnunetv2 is not imported, so that commands can check a trainer's settings without importing it.
-_LOSSES = {
-    "UnifiedFocalTrainer": "asymmetric_unified_focal",
-    "SymmetricUnifiedFocalTrainer": "symmetric_unified_focal",
-    "FocalTrainer": "focal",
-    "TverskyTrainer": "tversky",
-    "FocalTverskyTrainer": "focal_tversky",
-    "ComboTrainer": "combo",
-    "BaselineTrainer": None,
-}
-TRAINER_LOSSES = {name: _LOSSES[name.removesuffix("Short")] for name in TRAINER_NAMES}
 
 
 def ext_trainer_path() -> Path:

@@ -20,6 +20,8 @@ Nothing here imports nnunetv2; :meth:`TrainerState.from_trainer` only reads trai
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -29,18 +31,22 @@ from torch import Tensor, nn
 from unifocal import losses as L
 from unifocal.losses.deep_supervision import deep_supervision_weights
 
-from .config import AUTO, Settings, SettingsError
+from .config import AUTO, ENV_PREFIX, SETTING_KEYS, SETTINGS, Settings, SettingsError, closest_name, env_name, \
+    known_variables
+from .trainer_table import TrainerRow, row_of_loss
 
 __all__ = [
     "TrainerState",
-    "LossSpec",
-    "LOSS_SPECS",
+    "LossPlan",
+    "loss_plan",
+    "loss_parameters",
+    "TRAINER_ARGUMENTS",
     "ResolvedLoss",
     "NnUNetTargetAdapter",
     "resolve",
     "build_loss",
+    "check_values",
     "nnunet_ds_weights",
-    "check_gamma_form",
 ]
 
 # nnU-Net replaces the zero weight of its lowest-resolution output by this value under DDP without
@@ -95,84 +101,113 @@ class TrainerState:
         return {"multilabel": False, "ignore_index": self.ignore_label, "ddp": self.is_ddp}
 
 
-def _unified(asymmetric: bool) -> Callable[[dict, TrainerState], nn.Module]:
-    def build(params: dict, state: TrainerState) -> nn.Module:
-        rare = params.get("rare_classes")
-        return L.UnifiedFocalLoss(
-            weight=params["weight"], delta=params["delta"], gamma=params["gamma"], asymmetric=asymmetric,
-            rare_classes=rare, batch_dice=state.batch_dice, **state.mode_kwargs(),
-        )
-    return build
+# Loss arguments the trainer sets from nnU-Net's state (logits, regions, ignore label, plans, DDP).
+TRAINER_ARGUMENTS = ("from_logits", "multilabel", "ignore_index", "reduction", "ddp", "batch_dice")
+_HELP = {setting.key: setting.help for setting in SETTINGS}
 
 
-def _focal(params: dict, state: TrainerState) -> nn.Module:
-    return L.FocalLoss(gamma=params["gamma"], **state.mode_kwargs())
-
-
-def _tversky(params: dict, state: TrainerState) -> nn.Module:
-    delta = params["delta"]
-    return L.TverskyLoss(alpha=1.0 - delta, beta=delta, batch_dice=state.batch_dice, **state.mode_kwargs())
-
-
-def _focal_tversky(params: dict, state: TrainerState) -> nn.Module:
-    delta = params["delta"]
-    return L.FocalTverskyLoss(alpha=1.0 - delta, beta=delta, gamma=params["gamma"], batch_dice=state.batch_dice,
-                              **state.mode_kwargs())
-
-
-def _combo(params: dict, state: TrainerState) -> nn.Module:
-    return L.ComboLoss(alpha=params["weight"], beta=params["delta"], batch_dice=state.batch_dice, **state.mode_kwargs())
+def loss_parameters(loss_class: type) -> dict[str, inspect.Parameter]:
+    """The keyword parameters of a loss class, with those its ``**options`` pass on to its base classes."""
+    parameters: dict[str, inspect.Parameter] = {}
+    for klass in loss_class.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        passes_on = False
+        for parameter in list(inspect.signature(vars(klass)["__init__"]).parameters.values())[1:]:
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                passes_on = True
+            elif parameter.kind is not inspect.Parameter.VAR_POSITIONAL:
+                parameters.setdefault(parameter.name, parameter)
+        if not passes_on:
+            break
+    return parameters
 
 
 @dataclass(frozen=True)
-class LossSpec:
-    """A loss the trainers can use: which settings it reads, their defaults, and how to build it.
+class LossPlan:
+    """What a trainer row's loss takes, read from the loss's signature.
 
-    ``meaning`` says what each setting means for this loss (docs and logs); ``auto_gamma``: gamma may be
-    "auto"; ``per_class_gamma``: gamma may be one value per class (region).
+    Attributes:
+        row: the trainer row.
+        loss_class: its class in :mod:`unifocal.losses`.
+        settings: setting -> the loss parameter it sets, in the loss's order: the named settings the loss
+            takes (:data:`~nnunet_trainers.config.SETTINGS`), then its other parameters a user may set.
+        defaults: the named settings' defaults (the loss's own), in the record's order.
+        accepted: the loss's keyword parameters.
     """
 
-    name: str
-    build: Callable[[dict, TrainerState], nn.Module]
+    row: TrainerRow
+    loss_class: type
+    settings: Mapping[str, str]
     defaults: Mapping[str, Any]
-    meaning: Mapping[str, str]
-    auto_gamma: bool = False
-    per_class_gamma: bool = True
+    accepted: frozenset
 
     @property
-    def params(self) -> tuple[str, ...]:
-        return tuple(self.defaults)
+    def others(self) -> tuple[str, ...]:
+        """The loss's parameters outside the table a user may set (``smooth``, ...)."""
+        return tuple(key for key in self.settings if key not in SETTING_KEYS)
+
+    @property
+    def auto_gamma(self) -> bool:
+        """gamma may be "auto": the proposal gives per-class gamma and rare classes, both taken by the loss."""
+        return "gamma" in self.settings and "rare_classes" in self.settings
+
+    def arguments(self, params: Mapping[str, Any]) -> dict:
+        """The loss's keyword arguments for resolved ``params`` (the trainer's mode aside)."""
+        kwargs = dict(self.row.fixed)
+        kwargs.update((self.settings[key], value) for key, value in {**self.defaults, **params}.items())
+        for parameter, other in self.row.complements.items():
+            kwargs[parameter] = 1.0 - kwargs[other]
+        return kwargs
 
 
-_UNIFIED_MEANING = {
-    "weight": "lambda, weight of the focal part (1 - lambda on the focal Tversky part)",
-    "delta": "weight of rare classes (focal part) and of false negatives (Tversky index)",
-    "gamma": "focal parameter in [0, 1): (1 - p)^gamma suppression, (1 - TI)^(1 - gamma) enhancement",
-    "rare_classes": "rare classes (label mode; default every foreground class)",
-}
+@functools.lru_cache(maxsize=None)
+def loss_plan(loss: str) -> LossPlan:
+    """The :class:`LossPlan` of the loss with record name ``loss`` (a trainer row's ``loss``)."""
+    row = row_of_loss(loss)
+    if row is None:
+        raise SettingsError(f"unknown loss {loss!r}")
+    loss_class = getattr(L, row.loss_class)
+    parameters = loss_parameters(loss_class)
+    missing = sorted({*row.fixed, *row.renames.values(), *row.complements, *row.complements.values()} - set(parameters))
+    if missing:
+        raise TypeError(f"trainer row {row.name}: {row.loss_class} has no parameter {', '.join(missing)}")
+    set_elsewhere = {*TRAINER_ARGUMENTS, *row.fixed, *row.complements, *row.renames}
+    setting_of = {row.renames.get(key, key): key for key in SETTING_KEYS}  # loss parameter -> named setting
+    settings = {setting_of.get(name, name): name for name in parameters if name not in set_elsewhere
+                or name in row.renames.values()}
+    defaults = {key: parameters[name].default for key, name in settings.items() if key in SETTING_KEYS}
+    return LossPlan(row, loss_class, settings, defaults, frozenset(parameters))
 
-LOSS_SPECS: dict[str, LossSpec] = {
-    "asymmetric_unified_focal": LossSpec(
-        "asymmetric_unified_focal", _unified(True),
-        {"weight": 0.5, "delta": 0.6, "gamma": 0.5, "rare_classes": None}, _UNIFIED_MEANING, auto_gamma=True),
-    "symmetric_unified_focal": LossSpec(
-        "symmetric_unified_focal", _unified(False),
-        {"weight": 0.5, "delta": 0.6, "gamma": 0.5, "rare_classes": None}, _UNIFIED_MEANING, auto_gamma=True),
-    "focal": LossSpec(
-        "focal", _focal, {"gamma": 2.0},
-        {"gamma": "focusing parameter >= 0 (Lin et al. 2017), one value or one per class/region"}),
-    "tversky": LossSpec(
-        "tversky", _tversky, {"delta": 0.7},
-        {"delta": "false-negative weight beta; the false-positive weight is 1 - delta"}),
-    "focal_tversky": LossSpec(
-        "focal_tversky", _focal_tversky, {"delta": 0.7, "gamma": 4.0 / 3.0},
-        {"delta": "false-negative weight; the false-positive weight is 1 - delta",
-         "gamma": "Abraham & Khan's gamma > 0; the loss is (1 - TI)^(1/gamma)"}, per_class_gamma=False),
-    "combo": LossSpec(
-        "combo", _combo, {"weight": 0.5, "delta": 0.5},
-        {"weight": "alpha, weight of the modified cross entropy (1 - alpha on Dice)",
-         "delta": "beta, weight of false negatives in the modified cross entropy"}),
-}
+
+def check_values(loss: str, params: Mapping[str, Any], where: str) -> None:
+    """Build the loss with ``params`` (settings of :func:`loss_plan`) to run its own checks; a rejected
+    value raises SettingsError naming ``where``."""
+    plan = loss_plan(loss)
+    try:
+        plan.loss_class(**plan.arguments(params))
+    except (ValueError, TypeError) as error:
+        raise SettingsError(f"{where}: invalid settings for the {loss} loss: {error}") from None
+
+
+def _check_names(plan: LossPlan, settings: Settings) -> None:
+    """Refuse a given parameter outside the table that the loss does not take, naming the closest one."""
+    for key in settings.other:
+        if key in plan.settings:
+            continue
+        source = settings.source(key)
+        from_environment = source.startswith(ENV_PREFIX)
+        name = env_name(key) if from_environment else key
+        if key in plan.accepted:
+            setting = next((s for s, p in plan.settings.items() if p == key), None)
+            why = (f"this trainer sets it from nnU-Net's plans and mode" if setting is None else
+                   f"this trainer sets it from {(env_name(setting) if from_environment else setting)!r}")
+            raise SettingsError(f"{name} [{source}]: {why}")
+        valid = known_variables(plan.others) if from_environment else [*SETTING_KEYS, "lambda", *plan.others]
+        usable = [env_name(k) if from_environment else k for k in [*plan.settings, "ds_weights"]]
+        raise SettingsError(f"{name} [{source}] is not a setting of the {plan.row.name} trainer's loss "
+                            f"({plan.loss_class.__name__}){closest_name(name, valid) or '.'} Its settings: "
+                            f"{', '.join(usable)}")
 
 
 def nnunet_ds_weights(num_outputs: int, scheme: Any, state: TrainerState) -> list[float]:
@@ -198,7 +233,7 @@ class ResolvedLoss:
     rebuilt on ``--c``.
 
     Attributes:
-        loss: key into :data:`LOSS_SPECS`.
+        loss: the loss's record name (a trainer row's ``loss``).
         params: every parameter of the loss, defaults filled in, ``auto`` gamma replaced by numbers.
         ds_scheme: the deep-supervision weight scheme as given ("nnunet", ... or numbers).
         ds_weights: the weights it gave for this network (None without deep supervision).
@@ -225,8 +260,12 @@ class ResolvedLoss:
 
     @classmethod
     def from_record(cls, record: Mapping) -> "ResolvedLoss":
-        if record.get("loss") not in LOSS_SPECS:
+        if row_of_loss(record.get("loss")) is None:
             raise SettingsError(f"stored loss record names an unknown loss {record.get('loss')!r}")
+        unknown = sorted(set(record["params"]) - set(loss_plan(record["loss"]).settings))
+        if unknown:
+            raise SettingsError(f"stored loss record of the {record['loss']} loss has parameters it does not take: "
+                                f"{', '.join(unknown)}")
         return cls(loss=record["loss"], params=dict(record["params"]), ds_scheme=record.get("ds_scheme", "nnunet"),
                    ds_weights=record.get("ds_weights"), sources=dict(record.get("sources", {})),
                    gamma_proposal=record.get("gamma_proposal"), ignored=dict(record.get("ignored", {})))
@@ -238,10 +277,12 @@ class ResolvedLoss:
 
     def describe(self) -> str:
         """Human-readable lines for the training log."""
-        spec = LOSS_SPECS[self.loss]
-        lines = [f"unifocal loss: {self.loss}"]
+        plan = loss_plan(self.loss)
+        lines = [f"unifocal loss: {self.loss} ({plan.loss_class.__name__})"]
         for key, value in self.params.items():
-            lines.append(f"  {key} = {value!r}   [{self.sources.get(key, 'default')}]  ({spec.meaning.get(key, '')})")
+            name = plan.settings[key]
+            meaning = _HELP.get(key, "") + (f"; the loss's {name}" if name != key else "")
+            lines.append(f"  {key} = {value!r}   [{self.sources.get(key, 'default')}]  ({meaning or 'loss parameter'})")
         lines.append(f"  deep supervision: {self.ds_scheme!r} -> weights {self.ds_weights}"
                      f"   [{self.sources.get('ds_weights', 'default')}]")
         if self.gamma_proposal is not None:
@@ -250,15 +291,6 @@ class ResolvedLoss:
         for key, source in self.ignored.items():
             lines.append(f"  WARNING: {key} [{source}] does not apply to this loss and is ignored")
         return "\n".join(lines)
-
-
-def check_gamma_form(spec: LossSpec, gamma: Any, source: str) -> None:
-    """Reject a per-class gamma for a loss that takes one gamma, naming ``source``."""
-    if isinstance(gamma, (list, tuple)) and not spec.per_class_gamma:
-        raise SettingsError(
-            f"gamma [{source}] has {len(gamma)} values, but the {spec.name} loss takes one gamma for every class "
-            "(its exponent 1/gamma); give one number, or use a trainer with per-class gamma (the Unified Focal "
-            "trainers, FocalTrainer)")
 
 
 def _check_per_class(name: str, value: Any, state: TrainerState, source: str) -> None:
@@ -277,7 +309,7 @@ def resolve(
     """Fill in defaults, resolve ``gamma="auto"`` and validate: the concrete parameters of ``loss``.
 
     Args:
-        loss: a key of :data:`LOSS_SPECS`.
+        loss: the loss's record name (a trainer row's ``loss``).
         settings: the user's settings (:func:`nnunet_trainers.config.load_settings`).
         state: the trainer's state.
         gamma_provider: called (once) for ``gamma="auto"``; returns a :class:`unifocal.gamma.GammaProposal`.
@@ -285,16 +317,16 @@ def resolve(
     Raises:
         SettingsError: naming the offending setting and its source.
     """
-    spec = LOSS_SPECS[loss]
-    given = {k: getattr(settings, k) for k in settings.given()}
-    params = dict(spec.defaults)
+    plan = loss_plan(loss)
+    _check_names(plan, settings)
+    params = dict(plan.defaults)
     sources = {}
     ignored = {}
-    for key, value in given.items():
+    for key in settings.given():
         if key == "ds_weights":
             continue
-        if key in spec.defaults:
-            params[key] = value
+        if key in plan.settings:
+            params[key] = settings.value(key)
             sources[key] = settings.source(key)
         else:
             ignored[key] = settings.source(key)
@@ -306,8 +338,9 @@ def resolve(
 
     proposal = None
     if params.get("gamma") == AUTO:
-        if not spec.auto_gamma:
-            raise SettingsError(f"gamma 'auto' [{settings.source('gamma')}] applies to the Unified Focal trainers only")
+        if not plan.auto_gamma:
+            raise SettingsError(f"gamma 'auto' [{settings.source('gamma')}] applies to the Unified Focal trainers only "
+                                "(a loss that takes per-class gamma and rare_classes)")
         if gamma_provider is None:
             raise SettingsError("gamma 'auto' needs the training labels, but no statistics are available here")
         proposal = gamma_provider()
@@ -319,7 +352,6 @@ def resolve(
             raise SettingsError("gamma 'auto' found no rare class in the training labels; set UNIFOCAL_RARE_CLASSES")
 
     if "gamma" in params:
-        check_gamma_form(spec, params["gamma"], settings.source("gamma"))
         _check_per_class("gamma", params["gamma"], state, settings.source("gamma"))
     rare = params.get("rare_classes")
     if rare is not None:
@@ -380,13 +412,15 @@ def build_loss(resolved: ResolvedLoss, state: TrainerState) -> nn.Module:
     Raises:
         SettingsError: when the loss rejects a parameter value (the message names its source).
     """
-    spec = LOSS_SPECS[resolved.loss]
+    plan = loss_plan(resolved.loss)
+    mode = {"batch_dice": state.batch_dice, **state.mode_kwargs()}
     try:
-        inner = spec.build(dict(resolved.params), state)
-    except ValueError as error:
+        inner = plan.loss_class(**plan.arguments(resolved.params),
+                                **{key: value for key, value in mode.items() if key in plan.accepted})
+    except (ValueError, TypeError) as error:
         given = {k: resolved.sources[k] for k in resolved.params if k in resolved.sources}
         where = ", ".join(f"{k} from {s}" for k, s in given.items()) or "defaults"
-        raise SettingsError(f"invalid settings for the {spec.name} loss ({where}): {error}") from None
+        raise SettingsError(f"invalid settings for the {resolved.loss} loss ({where}): {error}") from None
     if state.compiled:  # as nnUNetTrainer._build_loss compiles its Dice loss when _do_i_compile()
         inner = torch.compile(inner)
     loss: nn.Module = NnUNetTargetAdapter(inner, state.has_regions, state.ignore_label is not None)

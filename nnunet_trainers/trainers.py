@@ -25,23 +25,24 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch._dynamo import OptimizedModule
 
-from . import TRAINER_LOSSES, TRAINER_NAMES
+from unifocal.run_settings import RECORD_FILE, read_record
+
 from .checkpoint import load_checkpoint_file
 from .config import AUTO, Settings, SettingsError, load_settings, short_schedule
 from .loss_builder import ResolvedLoss, TrainerState, build_loss, nnunet_ds_weights, resolve
 from .rare_classes import fold_gamma_proposal
+from .trainer_table import SHORT, TRAINER_NAMES, TRAINERS, TrainerRow
 from .variants import combine_settings, parse_variant, variant_name
 
 __all__ = ["UnifocalTrainerBase", *TRAINER_NAMES, "CHECKPOINT_KEY", "RECORD_FILE", "variant_trainer"]
 
 CHECKPOINT_KEY = "unifocal_loss"
-RECORD_FILE = "unifocal_loss.json"
 
 
 class UnifocalTrainerBase(nnUNetTrainer):
     """nnU-Net's trainer with a loss from :mod:`nnunet_trainers.loss_builder`.
 
-    Subclasses name their loss in ``unifocal_loss`` (a key of ``LOSS_SPECS``); the classes made from
+    Subclasses name their loss in ``unifocal_loss`` (a trainer row's ``loss``); the classes made from
     trainer names that carry settings also have ``named_base`` (the trainer they vary) and
     ``named_settings`` (the settings in the name).
     """
@@ -91,11 +92,11 @@ class UnifocalTrainerBase(nnUNetTrainer):
             return
         path = join(self.output_folder, RECORD_FILE)
         try:
-            with open(path) as handle:
-                previous = ResolvedLoss.from_record(json.load(handle))
-        except (OSError, ValueError, KeyError, TypeError) as error:
+            previous = ResolvedLoss.from_record(read_record(path))
+        except ValueError as error:  # RecordError, SettingsError
             raise SettingsError(f"{path}: cannot tell which loss settings the training in this fold folder used "
-                                f"({error}); move that folder away before starting a new training there") from None
+                                f"({str(error).removeprefix(path + ': ')}); move that folder away before starting a "
+                                "new training there") from None
         if previous.same_loss(resolved):
             return
         base = self.named_base or self.__class__.__name__
@@ -203,46 +204,6 @@ def _unused_settings(stored: ResolvedLoss, asked: Settings) -> dict:
     return differing
 
 
-class UnifiedFocalTrainer(UnifocalTrainerBase):
-    """Asymmetric Unified Focal loss (Yeung et al. 2022), paper defaults: lambda 0.5, delta 0.6, gamma 0.5,
-    every foreground class rare. Settings: weight, delta, gamma (or "auto"), rare_classes, ds_weights."""
-
-    unifocal_loss = TRAINER_LOSSES["UnifiedFocalTrainer"]
-
-
-class SymmetricUnifiedFocalTrainer(UnifocalTrainerBase):
-    """Symmetric Unified Focal loss, same defaults and settings as :class:`UnifiedFocalTrainer`."""
-
-    unifocal_loss = TRAINER_LOSSES["SymmetricUnifiedFocalTrainer"]
-
-
-class FocalTrainer(UnifocalTrainerBase):
-    """Focal loss (Lin et al. 2017), gamma 2, no alpha. Settings: gamma, ds_weights."""
-
-    unifocal_loss = TRAINER_LOSSES["FocalTrainer"]
-
-
-class TverskyTrainer(UnifocalTrainerBase):
-    """Tversky loss (Salehi et al. 2017), false-negative weight delta 0.7 (false positives 0.3), background
-    included. Settings: delta, ds_weights."""
-
-    unifocal_loss = TRAINER_LOSSES["TverskyTrainer"]
-
-
-class FocalTverskyTrainer(UnifocalTrainerBase):
-    """Focal Tversky loss (Abraham & Khan 2019), delta 0.7, gamma 4/3 (exponent 1/gamma).
-    Settings: delta, gamma, ds_weights."""
-
-    unifocal_loss = TRAINER_LOSSES["FocalTverskyTrainer"]
-
-
-class ComboTrainer(UnifocalTrainerBase):
-    """Combo loss (Taghanaki et al. 2019), alpha 0.5 (``weight``), beta 0.5 (``delta``).
-    Settings: weight, delta, ds_weights."""
-
-    unifocal_loss = TRAINER_LOSSES["ComboTrainer"]
-
-
 class _ShortSchedule:
     """Short training for tests and demos: ``UNIFOCAL_NUM_EPOCHS`` (5), ``UNIFOCAL_ITERATIONS_PER_EPOCH``
     (20), ``UNIFOCAL_VAL_ITERATIONS`` (5). Keeps nnU-Net's exact ``__init__`` signature (nnU-Net records its
@@ -257,33 +218,23 @@ class _ShortSchedule:
         self.print_to_log_file(f"unifocal short schedule: {schedule}", also_print_to_console=False)
 
 
-class UnifiedFocalTrainerShort(_ShortSchedule, UnifiedFocalTrainer):
-    """:class:`UnifiedFocalTrainer` with the short schedule."""
+def _trainer_class(name: str, bases: tuple, doc: str, **attributes) -> type:
+    return type(name, bases, {"__module__": __name__, "__qualname__": name, "__doc__": doc, **attributes})
 
 
-class SymmetricUnifiedFocalTrainerShort(_ShortSchedule, SymmetricUnifiedFocalTrainer):
-    """:class:`SymmetricUnifiedFocalTrainer` with the short schedule."""
+def _trainer_classes(row: TrainerRow) -> dict[str, type]:
+    """The trainer of a table row and its ``Short`` variant."""
+    if row.loss is None:
+        base = nnUNetTrainer
+    else:
+        base = _trainer_class(row.name, (UnifocalTrainerBase,), f"{row.doc}.", unifocal_loss=row.loss)
+    short = _trainer_class(row.name + SHORT, (_ShortSchedule, base), f"{row.doc}; short schedule.")
+    return {row.name + SHORT: short} if row.short_only else {row.name: base, row.name + SHORT: short}
 
 
-class FocalTrainerShort(_ShortSchedule, FocalTrainer):
-    """:class:`FocalTrainer` with the short schedule."""
-
-
-class TverskyTrainerShort(_ShortSchedule, TverskyTrainer):
-    """:class:`TverskyTrainer` with the short schedule."""
-
-
-class FocalTverskyTrainerShort(_ShortSchedule, FocalTverskyTrainer):
-    """:class:`FocalTverskyTrainer` with the short schedule."""
-
-
-class ComboTrainerShort(_ShortSchedule, ComboTrainer):
-    """:class:`ComboTrainer` with the short schedule."""
-
-
-class BaselineTrainerShort(_ShortSchedule, nnUNetTrainer):
-    """nnU-Net's default loss (Dice + CE, or Dice + BCE for regions) with the short schedule: the
-    reference the short Unified Focal runs are compared with."""
+for _row in TRAINERS:
+    globals().update(_trainer_classes(_row))
+del _row
 
 
 _VARIANTS: dict = {}
@@ -293,7 +244,7 @@ def variant_trainer(name: str) -> Optional[type]:
     """The trainer class for a name that carries settings (``UnifiedFocalTrainer_gamma0.3``), made once;
     None when ``name`` is not a unifocal trainer's. Raises SettingsError for an invalid settings name."""
     if name not in _VARIANTS:
-        parsed = parse_variant(name, TRAINER_LOSSES)
+        parsed = parse_variant(name)
         if parsed is None:
             return None
         base, settings = parsed

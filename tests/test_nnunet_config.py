@@ -5,7 +5,14 @@ import json
 
 import pytest
 
-from nnunet_trainers.config import AUTO, Settings, SettingsError, load_settings, short_schedule
+import argparse
+import re
+
+from nnunet_trainers.config import (AUTO, SETTINGS, Settings, SettingsError, add_setting_arguments, load_settings,
+                                    settings_environment, settings_from_args, short_schedule)
+from nnunet_trainers.loss_builder import TrainerState, build_loss, resolve
+
+LABEL_STATE = TrainerState(has_regions=False, num_channels=3)
 
 
 def test_nothing_set_gives_empty_settings():
@@ -56,7 +63,7 @@ def test_config_file_gamma_auto_and_single_number(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"gama": 0.5}', "unknown key 'gama'"),
+    ('{"delta": 0.5, "delta": 0.6}', "key 'delta' appears more than once; give each key once"),
     ('[0.5]', "expected a JSON object"),
     ('{"delta": 0.5,', "not valid JSON"),
     ('{"lambda": 0.5, "weight": 0.4}', "given twice"),
@@ -110,3 +117,91 @@ def test_overflowing_or_empty_ds_weights_fail_when_the_loss_is_resolved(text):
 def test_infinite_ds_weight_fails_when_read():
     with pytest.raises(SettingsError, match="UNIFOCAL_DS_WEIGHTS='inf,1,0': expected a finite number"):
         load_settings({"UNIFOCAL_DS_WEIGHTS": "inf,1,0"})
+
+
+@pytest.mark.parametrize("environ, message", [
+    ({"UNIFOCAL_GAMA": "0.3"}, "UNIFOCAL_GAMA \\[UNIFOCAL_GAMA\\] is not a setting of the UnifiedFocalTrainer trainer's "
+                               "loss \\(UnifiedFocalLoss\\); did you mean 'UNIFOCAL_GAMMA'\\?"),
+    ({"UNIFOCAL_DELTAA": "0.7"}, "did you mean 'UNIFOCAL_DELTA'"),
+    ({"UNIFOCAL_EPOCHS": "3"}, "did you mean 'UNIFOCAL_NUM_EPOCHS'"),
+    ({"UNIFOCAL_BATCH_DICE": "true"}, "UNIFOCAL_BATCH_DICE \\[UNIFOCAL_BATCH_DICE\\]: this trainer sets it from nnU-Net"),
+])
+def test_unknown_variables_stop_the_run_naming_the_closest(environ, message):
+    with pytest.raises(SettingsError, match=message):
+        resolve("asymmetric_unified_focal", load_settings(environ), LABEL_STATE)
+
+
+def test_unknown_config_keys_stop_the_run_naming_the_closest(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"gama": 0.5}')
+    with pytest.raises(SettingsError, match=f"gama \\[config file {path} \\[gama\\]\\] is not a setting .*; did you "
+                                            "mean 'gamma'\\?"):
+        resolve("asymmetric_unified_focal", load_settings({"UNIFOCAL_CONFIG": str(path)}), LABEL_STATE)
+
+
+def test_a_misspelt_schedule_variable_is_reported_by_the_short_trainers():
+    with pytest.raises(SettingsError, match="UNIFOCAL_EPOCHS is not a unifocal setting; did you mean 'UNIFOCAL_NUM_EPOCHS'"):
+        short_schedule({"UNIFOCAL_EPOCHS": "2"})
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("UNIFOCAL_GAMMA", "0.3,,0.5", "has an empty item"),
+    ("UNIFOCAL_DS_WEIGHTS", ",0.5,0.5", "has an empty item"),
+    ("UNIFOCAL_RARE_CLASSES", "1,,2", "has an empty item"),
+    ("UNIFOCAL_GAMMA", "0,5", "is ambiguous \\(a decimal comma, or a list of two numbers\\?\\); write 0.5"),
+    ("UNIFOCAL_DELTA", "0,7", "expected a number, got '0,7'; write decimals with a point"),
+])
+def test_lists_refuse_empty_items_and_a_decimal_comma(name, text, message):
+    with pytest.raises(SettingsError, match=f"{name}='{re.escape(text)}': .*{message}"):
+        load_settings({name: text})
+
+
+def test_two_whole_numbers_are_a_list_when_written_unambiguously():
+    for text in ("0, 5", "0;5", "[0,5]"):
+        assert load_settings({"UNIFOCAL_GAMMA": text}).gamma == (0.0, 5.0)
+    assert load_settings({"UNIFOCAL_RARE_CLASSES": "1,2"}).rare_classes == (1, 2)  # class indices: no decimals
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_bytes('{"gamma": 0.5, "note": "Gr\u00f6\u00dfe"}'.encode("latin-1"))
+    with pytest.raises(SettingsError, match=f"^UNIFOCAL_CONFIG={path}: not UTF-8 text \\(byte 26\\); save it as UTF-8"):
+        load_settings({"UNIFOCAL_CONFIG": str(path)})
+
+
+def test_other_parameters_of_the_loss_are_settings(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"include_background": false}')
+    settings = load_settings({"UNIFOCAL_CONFIG": str(path), "UNIFOCAL_SMOOTH": "0.25"})
+    assert settings.other == {"include_background": False, "smooth": 0.25}
+    resolved = resolve("tversky", settings, LABEL_STATE)
+    assert resolved.params == {"delta": 0.7, "smooth": 0.25, "include_background": False}
+    loss = build_loss(resolved, LABEL_STATE).loss
+    assert (loss.alpha, loss.beta, loss.smooth, loss.include_background) == (pytest.approx(0.3), 0.7, 0.25, False)
+    with pytest.raises(SettingsError, match="invalid settings for the tversky loss \\(smooth from UNIFOCAL_SMOOTH\\): smooth must be > 0"):
+        resolve("tversky", load_settings({"UNIFOCAL_SMOOTH": "0"}), LABEL_STATE)
+    with pytest.raises(SettingsError, match="UNIFOCAL_ALPHA .*: this trainer sets it from nnU-Net's plans and mode"):
+        resolve("tversky", load_settings({"UNIFOCAL_ALPHA": "0.5"}), LABEL_STATE)
+    with pytest.raises(SettingsError, match="UNIFOCAL_CE_WEIGHT .*: this trainer sets it from 'UNIFOCAL_WEIGHT'"):
+        resolve("combo", load_settings({"UNIFOCAL_CE_WEIGHT": "0.5"}), LABEL_STATE)
+
+
+def test_the_table_gives_the_options_and_the_environment_of_a_run():
+    parser = argparse.ArgumentParser()
+    add_setting_arguments(parser, ["gamma", "delta", "weight", "rare_classes"])
+    args = parser.parse_args(["--gamma", "0.1,0.5,0.7", "--delta", "0.7", "--rare-classes", "1,2"])
+    settings = settings_from_args(args)
+    assert settings.given() == {"gamma": [0.1, 0.5, 0.7], "delta": 0.7, "rare_classes": [1, 2]}
+    assert settings.source("gamma") == "--gamma"
+    environment = settings_environment(Settings.of({**settings.given(), "weight": 0.25, "smooth": 0.5,
+                                                    "include_background": False}))
+    assert environment == {"UNIFOCAL_GAMMA": "[0.1, 0.5, 0.7]", "UNIFOCAL_DELTA": "0.7", "UNIFOCAL_WEIGHT": "0.25",
+                           "UNIFOCAL_RARE_CLASSES": "[1, 2]", "UNIFOCAL_SMOOTH": "0.5",
+                           "UNIFOCAL_INCLUDE_BACKGROUND": "false"}
+    assert load_settings(environment).given() == Settings.of({**settings.given(), "weight": 0.25, "smooth": 0.5,
+                                                              "include_background": False}).given()
+    assert settings_environment(Settings(gamma=AUTO)) == {"UNIFOCAL_GAMMA": "auto"}
+    with pytest.raises(SettingsError, match="--delta 0,7: expected a number"):
+        settings_from_args(parser.parse_args(["--delta", "0,7"]))
+    assert [setting.env for setting in SETTINGS] == ["UNIFOCAL_GAMMA", "UNIFOCAL_DELTA", "UNIFOCAL_WEIGHT",
+                                                     "UNIFOCAL_RARE_CLASSES", "UNIFOCAL_DS_WEIGHTS"]

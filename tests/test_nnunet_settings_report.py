@@ -64,7 +64,7 @@ def test_read_run_settings_per_trainer_folder(tmp_path):
     mixed = read_run_settings(results / "Mixed__nnUNetPlans__2d")
     assert mixed == f"fold_0: {describe_record(record(0.3))}; fold_1: {describe_record(record(0.5))}"
     assert read_run_settings(results / "Mixed__nnUNetPlans__2d", ["1"]) == describe_record(record(0.5))
-    assert read_run_settings(results / "Broken__nnUNetPlans__2d") == "unreadable unifocal_loss.json (JSONDecodeError)"
+    assert read_run_settings(results / "Broken__nnUNetPlans__2d") .startswith("unreadable unifocal_loss.json (not valid JSON")
     assert read_run_settings(results / "nnUNetTrainer__nnUNetPlans__2d") is None
 
 
@@ -106,8 +106,10 @@ def test_layout_with_settings_adds_the_caption():
 
 
 def test_sweep_table_and_plot_show_the_settings(tmp_path):
-    from unifocal.commands.sweep import _dsc_table, plot_sweep
+    from types import SimpleNamespace
+
     from unifocal.experiment_report import evaluate
+    from unifocal.runs.sweep_report import dsc_table, fold_summary, plot_sweep
 
     reference = {f"case{i}": tmp_path / "ref" / f"case{i}.png" for i in range(2)}
     runs = {"gamma=0.3": tmp_path / "a", "gamma=0.5": tmp_path / "b"}
@@ -120,8 +122,10 @@ def test_sweep_table_and_plot_show_the_settings(tmp_path):
     evaluation = evaluate({k: {f"case{i}": v / f"case{i}.png" for i in range(2)} for k, v in runs.items()},
                           reference, [1], ["organ"])
     evaluation.settings = {"gamma=0.3": describe_record(record(0.3)), "gamma=0.5": describe_record(record(0.5))}
-    table = _dsc_table(evaluation, [0.3, 0.5], list(runs), [])
-    assert f"| gamma=0.3 | 1.000 | {describe_record(record(0.3))} |" in table
-    assert f"| gamma=0.5 | 0.000 | {describe_record(record(0.5))} |" in table
-    plot = plot_sweep(evaluation, [0.3, 0.5], list(runs), [], tmp_path / "sweep.png")
+    summary = fold_summary(evaluation, ["0"])
+    table = dsc_table(summary, evaluation, list(runs), {}, 1)
+    assert f"| gamma=0.3 | 1.000 +- 0.000 | {describe_record(record(0.3))} |" in table
+    assert f"| gamma=0.5 | 0.000 +- 0.000 | {describe_record(record(0.5))} |" in table
+    grid = [SimpleNamespace(label=label, gamma=gamma, delta=None, weight=None) for label, gamma in zip(runs, [0.3, 0.5])]
+    plot = plot_sweep(summary, grid, [], evaluation, tmp_path / "sweep.png")
     assert Image.open(plot).size[1] == round((3.6 + 2 * 0.17 + 0.1) * 100)

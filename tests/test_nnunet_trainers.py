@@ -127,12 +127,12 @@ IGN = {"multilabel": False, "ignore_index": 3}
 REG = {"multilabel": True}
 
 CASES = [
-    (T.UnifiedFocalTrainer, lambda m: L.UnifiedFocalLoss(0.5, 0.6, 0.5, asymmetric=True, batch_dice=True, **m)),
-    (T.SymmetricUnifiedFocalTrainer, lambda m: L.UnifiedFocalLoss(0.5, 0.6, 0.5, asymmetric=False, batch_dice=True, **m)),
+    (T.UnifiedFocalTrainer, lambda m: L.UnifiedFocalLoss(weight=0.5, delta=0.6, gamma=0.5, asymmetric=True, batch_dice=True, **m)),
+    (T.SymmetricUnifiedFocalTrainer, lambda m: L.UnifiedFocalLoss(weight=0.5, delta=0.6, gamma=0.5, asymmetric=False, batch_dice=True, **m)),
     (T.FocalTrainer, lambda m: L.FocalLoss(gamma=2.0, **m)),
     (T.TverskyTrainer, lambda m: L.TverskyLoss(alpha=0.3, beta=0.7, batch_dice=True, **m)),
     (T.FocalTverskyTrainer, lambda m: L.FocalTverskyLoss(alpha=0.3, beta=0.7, gamma=4 / 3, batch_dice=True, **m)),
-    (T.ComboTrainer, lambda m: L.ComboLoss(alpha=0.5, beta=0.5, batch_dice=True, **m)),
+    (T.ComboTrainer, lambda m: L.ComboLoss(ce_weight=0.5, beta=0.5, batch_dice=True, **m)),
 ]
 
 
@@ -195,7 +195,7 @@ def test_settings_from_environment(monkeypatch):
     trainer = make_trainer(T.UnifiedFocalTrainer)
     loss = trainer._build_loss()
     outputs, targets = batch(LABELS)
-    core = L.UnifiedFocalLoss(0.3, 0.7, [0.2, 0.4, 0.6], rare_classes=[2], batch_dice=True)
+    core = L.UnifiedFocalLoss(weight=0.3, delta=0.7, gamma=[0.2, 0.4, 0.6], rare_classes=[2], batch_dice=True)
     torch.testing.assert_close(loss(outputs, targets), reference(core, outputs, targets, [1 / 3] * 3))
     record = trainer.my_init_kwargs[T.CHECKPOINT_KEY]
     assert record["params"] == {"weight": 0.3, "delta": 0.7, "gamma": [0.2, 0.4, 0.6], "rare_classes": [2]}
@@ -212,7 +212,7 @@ def test_settings_from_config_file(tmp_path, monkeypatch):
     trainer = make_trainer(T.SymmetricUnifiedFocalTrainer, REGIONS_IGNORE)
     loss = trainer._build_loss()
     outputs, targets = batch(REGIONS_IGNORE)
-    core = L.UnifiedFocalLoss(0.6, 0.55, [0.3, 0.5], asymmetric=False, batch_dice=True, multilabel=True)
+    core = L.UnifiedFocalLoss(weight=0.6, delta=0.55, gamma=[0.3, 0.5], asymmetric=False, batch_dice=True, multilabel=True)
     expected = reference(core, outputs, targets, [0.5, 0.25, 0.25], regions_with_ignore=True)
     torch.testing.assert_close(loss(outputs, targets), expected)
     sources = trainer.my_init_kwargs[T.CHECKPOINT_KEY]["sources"]
@@ -226,7 +226,7 @@ def test_settings_from_config_file(tmp_path, monkeypatch):
     ({"UNIFOCAL_GAMMA": "0.1,0.2"}, "gamma \\[UNIFOCAL_GAMMA\\] has 2 values but this dataset has 3 classes"),
     ({"UNIFOCAL_RARE_CLASSES": "0,1,2"}, "makes every class rare"),
     ({"UNIFOCAL_RARE_CLASSES": "5"}, "names classes \\[5\\] outside 0..2"),
-    ({"UNIFOCAL_DS_WEIGHTS": "1,1"}, "ds_weights \\[UNIFOCAL_DS_WEIGHTS\\]: 2 deep supervision weights given for 3"),
+    ({"UNIFOCAL_DS_WEIGHTS": "1, 1"}, "ds_weights \\[UNIFOCAL_DS_WEIGHTS\\]: 2 deep supervision weights given for 3"),
     ({"UNIFOCAL_DS_WEIGHTS": "cosine"}, "expected one of \\('nnunet', 'exp', 'uniform'\\)"),
 ])
 def test_invalid_settings_fail_with_clear_errors(monkeypatch, env, message):
@@ -292,7 +292,7 @@ def test_trainer_named_by_settings_trains_those_settings():
     trainer = make_trainer(cls)
     assert trainer.output_folder.endswith("UnifiedFocalTrainer_gamma0.3_delta0.7__nnUNetPlans__2d/fold_0")
     outputs, targets = batch(LABELS)
-    core = L.UnifiedFocalLoss(0.5, 0.7, 0.3, batch_dice=True)
+    core = L.UnifiedFocalLoss(weight=0.5, delta=0.7, gamma=0.3, batch_dice=True)
     torch.testing.assert_close(trainer._build_loss()(outputs, targets), reference(core, outputs, targets, NNUNET_WEIGHTS))
     record = trainer.my_init_kwargs[T.CHECKPOINT_KEY]
     assert record["params"] == {"weight": 0.5, "delta": 0.7, "gamma": 0.3, "rare_classes": None}
@@ -392,7 +392,7 @@ def test_checkpoint_loss_is_used_whatever_the_environment(checkpoint_file, monke
     for mine, theirs in zip(trainer.network.state_dict().values(), saved.network.state_dict().values()):
         torch.testing.assert_close(mine, theirs)
     outputs, targets = batch(LABELS)
-    core = L.UnifiedFocalLoss(0.5, 0.6, 0.3, batch_dice=True)
+    core = L.UnifiedFocalLoss(weight=0.5, delta=0.6, gamma=0.3, batch_dice=True)
     torch.testing.assert_close(trainer.loss(outputs, targets), reference(core, outputs, targets, NNUNET_WEIGHTS))
     assert note in open(trainer.log_file).read()
 
@@ -406,7 +406,7 @@ def test_checkpoint_loaded_into_a_trainer_built_with_other_settings(checkpoint_f
     trainer.initialize()
     trainer.load_checkpoint(str(path))
     outputs, targets = batch(LABELS)
-    core = L.UnifiedFocalLoss(0.5, 0.6, 0.3, batch_dice=True)
+    core = L.UnifiedFocalLoss(weight=0.5, delta=0.6, gamma=0.3, batch_dice=True)
     torch.testing.assert_close(trainer.loss(outputs, targets), reference(core, outputs, targets, NNUNET_WEIGHTS))
     assert trainer.my_init_kwargs[T.CHECKPOINT_KEY]["params"]["gamma"] == 0.3
     assert "the current environment asked for {'gamma': 0.4}, which is NOT used" in open(trainer.log_file).read()
@@ -441,6 +441,6 @@ def test_a_checkpoint_that_would_run_code_is_refused(checkpoint_file, tmp_path):
 
 def test_focal_tversky_names_a_per_class_gamma(monkeypatch):
     monkeypatch.setenv("UNIFOCAL_GAMMA", "1,1.5,2")
-    with pytest.raises(SettingsError, match="gamma \\[UNIFOCAL_GAMMA\\] has 3 values, but the focal_tversky loss "
-                                            "takes one gamma for every class"):
+    with pytest.raises(SettingsError, match="invalid settings for the focal_tversky loss \\(gamma from UNIFOCAL_GAMMA\\): "
+                                            "gamma must be a number \\(the exponent is 1/gamma\\)"):
         make_trainer(T.FocalTverskyTrainer)._build_loss()

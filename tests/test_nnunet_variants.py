@@ -42,7 +42,8 @@ def test_other_names_are_not_ours():
     ("UnifiedFocalTrainer_dscosine", "'cosine' is not a value of UNIFOCAL_DS_WEIGHTS"),
     ("FocalTrainer_delta0.7", "FocalTrainer's loss \\(focal\\) has no setting 'delta'; its settings are gamma, ds"),
     ("FocalTrainer_auto", "gamma 'auto' applies to the Unified Focal trainers only"),
-    ("FocalTverskyTrainer_gamma1-2-3", "has 3 values, but the focal_tversky loss takes one gamma for every class"),
+    ("FocalTverskyTrainer_gamma1-2-3", "invalid settings for the focal_tversky loss: gamma must be a number"),
+    ("UnifiedFocalTrainer_gamma1", "invalid settings for the asymmetric_unified_focal loss: gamma must lie in \\[0, 1\\)"),
     ("BaselineTrainerShort_gamma0.3", "BaselineTrainerShort trains nnU-Net's own loss and takes no loss settings"),
 ])
 def test_invalid_names_say_what_to_write(name, message):

@@ -1,9 +1,11 @@
 """The loss settings an nnU-Net training of a unifocal trainer recorded, for comparison tables and plots.
 
 Every unifocal trainer writes ``unifocal_loss.json`` into its fold folder (the resolved loss: defaults filled
-in, ``auto`` gamma replaced by its numbers). :func:`read_run_settings` turns the records of a trainer
-folder's folds into one short line, so that two runs of one trainer with other settings are told apart in
-``unifocal compare`` and ``unifocal sweep``. Reads JSON only (no nnunetv2, no torch).
+in, ``auto`` gamma replaced by its numbers). :func:`read_record` is the one reader of such a record (the
+trainers, ``unifocal compare``, ``sweep`` and ``demo`` use it); :func:`read_run_settings` turns the records
+of a trainer folder's folds into one short line, so that two runs of one trainer with other settings are
+told apart. :func:`read_json_object` is the strict JSON reader of unifocal's settings files. Reads JSON
+only (no nnunetv2, no torch).
 """
 
 from __future__ import annotations
@@ -12,9 +14,55 @@ import json
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
-__all__ = ["RECORD_FILE", "describe_record", "read_run_settings", "layout_with_settings"]
+__all__ = ["RECORD_FILE", "RecordError", "describe_record", "read_json_object", "read_record", "read_run_settings",
+           "layout_with_settings"]
 
 RECORD_FILE = "unifocal_loss.json"
+
+
+class RecordError(ValueError):
+    """A settings file or record that cannot be read; the message names the file."""
+
+
+def _no_duplicate_keys(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise RecordError(f"key {repeated[0]!r} appears more than once")
+    return dict(pairs)
+
+
+def read_json_object(path: Union[str, Path], where: Optional[str] = None, error: type = RecordError) -> dict:
+    """A JSON object from ``path``: UTF-8, no key given twice, an object at the top.
+
+    Raises ``error`` (a ValueError subclass) with one line starting with ``where`` (default: the path).
+    """
+    where = str(path) if where is None else where
+    file = Path(path)
+    if not file.is_file():
+        raise error(f"{where}: no such file")
+    try:
+        data = json.loads(file.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except UnicodeDecodeError as problem:
+        raise error(f"{where}: not UTF-8 text (byte {problem.start}); save it as UTF-8 JSON") from None
+    except RecordError as problem:
+        raise error(f"{where}: {problem}; give each key once") from None
+    except ValueError as problem:
+        raise error(f"{where}: not valid JSON ({problem})") from None
+    except OSError as problem:
+        raise error(f"{where}: cannot be read ({problem.strerror or problem})") from None
+    if not isinstance(data, dict):
+        raise error(f"{where}: expected a JSON object {{...}}, got {type(data).__name__ if data is not None else 'null'}")
+    return data
+
+
+def read_record(path: Union[str, Path]) -> dict:
+    """The settings record a unifocal trainer wrote (``unifocal_loss.json``): a JSON object with ``loss``
+    (text) and ``params`` (an object). Raises RecordError naming the file."""
+    record = read_json_object(path)
+    if not isinstance(record.get("loss"), str) or not isinstance(record.get("params"), dict):
+        raise RecordError(f"{path}: not a unifocal loss record (expected 'loss' and 'params')")
+    return record
 
 
 def _value(value) -> str:
@@ -52,9 +100,9 @@ def read_run_settings(trainer_folder: Union[str, Path], folds: Optional[Sequence
         if wanted is not None and fold not in wanted:
             continue
         try:
-            texts[fold] = describe_record(json.loads(record_file.read_text()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            texts[fold] = f"unreadable {RECORD_FILE} ({type(error).__name__})"
+            texts[fold] = describe_record(read_record(record_file))
+        except RecordError as error:
+            texts[fold] = f"unreadable {RECORD_FILE} ({str(error).removeprefix(f'{record_file}: ')})"
     if not texts:
         return None
     if len(set(texts.values())) == 1:
