@@ -125,7 +125,7 @@ def _dataset_id(folder: Path) -> int:
 
 # What the sweep writes in its output folder; "predictions" too when the dataset has held-out cases, the
 # nnU-Net data folders only for the synthetic dataset.
-SWEEP_ENTRIES = ("results", "logs", "comparison", "sweep.csv", "sweep.png")
+SWEEP_ENTRIES = ("jobs", "results", "logs", "comparison", "sweep.csv", "sweep.png")
 SYNTHETIC_ENTRIES = ("nnUNet_raw", "nnUNet_preprocessed")
 
 
@@ -290,7 +290,12 @@ def _launcher_settings(args) -> dict:
         return {}
     if args.jobs != 1:
         raise SystemExit("unifocal sweep: --jobs is for --launcher local (SLURM runs every job it can)")
-    Launcher.check_slurm()
+    try:
+        Launcher.check_slurm()
+        parameters = slurm_parameters(args.slurm_partition, args.slurm_gpus, args.slurm_time, args.slurm_mem,
+                                      args.slurm_account, args.slurm_cpus, args.slurm_option)
+    except ValueError as error:
+        raise SystemExit(f"unifocal sweep: {error}") from None
     for name in ("gpus", "cpus"):
         value = getattr(args, f"slurm_{name}")
         if value is not None and value < (0 if name == "gpus" else 1):
@@ -298,8 +303,7 @@ def _launcher_settings(args) -> dict:
     if args.slurm_time is not None and not _SLURM_TIME.fullmatch(args.slurm_time):
         raise SystemExit(f"unifocal sweep: --slurm-time {args.slurm_time!r}: expected minutes, HH:MM:SS or "
                          "D-HH:MM:SS (sbatch's --time)")
-    return slurm_parameters(args.slurm_partition, args.slurm_gpus, args.slurm_time, args.slurm_mem,
-                            args.slurm_account, args.slurm_cpus, args.slurm_option)
+    return parameters
 
 
 _SLURM_TIME = re.compile(r"\d+|\d+:\d\d|\d+:\d\d:\d\d|\d+-\d+(:\d\d(:\d\d)?)?")
