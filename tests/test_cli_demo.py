@@ -12,7 +12,7 @@ import pytest
 from nnunet_trainers.config import SETTING_ENV
 from unifocal.cli import main
 from unifocal.commands.demo import DEMO_ENTRIES
-from unifocal.runs.loss_check import LossSettings, trainer_loss
+from unifocal.runs.loss_check import trainer_loss
 from unifocal.runs.nnunet_log import EpochLogParser
 from unifocal.runs.output import check_output, claim_output, record_outputs
 from unifocal.runs.workspace import Schedule, Workspace
@@ -135,7 +135,10 @@ def test_workspace_environment(tmp_path, monkeypatch):
     assert "nnUNet_n_proc_DA" not in space.env(training=False)
     other_results = space.with_results(tmp_path / "r")
     assert other_results.env()["nnUNet_results"] == str((tmp_path / "r").resolve())
-    assert LossSettings(gamma="auto", delta=0.6).env() == {"UNIFOCAL_GAMMA": "auto", "UNIFOCAL_DELTA": "0.6"}
+    from nnunet_trainers.config import Settings, settings_environment
+
+    settings = Settings.of({"gamma": "auto", "delta": 0.6})
+    assert settings_environment(settings) == {"UNIFOCAL_GAMMA": "auto", "UNIFOCAL_DELTA": "0.6"}
     with pytest.raises(ValueError, match="epochs"):
         Schedule(0, 1, 1)
 

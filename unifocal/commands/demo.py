@@ -33,8 +33,8 @@ BASELINE_LABEL = "DC+CE"
 UNIFIED_LABEL = "UnifiedFocal"
 # What the demo writes in its output folder.
 DEMO_ENTRIES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "predictions", "comparison", "logs")
-# Where the --gamma/--delta/--weight values of a run came from, for error messages.
-LOSS_OPTIONS = {"gamma": "--gamma", "delta": "--delta", "weight": "--weight"}
+# The loss settings the demo's options set (rows of nnunet_trainers.config.SETTINGS).
+LOSS_SETTINGS = ("gamma", "delta", "weight", "rare_classes")
 DEVICES = ("cpu", "cuda", "mps")
 
 # Default schedule: sized so that the whole demo (planning, two trainings, two predictions) finishes within
@@ -70,10 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("unifocal_demo"),
                         help="output folder; holds the nnU-Net folders too (default: %(default)s)")
     add_schedule_arguments(parser, DEFAULT_EPOCHS, DEFAULT_ITERATIONS, DEFAULT_VAL_ITERATIONS)
+    from nnunet_trainers.config import add_setting_arguments
+
     loss = parser.add_argument_group("Unified Focal loss (default: the paper's weight 0.5, delta 0.6, gamma 0.5)")
-    loss.add_argument("--gamma", help="one value, one per class (comma list, background first), or 'auto'")
-    loss.add_argument("--delta", type=float, help="delta in [0, 1]")
-    loss.add_argument("--weight", type=float, help="lambda in [0, 1], the weight of the focal part")
+    add_setting_arguments(loss, LOSS_SETTINGS)
     parser.add_argument("--overwrite", action="store_true",
                         help="replace what an earlier unifocal run wrote in --output (nothing else is ever removed)")
     parser.add_argument("--no-plot", action="store_true", help="skip the box plots")
@@ -128,16 +128,18 @@ def describe_loss(fold_folder: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runs.loss_check import LossSettings, check_loss_settings
+    from nnunet_trainers.config import settings_from_args
+
+    from ..runs.loss_check import check_loss_settings
     from ..runs.output import check_output, claim_output, nnunet_variables, record_outputs
     from ..runs.process import Reporter, StageError
     from ..runs.workspace import Schedule, Workspace
     from ..synthetic import CLASS_NAMES
 
     check_schedule(args)
-    loss = LossSettings(gamma=args.gamma, delta=args.delta, weight=args.weight)
     try:
-        check_loss_settings(UNIFIED_TRAINER, loss, len(CLASS_NAMES), options=LOSS_OPTIONS)
+        loss = settings_from_args(args)
+        check_loss_settings(UNIFIED_TRAINER, loss, len(CLASS_NAMES))
     except ValueError as error:
         raise SystemExit(f"unifocal demo: {error}") from None
     output = args.output.resolve()
@@ -167,6 +169,7 @@ def _run_pipeline(args, output: Path, workspace, schedule, loss, report):
     """Steps 1-5: the dataset, planning, both trainings and both predictions; returns the dataset and
     ``{label: {case: prediction file}}``."""
     from ..io import list_label_files
+    from ..runs.loss_check import describe_settings
     from ..synthetic import CLASS_NAMES, write_nnunet_dataset
 
     report(f"(1/{STEPS}) writing the synthetic dataset: {args.train_cases} training + {args.test_cases} "
@@ -179,7 +182,7 @@ def _run_pipeline(args, output: Path, workspace, schedule, loss, report):
     workspace.plan_and_preprocess(args.dataset_id, "2d", echo=args.verbose)
     runs = ((BASELINE_TRAINER, BASELINE_LABEL, None), (UNIFIED_TRAINER, UNIFIED_LABEL, loss))
     for step, (trainer, label, settings) in enumerate(runs, start=3):
-        what = "nnU-Net's default loss, Dice + CE" if settings is None else f"Unified Focal loss, {loss.describe()}"
+        what = "nnU-Net's default loss, Dice + CE" if settings is None else f"Unified Focal loss, {describe_settings(loss)}"
         report(f"({step}/{STEPS}) nnUNetv2_train {trainer} ({what}): {schedule.epochs} epochs x "
                f"{schedule.iterations} iterations = {schedule.epochs * schedule.iterations}, fold {args.fold}, "
                f"{args.device}")

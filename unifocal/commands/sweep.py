@@ -235,7 +235,7 @@ class Setting:
 
 def _grid(args) -> list[Setting]:
     """The grid's settings (gamma x delta x weight), then the baselines; labels name what varies."""
-    from ..runs.loss_check import LossSettings
+    from nnunet_trainers.config import Settings
 
     for option, values in (("--gammas", args.gammas), ("--deltas", args.deltas), ("--weights", args.weights)):
         if values is not None and len(set(values)) != len(values):
@@ -244,7 +244,9 @@ def _grid(args) -> list[Setting]:
     for gamma, delta, weight in itertools.product(args.gammas, args.deltas or [None], args.weights or [None]):
         parts = [f"gamma={gamma:g}"] + [f"{name}={value:g}" for name, value in (("delta", delta), ("weight", weight))
                                         if value is not None]
-        loss = LossSettings(gamma=f"{gamma!r}", delta=delta, weight=weight)
+        given = {"gamma": gamma, "delta": delta, "weight": weight}
+        loss = Settings.of({k: v for k, v in given.items() if v is not None},
+                           {k: f"--{k}s" for k, v in given.items() if v is not None})
         settings.append(Setting(" ".join(parts), args.trainer, loss, gamma, delta, weight))
     settings += [Setting(BASELINE_LABEL if t == BASELINE_TRAINER else t, t) for t in args.baselines]
     return settings
@@ -257,11 +259,9 @@ def _check_settings(settings: list[Setting], data: DataSource) -> None:
     from ..runs.loss_check import check_loss_settings
     from ..runs.process import StageError
 
-    options = {"gamma": "--gammas", "delta": "--deltas", "weight": "--weights"}
     for setting in settings:
         try:
-            check_loss_settings(setting.trainer, setting.loss, data.num_channels, data.has_regions, data.ignore_label,
-                                options)
+            check_loss_settings(setting.trainer, setting.loss, data.num_channels, data.has_regions, data.ignore_label)
         except ValueError as error:
             raise SystemExit(f"unifocal sweep: {setting.label} ({setting.trainer}): {error}") from None
     # nnU-Net's lookup imports every trainer module (seconds): only for names that are not unifocal's own.

@@ -23,11 +23,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-from .loss_check import LossSettings
+from .loss_check import describe_settings
 from .process import Reporter, StageError
 from .workspace import Schedule, Workspace
+
+if TYPE_CHECKING:
+    from nnunet_trainers.config import Settings
 
 __all__ = ["RunSpec", "run_one", "JobRecord", "Launcher", "LAUNCHERS", "COMPLETED", "slurm_parameters", "job_states"]
 
@@ -50,7 +53,7 @@ class RunSpec:
     label: str
     fold: str
     trainer: str
-    loss: Optional[LossSettings]
+    loss: Optional["Settings"]
     workspace: Workspace
     dataset_id: int
     configuration: str
@@ -70,12 +73,17 @@ class RunSpec:
 
     def environment(self) -> dict[str, str]:
         """The nnU-Net and unifocal variables the run's training gets (written into a SLURM job's script)."""
-        env = self.workspace.env(training=True, extra={**self.schedule.env(), **(self.loss.env() if self.loss else {})})
+        env = self.workspace.env(training=True, extra={**self.schedule.env(), **self._settings_environment()})
         return {k: v for k, v in env.items() if k.startswith(("nnUNet_", "UNIFOCAL_"))}
+
+    def _settings_environment(self) -> dict[str, str]:
+        from nnunet_trainers.config import settings_environment
+
+        return settings_environment(self.loss) if self.loss is not None else {}
 
     def describe(self) -> dict:
         """What defines the run's result: an earlier run with another description is not this run."""
-        return {"trainer": self.trainer, "settings": self.loss.env() if self.loss else {}, "fold": self.fold,
+        return {"trainer": self.trainer, "settings": self._settings_environment(), "fold": self.fold,
                 "schedule": self.schedule.env(), "dataset": str(self.workspace.raw), "dataset_id": self.dataset_id,
                 "configuration": self.configuration, "held_out": self.images is not None}
 
@@ -221,7 +229,7 @@ class Launcher:
     def _run_here(self, specs: Sequence[RunSpec]) -> bool:
         for index, spec in enumerate(specs, start=1):
             self.report(f"({index}/{len(specs)}) {spec.key}: {spec.trainer}, "
-                        f"{spec.loss.describe() if spec.loss else 'baseline'}")
+                        f"{describe_settings(spec.loss) if spec.loss else 'baseline'}")
             log = spec.workspace.logs / f"train_{spec.name}.log"
             self.record.update(spec, "local", job_id=str(os.getpid()), state="RUNNING", log=str(log))
             try:
@@ -249,7 +257,7 @@ class Launcher:
 
     def _submit(self, spec: RunSpec):
         job = self._executor(spec).submit(run_one, spec)
-        self.record.update(spec, self.kind, job_id=str(job.job_id), state="PENDING", log=str(job.paths.stdout))
+        self.record.update(spec, self.kind, job_id=str(job.job_id), state="PENDING", log=str(job.paths.stderr))
         self.report(f"submitted {spec.key}: job {job.job_id}")
         return job
 
@@ -289,9 +297,11 @@ class Launcher:
             self.report(f"  {spec.key}: completed (job {job.job_id})")
             return True
         failed = "FAILED" if state in ("COMPLETED", "FINISHED") else state
-        last = str(error).strip().splitlines()[-1] if error is not None and str(error).strip() else state
-        self.record.update(spec, self.kind, state=failed, error=last[-300:])
-        self.report(f"  {spec.key}: {failed} (job {job.job_id}): {last[-300:]}; log: {job.paths.stderr}")
+        # submitit's message holds the job's traceback: its exception line says what went wrong.
+        raised = re.findall(r"^\w*(?:Error|Exception|Interrupt)\b.*$", str(error or ""), re.M)
+        reason = (raised[-1] if raised else f"the job ended {state}")[-300:]
+        self.record.update(spec, self.kind, state=failed, error=reason, log=str(job.paths.stderr))
+        self.report(f"  {spec.key}: {failed} (job {job.job_id}): {reason}; log: {job.paths.stderr}")
         return True
 
     def _stopped(self, running: list, queue: list) -> None:

@@ -7,41 +7,23 @@ a run will give it, so that a bad setting fails in seconds instead of after plan
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
-from typing import Mapping, Optional
+from dataclasses import replace
+from typing import TYPE_CHECKING, Mapping, Optional
 
-__all__ = ["LossSettings", "trainer_loss", "check_loss_settings"]
+if TYPE_CHECKING:
+    from nnunet_trainers.config import Settings
+
+__all__ = ["describe_settings", "trainer_loss", "check_loss_settings"]
 
 
-@dataclass(frozen=True)
-class LossSettings:
-    """Loss settings for the unifocal trainers; ``None`` leaves the trainer's default."""
-
-    gamma: Optional[str] = None
-    delta: Optional[float] = None
-    weight: Optional[float] = None
-    rare_classes: Optional[str] = None
-
-    def env(self) -> dict[str, str]:
-        out = {}
-        if self.gamma is not None:
-            out["UNIFOCAL_GAMMA"] = str(self.gamma)
-        if self.delta is not None:
-            out["UNIFOCAL_DELTA"] = str(self.delta)
-        if self.weight is not None:
-            out["UNIFOCAL_WEIGHT"] = str(self.weight)
-        if self.rare_classes is not None:
-            out["UNIFOCAL_RARE_CLASSES"] = str(self.rare_classes)
-        return out
-
-    def describe(self) -> str:
-        given = {k: v for k, v in (("gamma", self.gamma), ("delta", self.delta), ("weight", self.weight),
-                                   ("rare_classes", self.rare_classes)) if v is not None}
-        return ", ".join(f"{k}={v}" for k, v in given.items()) or "trainer defaults"
+def describe_settings(settings: Optional["Settings"]) -> str:
+    """``gamma=0.3, delta=0.6``: the given settings in one line."""
+    given = settings.given() if settings is not None else {}
+    return ", ".join(f"{key}={value}" for key, value in given.items()) or "trainer defaults"
 
 
 def trainer_loss(trainer: str) -> Optional[str]:
-    """The loss (a key of ``nnunet_trainers.loss_builder.LOSS_SPECS``) that the unifocal trainer named
+    """The loss (``nnunet_trainers.TRAINER_LOSSES``) that the unifocal trainer named
     ``trainer`` builds, also for a name that carries settings; None for any other trainer (nnU-Net's, a
     user's, ``BaselineTrainerShort``). Imports no nnunetv2."""
     from nnunet_trainers import TRAINER_LOSSES
@@ -51,17 +33,15 @@ def trainer_loss(trainer: str) -> Optional[str]:
 
 def check_loss_settings(
     trainer: str,
-    loss: Optional[LossSettings],
+    loss: Optional["Settings"],
     num_channels: int,
     has_regions: bool = False,
     ignore_label: Optional[int] = None,
-    options: Optional[Mapping[str, str]] = None,
     environ: Optional[Mapping[str, str]] = None,
 ) -> None:
     """Run the checks ``trainer`` runs when it builds its loss, on the settings it will get: the ``UNIFOCAL_*``
-    variables of ``environ`` (default ``os.environ``) overridden by ``loss``, for a dataset of
-    ``num_channels`` classes (regions). ``options`` names where each of ``loss``'s values came from (e.g.
-    ``{"gamma": "--gamma"}``), for the error message.
+    variables of ``environ`` (default ``os.environ``) overridden by ``loss`` (whose ``sources`` name the
+    options they came from, for the error message), for a dataset of ``num_channels`` classes (regions).
 
     Trainers other than the unifocal ones (nnU-Net's, a user's) read no unifocal settings: nothing to check.
     ``gamma="auto"`` takes its values from the fold's labels at training time; here a proposal that makes
@@ -73,19 +53,16 @@ def check_loss_settings(
     key = trainer_loss(trainer)
     if key is None:
         return
-    from nnunet_trainers.config import SETTING_ENV, load_settings, parse_setting
+    from nnunet_trainers.config import SETTING_KEYS, load_settings
     from nnunet_trainers.loss_builder import TrainerState, resolve
 
     from ..gamma import propose_gamma
 
     settings = load_settings(os.environ if environ is None else environ)
-    given, sources = {}, dict(settings.sources)
-    for setting, text in (loss.env() if loss is not None else {}).items():
-        setting = next(k for k, variable in SETTING_ENV.items() if variable == setting)
-        where = (options or {}).get(setting, SETTING_ENV[setting])
-        given[setting] = parse_setting(setting, text, f"{where} {text}")
-        sources[setting] = where
-    settings = replace(settings, **given, sources=sources)
+    if loss is not None:
+        given = {key: value for key, value in loss.given().items() if key in SETTING_KEYS}
+        settings = replace(settings, **{key: getattr(loss, key) for key in given}, other={**settings.other, **loss.other},
+                           sources={**settings.sources, **loss.sources})
     state = TrainerState(has_regions=has_regions, num_channels=num_channels, ignore_label=ignore_label)
     if has_regions:
         stand_in = propose_gamma([0.1] * num_channels, multilabel=True)

@@ -17,11 +17,13 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
-from .loss_check import LossSettings
 from .nnunet_log import EpochLogParser
 from .process import Reporter, StageError, run_logged
+
+if TYPE_CHECKING:
+    from nnunet_trainers.config import Settings
 
 __all__ = ["Workspace", "Schedule", "nnunet_script"]
 
@@ -164,7 +166,7 @@ class Workspace:
         trainer: str,
         schedule: Schedule,
         report: Reporter,
-        loss: Optional[LossSettings] = None,
+        loss: Optional["Settings"] = None,
         class_names: Sequence[str] = (),
         label: Optional[str] = None,
         echo: bool = False,
@@ -181,9 +183,11 @@ class Workspace:
             if summary is not None and not echo and (done % stride == 0 or done == schedule.epochs or done == 1):
                 report(f"  {label} {summary}")
 
+        from nnunet_trainers.config import settings_environment
+
         extra = schedule.env()
         if loss is not None:
-            extra.update(loss.env())
+            extra.update(settings_environment(loss))
         command = [nnunet_script("nnUNetv2_train"), str(dataset_id), configuration, str(fold), "-tr", trainer,
                    "-device", self.device]
         log = self.logs / f"train_{label}.log"
