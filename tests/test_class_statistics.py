@@ -187,8 +187,8 @@ def test_losses_of_the_cross_entropy_alone_ask_for_no_overlap_sums(name, overlap
     assert asked == [overlap] and torch.isfinite(value)
     if name == "DiceCELoss":  # the cross entropy alone; with both weights 0 the Dice part is formed, times 0
         asked.clear()
-        assert float(losses.DiceCELoss(lambda_dice=0.0)(logits, labels).detach()) > 0 and asked == [False]
-        zero = losses.DiceCELoss(lambda_dice=0.0, lambda_ce=0.0)(logits, labels)
+        assert float(losses.DiceCELoss(dice_weight=0.0)(logits, labels).detach()) > 0 and asked == [False]
+        zero = losses.DiceCELoss(dice_weight=0.0, ce_weight=0.0)(logits, labels)
         zero.backward()
         assert float(zero.detach()) == 0 and logits.grad.abs().max() == 0
 

@@ -422,7 +422,7 @@ def test_class_weighted_cross_entropy_is_torch_weighted_mean():
     torch.testing.assert_close(CrossEntropyLoss(class_weight=(0.2, 1.0, 3.0), ignore_index=7)(x, ignored),
                                F.cross_entropy(x, ignored[:, 0], weight=weight, ignore_index=7), rtol=1e-12, atol=0)
     # the CE part of DiceCELoss too
-    torch.testing.assert_close(DiceCELoss(class_weight=(0.2, 1.0, 3.0), lambda_dice=0.0)(x, y), expected,
+    torch.testing.assert_close(DiceCELoss(class_weight=(0.2, 1.0, 3.0), dice_weight=0.0)(x, y), expected,
                                rtol=1e-12, atol=0)
     # per sample ("none"): each sample's weighted mean
     per_sample = torch.stack([F.cross_entropy(x[i : i + 1], y[i : i + 1, 0], weight=weight) for i in range(3)])

@@ -4,6 +4,7 @@ with MONAI, the Combo special case of the Unified Focal loss, gradients and edge
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -95,20 +96,25 @@ def test_combo_hand_computed():
     # background voxels weighted 1 - beta, the foreground voxel beta; mean over the 4 voxels
     ce = ((1 - beta) * -(math.log(0.9) + math.log(0.6) + math.log(0.8)) + beta * -math.log(0.6)) / 4
     expected = alpha * ce - (1 - alpha) * (DICE0 + DICE1) / 2
-    close(L.ComboLoss(alpha=alpha, beta=beta, from_logits=False)(P4, Y4), expected)
+    close(L.ComboLoss(ce_weight=alpha, beta=beta, from_logits=False)(P4, Y4), expected)
     # Taghanaki et al.'s form: the Dice of the foreground only
-    close(L.ComboLoss(alpha=alpha, beta=beta, include_background=False, from_logits=False)(P4, Y4),
+    close(L.ComboLoss(ce_weight=alpha, beta=beta, include_background=False, from_logits=False)(P4, Y4),
           alpha * ce - (1 - alpha) * DICE1)
-    # multilabel: the channel's Dice only, without its complement's (channel = the foreground probability)
-    fg, y = P4[:, 1:], Y4.bool()
-    close(L.ComboLoss(alpha=alpha, beta=beta, include_background=False, multilabel=True, from_logits=False)(fg, y),
-          alpha * ce - (1 - alpha) * DICE1)
+    # multilabel, channels [p0, p1] against [y == 0, y == 1]: include_background=False leaves channel 0 out, as
+    # for every loss; channel 1's binary Dice averages its own (DICE1) and its complement's (DICE0), and the cross
+    # entropy stays the mean BCE of both channels (channel 0: beta on its three positives, 1 - beta on voxel 3)
+    ce0 = (beta * -(math.log(0.9) + math.log(0.6) + math.log(0.8)) + (1 - beta) * -math.log(0.6)) / 4
+    regions = torch.cat([Y4 == 0, Y4 == 1], 1)
+    close(L.ComboLoss(ce_weight=alpha, beta=beta, include_background=False, multilabel=True, from_logits=False)(
+        P4, regions), alpha * (ce + ce0) / 2 - (1 - alpha) * (DICE0 + DICE1) / 2)
+    with pytest.raises(ValueError, match="include_background=False leaves no channel"):
+        L.ComboLoss(include_background=False, multilabel=True, from_logits=False)(P4[:, 1:], Y4.bool())
 
 
 def test_dice_ce_hand_computed():
     ce = -(math.log(0.9) + math.log(0.6) + math.log(0.8) + math.log(0.6)) / 4
     dice = ((1 - DICE0) + (1 - DICE1)) / 2
-    close(L.DiceCELoss(lambda_dice=0.3, lambda_ce=2.0, from_logits=False)(P4, Y4), 0.3 * dice + 2.0 * ce)
+    close(L.DiceCELoss(dice_weight=0.3, ce_weight=2.0, from_logits=False)(P4, Y4), 0.3 * dice + 2.0 * ce)
 
 
 def test_exponential_logarithmic_hand_computed():
@@ -274,7 +280,7 @@ def test_dice_ce_matches_monai(shape):
     for include_background, batch in [(True, False), (False, True)]:
         ref = monai.DiceCELoss(include_background=include_background, softmax=True, to_onehot_y=True, smooth_nr=1.0,
                                smooth_dr=1.0, batch=batch, lambda_dice=0.7, lambda_ce=1.3)(x, y)
-        ours = L.DiceCELoss(lambda_dice=0.7, lambda_ce=1.3, include_background=include_background, batch_dice=batch)(x, y)
+        ours = L.DiceCELoss(dice_weight=0.7, ce_weight=1.3, include_background=include_background, batch_dice=batch)(x, y)
         assert ours.item() == pytest.approx(ref.item(), rel=1e-12)
     # a single sigmoid channel: binary cross entropy
     x1, y1 = x[:, :1], (y > 0).double()
@@ -320,7 +326,7 @@ def test_unified_focal_equals_combo_plus_half(multilabel):
         options["ignore_index"] = 255
     for batch_dice in (False, True):
         for reduction in ("mean", "none"):
-            combo = L.combo_loss(x, y, alpha=0.5, beta=0.5, smooth=1.0, batch_dice=batch_dice, multilabel=multilabel,
+            combo = L.combo_loss(x, y, ce_weight=0.5, beta=0.5, smooth=1.0, batch_dice=batch_dice, multilabel=multilabel,
                                  reduction=reduction, **options)
             unified = L.unified_focal_loss(x, y, weight=0.5, gamma=0.0, delta=0.5, smooth=0.5, batch_dice=batch_dice,
                                            multilabel=multilabel, reduction=reduction, **options)
@@ -457,7 +463,7 @@ def test_functional_forms_equal_modules():
         (L.generalized_dice_loss, L.GeneralizedDiceLoss, {"smooth": 0.3}),
         (L.sensitivity_specificity_loss, L.SensitivitySpecificityLoss, {"sensitivity_weight": 0.2}),
         (L.log_cosh_dice_loss, L.LogCoshDiceLoss, {"squared": True}),
-        (L.combo_loss, L.ComboLoss, {"alpha": 0.3, "beta": 0.8}),
+        (L.combo_loss, L.ComboLoss, {"ce_weight": 0.3, "beta": 0.8}),
         (L.dice_ce_loss, L.DiceCELoss, {"class_weight": [0.5, 1.0, 2.0]}),
         (L.exponential_logarithmic_loss, L.ExponentialLogarithmicLoss, {"gamma_ce": 1.0}),
         (L.distance_penalized_ce_loss, L.DistancePenalizedCELoss, {"spacing": (1.0, 2.0)}),
@@ -477,9 +483,9 @@ BAD_ARGUMENTS = [
     ("SensitivitySpecificityLoss", {"sensitivity_weight": 1.5}),
     ("SensitivitySpecificityLoss", {"smooth": -1}),
     ("LogCoshDiceLoss", {"smooth": 0}),
-    ("ComboLoss", {"alpha": -0.1}),
+    ("ComboLoss", {"ce_weight": -0.1}),
     ("ComboLoss", {"beta": 2}),
-    ("DiceCELoss", {"lambda_dice": -1}),
+    ("DiceCELoss", {"dice_weight": -1}),
     ("DiceCELoss", {"class_weight": [1, -1, 1]}),
     ("ExponentialLogarithmicLoss", {"gamma_dice": 0}),
     ("ExponentialLogarithmicLoss", {"ce_weight": float("inf")}),
@@ -507,8 +513,8 @@ def test_bad_inputs_raise_at_forward():
         L.DiceCELoss(class_weight=[1.0, 2.0])(x, y)
     with pytest.raises(ValueError, match="target label values"):
         L.ComboLoss()(x, y + 3)
-    with pytest.raises(ValueError, match="alpha"):
-        L.combo_loss(x, y, alpha=3)
+    with pytest.raises(ValueError, match="ce_weight"):
+        L.combo_loss(x, y, ce_weight=3)
     with pytest.raises(ValueError, match="include_background=False leaves no channel"):
         L.GeneralizedDiceLoss(include_background=False, multilabel=True)(x[:, :1], (y > 0).double())
 
@@ -518,11 +524,13 @@ FUNCTIONALS = sorted(n for n in L.__all__ if n.endswith("_loss") and n != "deep_
 
 @pytest.mark.parametrize("name", FUNCTIONALS)
 def test_every_functional_is_its_module(name):
-    """Each functional form is generated from its class: same name (snake case), same value."""
-    classes = {cls.__name__: cls for cls in (getattr(L, n) for n in L.__all__) if isinstance(cls, type)}
-    module = next(cls for cls_name, cls in classes.items()
-                  if getattr(L, name).__doc__.startswith(f"Functional form of :class:`{cls_name}`"))
+    """Each functional form is generated from its class: same name (snake case), docstring, options in its
+    signature, same value."""
+    classes = [cls for cls in (getattr(L, n) for n in L.__all__) if isinstance(cls, type)]
+    module = next(cls for cls in classes if getattr(L, name).__doc__ == cls.__doc__)
     assert getattr(L, name).__name__ == functional(module).__name__ == name
+    parameters = inspect.signature(getattr(L, name)).parameters
+    assert list(parameters) == ["input", "target", "mask", *inspect.signature(module).parameters]
     x, y = random_case((5, 4), seed=3)
     mask = torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(4)) > 0.3
     torch.testing.assert_close(getattr(L, name)(x, y, mask=mask, reduction="none"),

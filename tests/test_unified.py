@@ -310,7 +310,7 @@ def test_special_case_combo_plus_half(seed):
     loss = UnifiedFocalLoss(weight=0.5, gamma=0.0, delta=0.5, smooth=s)(logits, labels)
     close(loss, combo + 0.5)
     # the package's ComboLoss writes the Dice smoothing as (2 TP + s) / (2 TP + FP + FN + s): s = 2 s'
-    close(ComboLoss(alpha=alpha, beta=beta, smooth=2 * s)(logits, labels) + 0.5, loss)
+    close(ComboLoss(ce_weight=alpha, beta=beta, smooth=2 * s)(logits, labels) + 0.5, loss)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -12,6 +12,7 @@ and preparation (:func:`~unifocal.losses._inputs.prepare`) and the reduction hap
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import re
@@ -135,7 +136,10 @@ class SegmentationLoss(nn.Module):
 
 def functional(loss_class: type) -> Callable[..., Tensor]:
     """The functional form of a loss class: ``f(input, target, *, mask=None, **options)`` is
-    ``loss_class(**options)(input, target, mask=mask)``."""
+    ``loss_class(**options)(input, target, mask=mask)``.
+
+    Its name is the class name in snake case (``DiceCELoss`` -> ``dice_ce_loss``), its docstring the class's,
+    and its signature (``inspect.signature``) ``(input, target, *, mask=None, <the class's options>)``."""
 
     def loss(input: Tensor, target: Tensor, *, mask: Optional[Tensor] = None, **options) -> Tensor:
         return loss_class(**options)(input, target, mask=mask)
@@ -143,7 +147,9 @@ def functional(loss_class: type) -> Callable[..., Tensor]:
     words = r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])"  # DiceCELoss -> dice_ce_loss
     loss.__name__ = loss.__qualname__ = re.sub(words, "_", loss_class.__name__).lower()
     loss.__module__ = loss_class.__module__
-    loss.__doc__ = (f"Functional form of :class:`{loss_class.__name__}`: ``{loss_class.__name__}(**options)(input, "
-                    "target, mask=mask)``, with the options and defaults documented there.")
+    loss.__doc__ = loss_class.__doc__
+    own = list(inspect.signature(loss).parameters.values())[:3]  # input, target, mask
+    loss.__signature__ = inspect.signature(loss).replace(
+        parameters=[*own, *inspect.signature(loss_class).parameters.values()])
     return loss
 

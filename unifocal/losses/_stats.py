@@ -285,12 +285,12 @@ def at_target(values: Tensor, onehot: Tensor) -> Tensor:
 
 
 def confusion_sums(stats: ClassStatistics, prep: Prepared, batch_dice: bool = False,
-                   classes: slice = slice(None)) -> ConfusionSums:
+                   classes: Union[slice, Sequence[int]] = slice(None)) -> ConfusionSums:
     """Soft TP/FP/FN per sample (B, K), or over the batch (1, K), from the TP and the predicted and actual
     volumes of ``stats``; with ``ddp`` the batch sums are those of the global batch (all-reduced, and in
     the backward the gradients of all ranks summed, like nnU-Net's AllGatherGrad).
 
-    ``classes`` selects classes first; all classes by default.
+    ``classes`` (a slice or class indices) selects classes first; all classes by default.
     """
     stacked = torch.stack([stats.true_positive, stats.predicted, stats.actual], 1)[..., classes]  # (B, 3, K)
     if batch_dice:
@@ -334,6 +334,13 @@ def voxel_mean(per_voxel: Tensor, prep: Prepared) -> BatchLoss:
     return counted_mean(per_voxel.flatten(1).sum(1), prep)
 
 
+def counted_voxels(prep: Prepared) -> Tensor:
+    """(B,) the number of voxels that count in each sample (not ignored, inside the mask)."""
+    if prep.mask is None:
+        return prep.scores.new_full((prep.batch_size,), float(prep.scores[0, 0].numel()))
+    return prep.mask.flatten(1).sum(1)
+
+
 def counted_mean(sums: Tensor, prep: Prepared, totals: Optional[Tensor] = None) -> BatchLoss:
     """Mean from (B,) per-sample sums over the voxels that count.
 
@@ -345,10 +352,7 @@ def counted_mean(sums: Tensor, prep: Prepared, totals: Optional[Tensor] = None) 
     if totals is None and prep.mask is None and not _distributed(prep):
         count = prep.scores[0, 0].numel()
         return BatchLoss(lambda: sums.sum() / (count * sums.shape[0]), lambda: sums / count)
-    if totals is None:
-        totals = prep.scores.new_full((prep.batch_size,), float(prep.scores[0, 0].numel())) if prep.mask is None \
-            else prep.mask.flatten(1).sum(1)
-    totals = totals.detach()
+    totals = (counted_voxels(prep) if totals is None else totals).detach()
     tiny = torch.finfo(totals.dtype).tiny
     return BatchLoss(lambda: sums.sum() / _global_share(totals.sum(), prep).clamp_min(tiny),
                      lambda: sums / totals.clamp_min(tiny))

@@ -34,19 +34,13 @@ __all__ = ["DistancePenalizedCELoss", "ShapeAwareLoss", "BoundaryLoss", "Hausdor
 
 Spacing = Optional[Sequence[float]]
 
-_COMMON_ARGS = """
-        spacing: optional voxel spacing, one value > 0 per spatial axis, for distances in physical units
-            (default: one voxel = 1).
-        from_logits, multilabel, ignore_index, reduction, ddp: as every loss
-            (:class:`~unifocal.losses._base.SegmentationLoss`); "mean" is over all counted voxels of the batch.
-"""
-
-
 class _DistanceLoss(SegmentationLoss):
     """A loss with distance maps of the target: the voxel ``spacing`` they are measured in."""
 
-    def __init__(self, spacing: Spacing = None, **options) -> None:
-        super().__init__(**options)
+    def __init__(self, *, spacing: Spacing = None, from_logits: bool = True, multilabel: bool = False,
+                 ignore_index: Optional[int] = None, reduction: str = "mean", ddp: bool = False) -> None:
+        super().__init__(from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
+                         reduction=reduction, ddp=ddp)
         self.spacing = None if spacing is None else check_numbers("spacing", spacing, 0.0, low_open=True, scalar=False)
 
     def spacing_for(self, prep: Prepared) -> Optional[tuple]:
@@ -95,7 +89,7 @@ def _distance_weighted_ce(prep: Prepared, penalty: Tensor) -> BatchLoss:
 
 
 class DistancePenalizedCELoss(_DistanceLoss):
-    __doc__ = r"""Distance-map penalised cross entropy (Caliva, Iriondo, Martinez, Majumdar, Pedoia, "Distance map
+    r"""Distance-map penalised cross entropy (Caliva, Iriondo, Martinez, Majumdar, Pedoia, "Distance map
     loss penalty term for semantic segmentation", MIDL 2019).
 
     .. math:: L = -\frac{1}{N} \sum_i (1 + D_i) \sum_c y_{ic} \log p_{ic}, \qquad
@@ -106,7 +100,12 @@ class DistancePenalizedCELoss(_DistanceLoss):
     ``compute_edts_forPenalizedLoss`` computes the same map but gives NaN (0 / 0) on a one-voxel-thin
     structure, which here is all contour (``D = 1``). A region without contour gets ``D = 0``.
 
-    Args:""" + _COMMON_ARGS
+    Args:
+        spacing: optional voxel spacing, one value > 0 per spatial axis, for distances in physical units
+            (default: one voxel = 1).
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`);
+            "mean" is over all counted voxels of the batch.
+    """
 
     def compute(self, prep: Prepared) -> BatchLoss:
         regions = prep.target > 0.5
@@ -120,7 +119,7 @@ class DistancePenalizedCELoss(_DistanceLoss):
 
 
 class ShapeAwareLoss(_DistanceLoss):
-    __doc__ = r"""Shape-aware loss: cross entropy weighted by the distance to the ground-truth contour (after
+    r"""Shape-aware loss: cross entropy weighted by the distance to the ground-truth contour (after
     Hayder, He, Salzmann, "Boundary-aware instance segmentation", CVPR 2017, in the form of Jadon's survey,
     CIBCB 2020: :math:`L = \sum_i CE_i + \sum_i E_i\, CE_i`).
 
@@ -132,7 +131,12 @@ class ShapeAwareLoss(_DistanceLoss):
     thresholded prediction (without gradient, jumping between steps) enters the loss and a sample's weights
     stay fixed; :class:`HausdorffDTLoss` uses both contours. A sample with a single label gives plain CE.
 
-    Args:""" + _COMMON_ARGS
+    Args:
+        spacing: optional voxel spacing, one value > 0 per spatial axis, for distances in physical units
+            (default: one voxel = 1).
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`);
+            "mean" is over all counted voxels of the batch.
+    """
 
     def compute(self, prep: Prepared) -> BatchLoss:
         inside, _, _ = region_distances(prep.target > 0.5, self.spacing_for(prep), outside=False, dtype=prep.prob.dtype)
@@ -140,7 +144,7 @@ class ShapeAwareLoss(_DistanceLoss):
 
 
 class BoundaryLoss(_DistanceLoss):
-    __doc__ = r"""Boundary loss (Kervadec, Bouchtiba, Desrosiers, Granger, Dolz, Ben Ayed, "Boundary loss for
+    r"""Boundary loss (Kervadec, Bouchtiba, Desrosiers, Granger, Dolz, Ben Ayed, "Boundary loss for
     highly unbalanced segmentation", MIDL 2019 / Medical Image Analysis 67 (2021) 101851).
 
     .. math:: L = \frac{1}{N} \sum_i \operatorname{mean}_{c \in F} \phi_{ic}\, p_{ic}, \qquad
@@ -152,7 +156,12 @@ class BoundaryLoss(_DistanceLoss):
     with a region loss (Kervadec et al.: ``L_GDL + a L_B``, ``a`` raised from 0.01 by 0.01 per epoch); alone
     it tends to collapse to empty predictions.
 
-    Args:""" + _COMMON_ARGS
+    Args:
+        spacing: optional voxel spacing, one value > 0 per spatial axis, for distances in physical units
+            (default: one voxel = 1).
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`);
+            "mean" is over all counted voxels of the batch.
+    """
 
     def compute(self, prep: Prepared) -> BatchLoss:
         prob, target = selected_values(prep, include_background=prep.multilabel)  # classes 1.., or every channel
@@ -165,7 +174,7 @@ class BoundaryLoss(_DistanceLoss):
 
 
 class HausdorffDTLoss(_DistanceLoss):
-    __doc__ = r"""Hausdorff distance loss via distance transforms (Karimi & Salcudean, "Reducing the Hausdorff
+    r"""Hausdorff distance loss via distance transforms (Karimi & Salcudean, "Reducing the Hausdorff
     distance in medical image segmentation with convolutional neural networks", IEEE TMI 39(2) 2020, 499-513),
     mean over classes.
 
@@ -179,10 +188,18 @@ class HausdorffDTLoss(_DistanceLoss):
 
     Args:
         alpha: exponent > 0 of the distances (default 2).
-        include_background: keep channel 0 (default True).""" + _COMMON_ARGS
+        include_background: keep input channel 0 (default True), as :class:`RegionLoss`.
+        spacing: optional voxel spacing, one value > 0 per spatial axis, for distances in physical units
+            (default: one voxel = 1).
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`);
+            "mean" is over all counted voxels of the batch.
+    """
 
-    def __init__(self, alpha: float = 2.0, include_background: bool = True, **options) -> None:
-        super().__init__(**options)
+    def __init__(self, *, alpha: float = 2.0, include_background: bool = True, spacing: Spacing = None,
+                 from_logits: bool = True, multilabel: bool = False, ignore_index: Optional[int] = None,
+                 reduction: str = "mean", ddp: bool = False) -> None:
+        super().__init__(spacing=spacing, from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
+                         reduction=reduction, ddp=ddp)
         self.alpha = check_number("alpha", alpha, 0.0, low_open=True, why=" (the distance exponent)")
         self.include_background = check_bool("include_background", include_background)
 

@@ -87,7 +87,7 @@ class DeepSupervisionLoss(nn.Module):
     same. Extra keyword arguments go to ``loss``.
     """
 
-    def __init__(self, loss: nn.Module, weights: Weights = "nnunet", stacked_dim: Optional[int] = None) -> None:
+    def __init__(self, loss: nn.Module, *, weights: Weights = "nnunet", stacked_dim: Optional[int] = None) -> None:
         super().__init__()
         self.loss = loss
         self.weights = _check_weights(weights)

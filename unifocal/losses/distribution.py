@@ -22,12 +22,6 @@ __all__ = ["CrossEntropyLoss", "WeightedCrossEntropyLoss", "BalancedCrossEntropy
 
 Gamma = Union[float, Sequence[float]]
 
-_COMMON_ARGS = """
-        from_logits, multilabel, ignore_index, reduction, ddp: as every loss
-            (:class:`~unifocal.losses._base.SegmentationLoss`); "mean" is over all counted voxels of the batch.
-"""
-
-
 def modulated_cross_entropy(stats: ClassStatistics, prep: Prepared, class_weight: Optional[Sequence[float]] = None,
                             weighted_mean: bool = False) -> BatchLoss:
     """The shared formula above from the cross-entropy sums of ``stats`` (the class weights apply to the
@@ -59,8 +53,8 @@ def check_class_weight(class_weight) -> Optional[tuple[float, ...]]:
 
 
 class _ForegroundWeightedCrossEntropy(SegmentationLoss):
-    """Cross entropy with weight ``rare_weight`` on the foreground classes (every class but the background;
-    every channel with ``multilabel=True``), ``common_weight`` on the background, focal exponent ``gamma``."""
+    """Cross entropy with the weights :meth:`role_weights` on the foreground classes (every class but the
+    background; every channel with ``multilabel=True``) and on the background, focal exponent ``gamma``."""
 
     gamma: Gamma = 0.0
 
@@ -75,7 +69,7 @@ class _ForegroundWeightedCrossEntropy(SegmentationLoss):
 
 
 class CrossEntropyLoss(SegmentationLoss):
-    __doc__ = r"""Cross entropy for segmentation, from logits, computed in float32.
+    r"""Cross entropy for segmentation, from logits, computed in float32.
 
     .. math:: L = -\frac{\sum_i \sum_c w_c\, y_{ic} \log p_{ic}}{\sum_i \sum_c w_c\, y_{ic}}
 
@@ -87,10 +81,16 @@ class CrossEntropyLoss(SegmentationLoss):
     Voxels carrying ``ignore_index`` or outside ``mask`` count nowhere; the mean is over the voxels that remain.
 
     Args:
-        class_weight: optional per-class weights w_c >= 0 (length C).""" + _COMMON_ARGS
+        class_weight: optional per-class weights w_c >= 0 (length C).
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`);
+            "mean" is over all counted voxels of the batch.
+    """
 
-    def __init__(self, class_weight: Optional[Sequence[float]] = None, **options) -> None:
-        super().__init__(**options)
+    def __init__(self, *, class_weight: Optional[Sequence[float]] = None, from_logits: bool = True,
+                 multilabel: bool = False, ignore_index: Optional[int] = None, reduction: str = "mean",
+                 ddp: bool = False) -> None:
+        super().__init__(from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
+                         reduction=reduction, ddp=ddp)
         self.class_weight = check_class_weight(class_weight)
 
     def compute(self, prep: Prepared) -> BatchLoss:
@@ -100,16 +100,21 @@ class CrossEntropyLoss(SegmentationLoss):
 
 
 class WeightedCrossEntropyLoss(_ForegroundWeightedCrossEntropy):
-    __doc__ = r"""Weighted cross entropy (Ronneberger 2015; Jadon 2020's survey form): the foreground (every class
+    r"""Weighted cross entropy (Ronneberger 2015; Jadon 2020's survey form): the foreground (every class
     but the background; each channel in multilabel mode) weighted by ``beta``, the background by 1.
 
     .. math:: L = -\frac{1}{N} \sum_i \Big[\beta \sum_{c \ge 1} y_{ic} \log p_{ic} + y_{i0} \log p_{i0}\Big]
 
     Args:
-        beta: foreground weight, >= 0 (default 2); beta > 1 gives fewer false negatives.""" + _COMMON_ARGS
+        beta: foreground weight, >= 0 (default 2); beta > 1 gives fewer false negatives.
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`);
+            "mean" is over all counted voxels of the batch.
+    """
 
-    def __init__(self, beta: float = 2.0, **options) -> None:
-        super().__init__(**options)
+    def __init__(self, *, beta: float = 2.0, from_logits: bool = True, multilabel: bool = False,
+                 ignore_index: Optional[int] = None, reduction: str = "mean", ddp: bool = False) -> None:
+        super().__init__(from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
+                         reduction=reduction, ddp=ddp)
         self.beta = check_number("beta", beta, 0.0)
 
     def role_weights(self) -> tuple[float, float]:
@@ -117,15 +122,20 @@ class WeightedCrossEntropyLoss(_ForegroundWeightedCrossEntropy):
 
 
 class BalancedCrossEntropyLoss(_ForegroundWeightedCrossEntropy):
-    __doc__ = r"""Balanced cross entropy (Xie & Tu 2015): ``beta`` on the foreground, ``1 - beta`` on the background.
+    r"""Balanced cross entropy (Xie & Tu 2015): ``beta`` on the foreground, ``1 - beta`` on the background.
 
     .. math:: L = -\frac{1}{N} \sum_i \Big[\beta \sum_{c \ge 1} y_{ic} \log p_{ic} + (1-\beta) y_{i0} \log p_{i0}\Big]
 
     Args:
-        beta: foreground weight in [0, 1] (default 0.7).""" + _COMMON_ARGS
+        beta: foreground weight in [0, 1] (default 0.7).
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`);
+            "mean" is over all counted voxels of the batch.
+    """
 
-    def __init__(self, beta: float = 0.7, **options) -> None:
-        super().__init__(**options)
+    def __init__(self, *, beta: float = 0.7, from_logits: bool = True, multilabel: bool = False,
+                 ignore_index: Optional[int] = None, reduction: str = "mean", ddp: bool = False) -> None:
+        super().__init__(from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
+                         reduction=reduction, ddp=ddp)
         self.beta = check_unit_interval("beta", beta)
 
     def role_weights(self) -> tuple[float, float]:
@@ -133,7 +143,7 @@ class BalancedCrossEntropyLoss(_ForegroundWeightedCrossEntropy):
 
 
 class FocalLoss(_ForegroundWeightedCrossEntropy):
-    __doc__ = r"""Focal loss (Lin, Goyal, Girshick, He, Dollár, "Focal Loss for Dense Object Detection", ICCV 2017).
+    r"""Focal loss (Lin, Goyal, Girshick, He, Dollár, "Focal Loss for Dense Object Detection", ICCV 2017).
 
     .. math:: L = -\frac{1}{N} \sum_i \sum_c a_c (1 - p_{ic})^{\gamma_c}\, y_{ic} \log p_{ic}
 
@@ -143,10 +153,16 @@ class FocalLoss(_ForegroundWeightedCrossEntropy):
 
     Args:
         gamma: focusing parameter >= 0 (default 2), or one per class (per channel in multilabel mode).
-        alpha: foreground weight in [0, 1], or None (default).""" + _COMMON_ARGS
+        alpha: foreground weight in [0, 1], or None (default).
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`);
+            "mean" is over all counted voxels of the batch.
+    """
 
-    def __init__(self, gamma: Gamma = 2.0, alpha: Optional[float] = None, **options) -> None:
-        super().__init__(**options)
+    def __init__(self, *, gamma: Gamma = 2.0, alpha: Optional[float] = None, from_logits: bool = True,
+                 multilabel: bool = False, ignore_index: Optional[int] = None, reduction: str = "mean",
+                 ddp: bool = False) -> None:
+        super().__init__(from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
+                         reduction=reduction, ddp=ddp)
         self.gamma = check_focal_gamma(gamma)
         self.alpha = None if alpha is None else check_unit_interval("alpha", alpha)
 

@@ -49,22 +49,23 @@ def check_smooth(smooth) -> float:
                         why=" (it defines the loss of a class absent from target and prediction)")
 
 
-_COMMON_ARGS = """
-        smooth: added to numerator and denominator (> 0, default 1); see the module docstring.
-        include_background: keep channel 0 (default True).
+class RegionLoss(SegmentationLoss):
+    """Base of the losses of the soft confusion sums of the selected classes (:meth:`classes`):
+    ``per_class(sums)`` averaged over classes, unless ``compute`` says otherwise.
+
+    Args:
+        smooth: added to numerator and denominator (> 0, default 1); see :mod:`unifocal.losses.region`.
+        include_background: keep input channel 0 (default True); False leaves it out, with exclusive classes
+            and with ``multilabel=True`` alike.
         batch_dice: sum TP/FP/FN over the batch too (nnU-Net's batch_dice); over all ranks with ``ddp=True``.
-        from_logits, multilabel, ignore_index, reduction, ddp: as every loss
-            (:class:`~unifocal.losses._base.SegmentationLoss`).
-"""
-
-
-class _RegionLoss(SegmentationLoss):
-    """A loss of the soft confusion sums of the selected classes (:meth:`classes`): ``per_class(sums)``
-    averaged over classes, unless ``compute`` says otherwise."""
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`).
+    """
 
     def __init__(self, *, smooth: float = 1.0, include_background: bool = True, batch_dice: bool = False,
-                 **options) -> None:
-        super().__init__(**options)
+                 from_logits: bool = True, multilabel: bool = False, ignore_index: Optional[int] = None,
+                 reduction: str = "mean", ddp: bool = False) -> None:
+        super().__init__(from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
+                         reduction=reduction, ddp=ddp)
         self.smooth = check_smooth(smooth)
         self.include_background = check_bool("include_background", include_background)
         self.batch_dice = check_bool("batch_dice", batch_dice)
@@ -78,6 +79,11 @@ class _RegionLoss(SegmentationLoss):
         stats = class_statistics(prep) if stats is None else stats
         return confusion_sums(stats, prep, self.batch_dice, self.classes(prep))
 
+    def batch_sums(self, values: Tensor, prep: Prepared) -> Tensor:
+        """Per-sample sums (B, ...) pooled as the loss pools TP/FP/FN: as given, or (1, ...) over the batch
+        with ``batch_dice`` (the global batch, all-reduced, under ``ddp``)."""
+        return batch_total(values, prep) if self.batch_dice else values
+
     def dice_distance(self, sums: ConfusionSums) -> Tensor:
         """``1 - DSC_c = 1 - (2 TP_c + s) / (2 TP_c + FP_c + FN_c + s)`` per class."""
         return tversky_distance(sums, 0.5, 0.5, self.smooth / 2)
@@ -89,8 +95,8 @@ class _RegionLoss(SegmentationLoss):
         return class_mean(self.per_class(self.confusion(prep)), prep.batch_size)
 
 
-class DiceLoss(_RegionLoss):
-    __doc__ = r"""Soft Dice loss (Milletari, Navab, Ahmadi, "V-Net", 3DV 2016), mean over classes.
+class DiceLoss(RegionLoss):
+    r"""Soft Dice loss (Milletari, Navab, Ahmadi, "V-Net", 3DV 2016), mean over classes.
 
     .. math:: L = \operatorname{mean}_c \Big[1 - \frac{2 TP_c + s}{2 TP_c + FP_c + FN_c + s}\Big]
 
@@ -99,10 +105,17 @@ class DiceLoss(_RegionLoss):
     ``include_background=False``, to nnU-Net's ``SoftDiceLoss`` up to its sign and smoothing.
 
     Args:
-        squared: squared-denominator form (default False).""" + _COMMON_ARGS
+        squared: squared-denominator form (default False).
+        smooth, include_background, batch_dice: as :class:`RegionLoss` (defaults 1, True, False).
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`).
+    """
 
-    def __init__(self, squared: bool = False, **options) -> None:
-        super().__init__(**options)
+    def __init__(self, *, squared: bool = False, smooth: float = 1.0, include_background: bool = True,
+                 batch_dice: bool = False, from_logits: bool = True, multilabel: bool = False,
+                 ignore_index: Optional[int] = None, reduction: str = "mean", ddp: bool = False) -> None:
+        super().__init__(smooth=smooth, include_background=include_background, batch_dice=batch_dice,
+                         from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
+                         reduction=reduction, ddp=ddp)
         self.squared = check_bool("squared", squared)
 
     def per_class(self, sums: ConfusionSums) -> Tensor:
@@ -113,26 +126,27 @@ class DiceLoss(_RegionLoss):
             return super().compute(prep)
         prob, onehot = (values.flatten(2) for values in selected_values(prep, self.include_background))
         counted = None if prep.mask is None else prep.mask.flatten(2)
-        denominator = weighted_sums(prob.square(), counted) + onehot.square().sum(2)
-        if self.batch_dice:
-            denominator = batch_total(denominator, prep)
+        denominator = self.batch_sums(weighted_sums(prob.square(), counted) + onehot.square().sum(2), prep)
         tp = self.confusion(prep).tp
         return class_mean(1 - (2 * tp + self.smooth) / (denominator + self.smooth), prep.batch_size)
 
 
-class JaccardLoss(_RegionLoss):
-    __doc__ = r"""Soft Jaccard / IoU loss (Rahman & Wang 2016), mean over classes.
+class JaccardLoss(RegionLoss):
+    r"""Soft Jaccard / IoU loss (Rahman & Wang 2016), mean over classes.
 
     .. math:: L = \operatorname{mean}_c \Big[1 - \frac{TP_c + s}{TP_c + FP_c + FN_c + s}\Big]
 
-    Args:""" + _COMMON_ARGS
+    Args:
+        smooth, include_background, batch_dice: as :class:`RegionLoss` (defaults 1, True, False).
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`).
+    """
 
     def per_class(self, sums: ConfusionSums) -> Tensor:
         return tversky_distance(sums, 1.0, 1.0, self.smooth)
 
 
-class TverskyLoss(_RegionLoss):
-    __doc__ = r"""Tversky loss (Salehi, Erdogmus, Gholipour, MLMI 2017), mean over classes.
+class TverskyLoss(RegionLoss):
+    r"""Tversky loss (Salehi, Erdogmus, Gholipour, MLMI 2017), mean over classes.
 
     .. math:: L = \operatorname{mean}_c \Big[1 - \frac{TP_c + s}{TP_c + \alpha FP_c + \beta FN_c + s}\Big]
 
@@ -142,10 +156,17 @@ class TverskyLoss(_RegionLoss):
 
     Args:
         alpha: false-positive weight >= 0 (default 0.3).
-        beta: false-negative weight >= 0 (default 0.7).""" + _COMMON_ARGS
+        beta: false-negative weight >= 0 (default 0.7).
+        smooth, include_background, batch_dice: as :class:`RegionLoss` (defaults 1, True, False).
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`).
+    """
 
-    def __init__(self, alpha: float = 0.3, beta: float = 0.7, **options) -> None:
-        super().__init__(**options)
+    def __init__(self, *, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0, include_background: bool = True,
+                 batch_dice: bool = False, from_logits: bool = True, multilabel: bool = False,
+                 ignore_index: Optional[int] = None, reduction: str = "mean", ddp: bool = False) -> None:
+        super().__init__(smooth=smooth, include_background=include_background, batch_dice=batch_dice,
+                         from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
+                         reduction=reduction, ddp=ddp)
         self.alpha, self.beta = check_number("alpha (FP weight)", alpha), check_number("beta (FN weight)", beta)
         if min(self.alpha, self.beta) < 0 or self.alpha + self.beta == 0:
             raise ValueError(f"alpha (FP weight) and beta (FN weight) must be >= 0 and not both 0; got {self.alpha}, "
@@ -156,7 +177,7 @@ class TverskyLoss(_RegionLoss):
 
 
 class FocalTverskyLoss(TverskyLoss):
-    __doc__ = r"""Focal Tversky loss (Abraham & Khan, ISBI 2019), mean over classes.
+    r"""Focal Tversky loss (Abraham & Khan, ISBI 2019), mean over classes.
 
     .. math:: L = \operatorname{mean}_c (1 - TI_c)^{1/\gamma}, \quad
               TI_c = \frac{TP_c + s}{TP_c + \alpha FP_c + \beta FN_c + s}
@@ -175,10 +196,18 @@ class FocalTverskyLoss(TverskyLoss):
     Args:
         alpha: false-positive weight (default 0.3).
         beta: false-negative weight (default 0.7).
-        gamma: focal parameter > 0 (default 4/3); the exponent is 1/gamma.""" + _COMMON_ARGS
+        gamma: focal parameter > 0 (default 4/3); the exponent is 1/gamma.
+        smooth, include_background, batch_dice: as :class:`RegionLoss` (defaults 1, True, False).
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`).
+    """
 
-    def __init__(self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 4.0 / 3.0, **options) -> None:
-        super().__init__(alpha, beta, **options)
+    def __init__(self, *, alpha: float = 0.3, beta: float = 0.7, gamma: float = 4.0 / 3.0, smooth: float = 1.0,
+                 include_background: bool = True, batch_dice: bool = False, from_logits: bool = True,
+                 multilabel: bool = False, ignore_index: Optional[int] = None, reduction: str = "mean",
+                 ddp: bool = False) -> None:
+        super().__init__(alpha=alpha, beta=beta, smooth=smooth, include_background=include_background,
+                         batch_dice=batch_dice, from_logits=from_logits, multilabel=multilabel,
+                         ignore_index=ignore_index, reduction=reduction, ddp=ddp)
         self.gamma = check_number("gamma", gamma, 0.0, low_open=True, why=" (the exponent is 1/gamma)")
 
     def per_class(self, sums: ConfusionSums) -> Tensor:
@@ -199,8 +228,8 @@ def generalized_dice_weights(volumes: Tensor) -> Tensor:
     return weights / weights.sum(1, keepdim=True)
 
 
-class GeneralizedDiceLoss(_RegionLoss):
-    __doc__ = r"""Generalized Dice loss (Sudre, Li, Vercauteren, Ourselin, Cardoso, "Generalised Dice overlap as
+class GeneralizedDiceLoss(RegionLoss):
+    r"""Generalized Dice loss (Sudre, Li, Vercauteren, Ourselin, Cardoso, "Generalised Dice overlap as
     a deep learning loss function for highly unbalanced segmentations", DLMIA 2017).
 
     .. math:: L = 1 - \frac{2 \sum_c w_c TP_c + s}{\sum_c w_c (2 TP_c + FP_c + FN_c) + s}, \qquad
@@ -211,7 +240,10 @@ class GeneralizedDiceLoss(_RegionLoss):
     stays "about one voxel", no gradient, MONAI's guard for absent classes). Equal to MONAI's
     ``GeneralizedDiceLoss(w_type="square", smooth_nr=s W, smooth_dr=s W)``, ``W = sum_c 1 / V_c^2``.
 
-    Args:""" + _COMMON_ARGS
+    Args:
+        smooth, include_background, batch_dice: as :class:`RegionLoss` (defaults 1, True, False).
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`).
+    """
 
     def compute(self, prep: Prepared) -> BatchLoss:
         sums = self.confusion(prep)
@@ -223,7 +255,7 @@ class GeneralizedDiceLoss(_RegionLoss):
 
 
 class SensitivitySpecificityLoss(SegmentationLoss):
-    __doc__ = r"""Sensitivity-specificity loss (Brosch, Yoo, Tang, Li, Traboulsee, Tam, "Deep convolutional encoder
+    r"""Sensitivity-specificity loss (Brosch, Yoo, Tang, Li, Traboulsee, Tam, "Deep convolutional encoder
     networks for multiple sclerosis lesion segmentation", MICCAI 2015), mean over classes.
 
     .. math:: L = \operatorname{mean}_c \Big[ r\, \frac{\sum_i (y_{ic} - p_{ic})^2\, y_{ic}}{\sum_i y_{ic} + s}
@@ -236,14 +268,15 @@ class SensitivitySpecificityLoss(SegmentationLoss):
         sensitivity_weight: r in [0, 1] (default 0.05).
         smooth: added to both denominators (> 0, default 1e-5); a class absent from the target then has a
             sensitivity term of 0.
-        include_background: keep channel 0 (default True).
-        from_logits, multilabel, ignore_index, reduction, ddp: as every loss
-            (:class:`~unifocal.losses._base.SegmentationLoss`).
+        include_background: keep input channel 0 (default True), as :class:`RegionLoss`.
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`).
     """
 
-    def __init__(self, sensitivity_weight: float = 0.05, smooth: float = 1e-5, include_background: bool = True,
-                 **options) -> None:
-        super().__init__(**options)
+    def __init__(self, *, sensitivity_weight: float = 0.05, smooth: float = 1e-5, include_background: bool = True,
+                 from_logits: bool = True, multilabel: bool = False, ignore_index: Optional[int] = None,
+                 reduction: str = "mean", ddp: bool = False) -> None:
+        super().__init__(from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
+                         reduction=reduction, ddp=ddp)
         self.sensitivity_weight = check_unit_interval("sensitivity_weight", sensitivity_weight)
         self.smooth = check_smooth(smooth)
         self.include_background = check_bool("include_background", include_background)
@@ -259,12 +292,15 @@ class SensitivitySpecificityLoss(SegmentationLoss):
 
 
 class LogCoshDiceLoss(DiceLoss):
-    __doc__ = r"""Log-cosh Dice loss (Jadon, "A survey of loss functions for semantic segmentation", CIBCB 2020):
+    r"""Log-cosh Dice loss (Jadon, "A survey of loss functions for semantic segmentation", CIBCB 2020):
     :math:`L = \log\cosh(L_{Dice})` of each sample's soft Dice loss (:class:`DiceLoss`, same options), then
     reduced over samples; ``x^2/2`` near 0 with derivative ``tanh x``, a smooth damping of the Dice loss.
 
     Args:
-        squared: squared-denominator Dice (Milletari 2016).""" + _COMMON_ARGS
+        squared: squared-denominator Dice (Milletari 2016).
+        smooth, include_background, batch_dice: as :class:`RegionLoss` (defaults 1, True, False).
+        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`).
+    """
 
     def compute(self, prep: Prepared) -> BatchLoss:
         per_sample = torch.log(torch.cosh(super().compute(prep).per_sample()))

@@ -63,7 +63,7 @@ def _unified(loss, prep: Prepared, rare: tuple[bool, ...], focal: tuple, tversky
 
 
 class UnifiedFocalLoss(SegmentationLoss):
-    __doc__ = r"""Unified Focal loss (Yeung et al. 2022), asymmetric (default) or symmetric.
+    r"""Unified Focal loss (Yeung et al. 2022), asymmetric (default) or symmetric.
 
     .. math:: L_{UF} = \lambda L_{F} + (1 - \lambda) L_{FT}
 
@@ -92,11 +92,12 @@ class UnifiedFocalLoss(SegmentationLoss):
         multilabel: independent sigmoid channels (regions, BraTS/KiTS23 in nnU-Net); each channel is a
             binary problem and the loss is averaged over channels.
         reduction: "mean" (batch mean: focal part over all counted voxels), "sum" or "none" (per sample).
-        from_logits, ignore_index, ddp: as every loss (:class:`~unifocal.losses._base.SegmentationLoss`).
+        from_logits, ignore_index, ddp: as every loss (:class:`SegmentationLoss`).
     """
 
     def __init__(
         self,
+        *,
         weight: float = 0.5,
         delta: float = 0.6,
         gamma: Gamma = 0.5,
@@ -105,9 +106,14 @@ class UnifiedFocalLoss(SegmentationLoss):
         rare_classes: Optional[Sequence[int]] = None,
         batch_dice: bool = False,
         smooth: float = 1.0,
-        **options,
+        from_logits: bool = True,
+        multilabel: bool = False,
+        ignore_index: Optional[int] = None,
+        reduction: str = "mean",
+        ddp: bool = False,
     ) -> None:
-        super().__init__(**options)
+        super().__init__(from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
+                         reduction=reduction, ddp=ddp)
         self.weight = check_unit_interval("weight (lambda)", weight)
         self.delta = check_unit_interval("delta", delta)
         self.gamma = check_focal_gamma(gamma, tversky_exponent=self.weight < 1)
@@ -134,21 +140,39 @@ class UnifiedFocalLoss(SegmentationLoss):
 
 class AsymmetricUnifiedFocalLoss(UnifiedFocalLoss):
     """Asymmetric Unified Focal loss: :class:`UnifiedFocalLoss` with ``asymmetric=True`` (the paper's
-    recommended form; defaults weight=0.5, delta=0.6, gamma=0.5)."""
+    recommended form; defaults weight=0.5, delta=0.6, gamma=0.5).
 
-    def __init__(self, weight: float = 0.5, delta: float = 0.6, gamma: Gamma = 0.5, **kwargs) -> None:
-        super().__init__(weight=weight, delta=delta, gamma=gamma, asymmetric=True, **kwargs)
+    Args: as :class:`UnifiedFocalLoss`, without ``asymmetric``.
+    """
+
+    def __init__(self, *, weight: float = 0.5, delta: float = 0.6, gamma: Gamma = 0.5,
+                 common_classes: Optional[Sequence[int]] = None, rare_classes: Optional[Sequence[int]] = None,
+                 batch_dice: bool = False, smooth: float = 1.0, from_logits: bool = True, multilabel: bool = False,
+                 ignore_index: Optional[int] = None, reduction: str = "mean", ddp: bool = False) -> None:
+        super().__init__(weight=weight, delta=delta, gamma=gamma, asymmetric=True, common_classes=common_classes,
+                         rare_classes=rare_classes, batch_dice=batch_dice, smooth=smooth,
+                         from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
+                         reduction=reduction, ddp=ddp)
 
 
 class SymmetricUnifiedFocalLoss(UnifiedFocalLoss):
-    """Symmetric Unified Focal loss: :class:`UnifiedFocalLoss` with ``asymmetric=False``."""
+    """Symmetric Unified Focal loss: :class:`UnifiedFocalLoss` with ``asymmetric=False``.
 
-    def __init__(self, weight: float = 0.5, delta: float = 0.6, gamma: Gamma = 0.5, **kwargs) -> None:
-        super().__init__(weight=weight, delta=delta, gamma=gamma, asymmetric=False, **kwargs)
+    Args: as :class:`UnifiedFocalLoss`, without ``asymmetric``.
+    """
+
+    def __init__(self, *, weight: float = 0.5, delta: float = 0.6, gamma: Gamma = 0.5,
+                 common_classes: Optional[Sequence[int]] = None, rare_classes: Optional[Sequence[int]] = None,
+                 batch_dice: bool = False, smooth: float = 1.0, from_logits: bool = True, multilabel: bool = False,
+                 ignore_index: Optional[int] = None, reduction: str = "mean", ddp: bool = False) -> None:
+        super().__init__(weight=weight, delta=delta, gamma=gamma, asymmetric=False, common_classes=common_classes,
+                         rare_classes=rare_classes, batch_dice=batch_dice, smooth=smooth,
+                         from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
+                         reduction=reduction, ddp=ddp)
 
 
 class AsymmetricFocalLoss(UnifiedFocalLoss):
-    __doc__ = r"""Modified asymmetric focal loss (the focal part of the asymmetric Unified Focal loss):
+    r"""Modified asymmetric focal loss (the focal part of the asymmetric Unified Focal loss):
 
     .. math:: L_{maF} = \frac{1}{N} \sum_i \Big[\sum_{c \in R} \delta\, CE_{ic}
               + \sum_{c \in K} (1 - \delta)(1 - p_{ic})^{\gamma_c} CE_{ic}\Big]
@@ -157,38 +181,64 @@ class AsymmetricFocalLoss(UnifiedFocalLoss):
     :class:`UnifiedFocalLoss` (no ``weight``, ``batch_dice`` or ``smooth``).
     """
 
-    def __init__(self, delta: float = 0.7, gamma: Gamma = 2.0, **kwargs) -> None:
-        super().__init__(weight=1.0, delta=delta, gamma=gamma, asymmetric=True, **kwargs)
+    def __init__(self, *, delta: float = 0.7, gamma: Gamma = 2.0, common_classes: Optional[Sequence[int]] = None,
+                 rare_classes: Optional[Sequence[int]] = None, from_logits: bool = True, multilabel: bool = False,
+                 ignore_index: Optional[int] = None, reduction: str = "mean", ddp: bool = False) -> None:
+        super().__init__(weight=1.0, delta=delta, gamma=gamma, asymmetric=True, common_classes=common_classes,
+                         rare_classes=rare_classes, from_logits=from_logits, multilabel=multilabel,
+                         ignore_index=ignore_index, reduction=reduction, ddp=ddp)
 
 
 class SymmetricFocalLoss(UnifiedFocalLoss):
-    __doc__ = r"""Modified symmetric focal loss: :math:`\frac{1}{N}\sum_i \sum_c w_c (1 - p_{ic})^{\gamma_c} CE_{ic}`,
+    r"""Modified symmetric focal loss: :math:`\frac{1}{N}\sum_i \sum_c w_c (1 - p_{ic})^{\gamma_c} CE_{ic}`,
     ``w_c = delta`` on rare and ``1 - delta`` on common classes; with delta = alpha and gamma = 2 the
-    alpha-balanced focal loss of Lin et al. Defaults delta=0.7, gamma=2 (mlyg)."""
+    alpha-balanced focal loss of Lin et al. Defaults delta=0.7, gamma=2 (mlyg). Other arguments as
+    :class:`UnifiedFocalLoss` (no ``weight``, ``batch_dice`` or ``smooth``).
+    """
 
-    def __init__(self, delta: float = 0.7, gamma: Gamma = 2.0, **kwargs) -> None:
-        super().__init__(weight=1.0, delta=delta, gamma=gamma, asymmetric=False, **kwargs)
+    def __init__(self, *, delta: float = 0.7, gamma: Gamma = 2.0, common_classes: Optional[Sequence[int]] = None,
+                 rare_classes: Optional[Sequence[int]] = None, from_logits: bool = True, multilabel: bool = False,
+                 ignore_index: Optional[int] = None, reduction: str = "mean", ddp: bool = False) -> None:
+        super().__init__(weight=1.0, delta=delta, gamma=gamma, asymmetric=False, common_classes=common_classes,
+                         rare_classes=rare_classes, from_logits=from_logits, multilabel=multilabel,
+                         ignore_index=ignore_index, reduction=reduction, ddp=ddp)
 
 
 class AsymmetricFocalTverskyLoss(UnifiedFocalLoss):
-    __doc__ = r"""Modified asymmetric focal Tversky loss:
+    r"""Modified asymmetric focal Tversky loss:
     :math:`\operatorname{mean}_c [c \in K: 1 - TI_c;\ c \in R: (1 - TI_c)^{1 - \gamma_c}]`.
-    Defaults delta=0.7, gamma=0.75 as mlyg's ``asymmetric_focal_tversky_loss``."""
+    Defaults delta=0.7, gamma=0.75 as mlyg's ``asymmetric_focal_tversky_loss``. Other arguments as
+    :class:`UnifiedFocalLoss` (no ``weight``).
+    """
 
-    def __init__(self, delta: float = 0.7, gamma: Gamma = 0.75, **kwargs) -> None:
-        super().__init__(weight=0.0, delta=delta, gamma=gamma, asymmetric=True, **kwargs)
+    def __init__(self, *, delta: float = 0.7, gamma: Gamma = 0.75, common_classes: Optional[Sequence[int]] = None,
+                 rare_classes: Optional[Sequence[int]] = None, batch_dice: bool = False, smooth: float = 1.0,
+                 from_logits: bool = True, multilabel: bool = False,
+                 ignore_index: Optional[int] = None, reduction: str = "mean", ddp: bool = False) -> None:
+        super().__init__(weight=0.0, delta=delta, gamma=gamma, asymmetric=True, common_classes=common_classes,
+                         rare_classes=rare_classes, batch_dice=batch_dice, smooth=smooth,
+                         from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
+                         reduction=reduction, ddp=ddp)
 
 
 class SymmetricFocalTverskyLoss(UnifiedFocalLoss):
-    __doc__ = r"""Modified symmetric focal Tversky loss :math:`\operatorname{mean}_c (1 - TI_c)^{1 - \gamma_c}`;
-    ``1 - gamma = 1/gamma_FT`` gives Abraham & Khan's focal Tversky loss. Defaults delta=0.7, gamma=0.75 (mlyg)."""
+    r"""Modified symmetric focal Tversky loss :math:`\operatorname{mean}_c (1 - TI_c)^{1 - \gamma_c}`;
+    ``1 - gamma = 1/gamma_FT`` gives Abraham & Khan's focal Tversky loss. Defaults delta=0.7, gamma=0.75 (mlyg).
+    Other arguments as :class:`UnifiedFocalLoss` (no ``weight``).
+    """
 
-    def __init__(self, delta: float = 0.7, gamma: Gamma = 0.75, **kwargs) -> None:
-        super().__init__(weight=0.0, delta=delta, gamma=gamma, asymmetric=False, **kwargs)
+    def __init__(self, *, delta: float = 0.7, gamma: Gamma = 0.75, common_classes: Optional[Sequence[int]] = None,
+                 rare_classes: Optional[Sequence[int]] = None, batch_dice: bool = False, smooth: float = 1.0,
+                 from_logits: bool = True, multilabel: bool = False,
+                 ignore_index: Optional[int] = None, reduction: str = "mean", ddp: bool = False) -> None:
+        super().__init__(weight=0.0, delta=delta, gamma=gamma, asymmetric=False, common_classes=common_classes,
+                         rare_classes=rare_classes, batch_dice=batch_dice, smooth=smooth,
+                         from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
+                         reduction=reduction, ddp=ddp)
 
 
 class HybridFocalLoss(SegmentationLoss):
-    __doc__ = r"""Hybrid Focal loss (Yeung et al. 2022, section 2.4): the symmetric focal and focal Tversky losses,
+    r"""Hybrid Focal loss (Yeung et al. 2022, section 2.4): the symmetric focal and focal Tversky losses,
     each with its own parameters (the Unified Focal loss ties them).
 
     .. math:: L_{HF} = \lambda L_{mF}(\delta_F, \gamma_F) + (1 - \lambda) L_{mFT}(\delta_{FT}, \gamma_{FT})
@@ -197,13 +247,16 @@ class HybridFocalLoss(SegmentationLoss):
         weight: lambda in [0, 1] on the focal part.
         focal_delta, focal_gamma: the focal part's delta (alpha) and gamma >= 0 (defaults 0.7, 2).
         tversky_delta, tversky_gamma: the focal Tversky part's delta and gamma in [0, 1) (0.7, 0.75).
-        Other arguments as :class:`UnifiedFocalLoss`.
+        batch_dice, smooth, from_logits, multilabel, ignore_index, reduction, ddp: as
+            :class:`UnifiedFocalLoss`.
     """
 
-    def __init__(self, weight: float = 0.5, focal_delta: float = 0.7, focal_gamma: float = 2.0,
+    def __init__(self, *, weight: float = 0.5, focal_delta: float = 0.7, focal_gamma: float = 2.0,
                  tversky_delta: float = 0.7, tversky_gamma: float = 0.75, batch_dice: bool = False,
-                 smooth: float = 1.0, **options) -> None:
-        super().__init__(**options)
+                 smooth: float = 1.0, from_logits: bool = True, multilabel: bool = False,
+                 ignore_index: Optional[int] = None, reduction: str = "mean", ddp: bool = False) -> None:
+        super().__init__(from_logits=from_logits, multilabel=multilabel, ignore_index=ignore_index,
+                         reduction=reduction, ddp=ddp)
         self.weight = check_unit_interval("weight (lambda)", weight)
         self.focal_delta = check_unit_interval("focal_delta", focal_delta)
         self.focal_gamma = check_number("focal_gamma", focal_gamma, 0.0)
