@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from unifocal import experiment_report
+from unifocal import report as unifocal_report
 from unifocal.cli import main
 
 
@@ -17,7 +17,7 @@ from unifocal.cli import main
 def in_process(monkeypatch):
     """Evaluate in this process by default: each worker process imports MONAI anew, seconds per tiny run
     (test_parallel_jobs_match_in_process covers -j)."""
-    monkeypatch.setattr(experiment_report, "available_cores", lambda: 1)
+    monkeypatch.setattr(unifocal_report, "available_cores", lambda: 1)
 
 
 def _save(path, array):
@@ -143,9 +143,12 @@ def test_region_mode_and_empty_one(folders, capsys):
 
 def test_classes_from_reference_values_and_missing_cases(folders, capsys):
     (folders / "a" / "case5.png").unlink()
-    rc = main(["compare", str(folders / "a"), str(folders / "b"), "-r", str(folders / "ref"), "--no-plot",
-               "-o", str(folders / "out")])
-    assert rc == 0
+    command = ["compare", str(folders / "a"), str(folders / "b"), "-r", str(folders / "ref"), "--no-plot",
+               "-o", str(folders / "out")]
+    assert main(command) == 2  # every case, unless a flag says otherwise
+    assert capsys.readouterr().err.strip() == ("unifocal compare: b and a predict different cases, e.g. case5; "
+                                               "--cases common evaluates the shared ones")
+    assert main(command + ["--cases", "common"]) == 0
     captured = capsys.readouterr()
     assert "label values found in the reference" in captured.out
     assert "a has no prediction for 1 reference case(s), e.g. case5" in captured.err
@@ -191,7 +194,8 @@ def test_nnunet_results_folders(tmp_path, capsys, monkeypatch):
     assert float(row["DSC"]) == pytest.approx(26 / 29)
     # One fold of one trainer, with an explicit name and reference.
     rc = main(["compare", f"A0={results / 'TrainerA__nnUNetPlans__2d'}", "--folds", "0", "--no-plot",
-               "-r", str(tmp_path / "pre" / "Dataset004_Fake" / "gt_segmentations"), "-o", str(out), "--overwrite"])
+               "-r", str(tmp_path / "pre" / "Dataset004_Fake" / "gt_segmentations"), "-o", str(out), "--overwrite",
+               "--cases", "predicted"])
     assert rc == 0
     assert {r["case"] for r in _read_csv(out / "per_case.csv")} == {"case0", "case2", "case4"}
 
@@ -270,16 +274,50 @@ def test_surface_metrics_on_header_spacing(tmp_path, capsys, ending):
     assert "mm (voxel size from the reference headers)" in table and "NSD tolerance 2)" in table
 
 
-def test_prediction_voxel_size_must_match_the_reference(tmp_path, capsys):
+@pytest.mark.parametrize("flags", [[], ["--no-surface"]])
+def test_prediction_voxel_size_must_match_the_reference(tmp_path, capsys, flags):
     _line_case(tmp_path, 0)
     _line_case(tmp_path / "other", 0, spacing=(1.0, 1.0, 1.0))
     (tmp_path / "other" / "pred" / "case0.nii.gz").replace(tmp_path / "pred" / "case0.nii.gz")
     rc = main(["compare", str(tmp_path / "pred"), "-r", str(tmp_path / "ref"), "--no-plot", "-o",
-               str(tmp_path / "out")])
+               str(tmp_path / "out"), *flags])
     assert rc == 2
-    err = capsys.readouterr().err
-    assert "prediction voxel size (1.0, 1.0, 1.0)" in err and "(2.0, 1.0, 0.5)" in err
+    assert capsys.readouterr().err.strip().endswith(
+        f"case case0: prediction {tmp_path / 'pred' / 'case0.nii.gz'} and reference {tmp_path / 'ref' / 'case0.nii.gz'} "
+        "lie in different voxel grids: voxel size (1, 1, 1) vs (2, 1, 0.5) mm; resample the prediction to the "
+        "reference image")
     assert not (tmp_path / "out").exists()
+
+
+def _save_affine(path, array, affine):
+    import nibabel
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nibabel.save(nibabel.Nifti1Image(np.asarray(array, np.uint8), affine), path)
+
+
+def test_compared_in_world_space(tmp_path, capsys):
+    """The reference stored x-flipped with the matching affine is the same segmentation: DSC 1. A prediction
+    on a shifted grid is an error naming the case and the origin."""
+    labels = np.zeros((6, 5, 4), np.uint8)
+    labels[1:3, 1:4, 0:2] = 1
+    labels[4, 2, 3] = 2
+    affine = np.diag([0.8, 0.9, 2.0, 1.0])
+    flipped = affine.copy()
+    flipped[0, 0], flipped[0, 3] = -0.8, 0.8 * 5  # voxel i of the flipped array is voxel 5 - i of the original
+    _save_affine(tmp_path / "pred" / "c.nii.gz", labels, affine)
+    _save_affine(tmp_path / "ref" / "c.nii.gz", labels[::-1], flipped)
+    assert main(["compare", str(tmp_path / "pred"), "-r", str(tmp_path / "ref"), "--no-plot", "--labels", "1", "2",
+                 "-o", str(tmp_path / "out")]) == 0
+    rows = _read_csv(tmp_path / "out" / "per_case.csv")
+    assert [(float(r["DSC"]), float(r["HD95"])) for r in rows] == [(1.0, 0.0), (1.0, 0.0)]
+    shifted = affine.copy()
+    shifted[:3, 3] = (0.0, 1.8, 0.0)
+    _save_affine(tmp_path / "pred" / "c.nii.gz", labels, shifted)
+    assert main(["compare", str(tmp_path / "pred"), "-r", str(tmp_path / "ref"), "--no-plot", "--labels", "1",
+                 "--no-surface", "-o", str(tmp_path / "out2")]) == 2
+    # Compared after reorientation: the origin is the reoriented prediction's first voxel.
+    assert "lie in different voxel grids: origin (4, 1.8, 0) vs (4, 0, 0) mm" in capsys.readouterr().err
 
 
 def test_spacing_for_header_less_files(folders, capsys):
@@ -369,27 +407,42 @@ def test_existing_report_is_not_replaced_without_overwrite(folders, capsys):
     out = folders / "cmp"
     out.mkdir()
     (out / "table.md").write_text("my earlier report")
-    (out / "notes.txt").write_text("mine")
+    (out / "boxplots.png").write_text("an older run's plot")
     # Checked before any work: even the missing method folder is not looked at yet.
     rc = main(["compare", str(folders / "missing"), "-r", str(folders / "ref"), "-o", str(out)])
     assert rc == 2
     err = capsys.readouterr().err
-    assert err.strip() == f"unifocal compare: {out / 'table.md'} exists; pass --overwrite to replace the report files in {out}"
+    assert err.strip() == f"unifocal compare: {out} holds a report (boxplots.png); pass --overwrite to replace it"
     assert (out / "table.md").read_text() == "my earlier report"
     assert main(["compare", str(folders / "a"), "-r", str(folders / "ref"), "--no-plot", "-o", str(out),
                  "--overwrite"]) == 0
     assert (out / "table.md").read_text() != "my earlier report"
-    assert (out / "notes.txt").read_text() == "mine"
+    # The old report went whole: no older plot next to the new table; nothing else was left beside the folder.
+    assert sorted(p.name for p in out.iterdir()) == ["per_case.csv", "summary.csv", "table.md"]
+    assert sorted(p.name for p in folders.iterdir() if p.name.startswith(".")) == []
     (folders / "file").write_text("x")
     assert main(["compare", str(folders / "a"), "-r", str(folders / "ref"), "-o", str(folders / "file")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_folder_holding_other_files_is_never_replaced(folders, capsys):
+    out = folders / "mine"
+    out.mkdir()
+    (out / "table.md").write_text("an earlier report")
+    (out / "notes.txt").write_text("mine")
+    rc = main(["compare", str(folders / "a"), "-r", str(folders / "ref"), "-o", str(out), "--overwrite"])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == (
+        f"unifocal compare: {out} holds notes.txt, which is not a report file; choose a new or empty output "
+        "folder (a report replaces its folder whole)")
+    assert (out / "notes.txt").read_text() == "mine" and (out / "table.md").read_text() == "an earlier report"
 
 
 def test_without_monai(folders, capsys, monkeypatch):
     from unifocal import metrics
 
     monkeypatch.setattr(metrics, "surface_metrics_available", lambda: False)
-    monkeypatch.setattr(experiment_report, "surface_metrics_available", lambda: False)
+    monkeypatch.setattr(unifocal_report.evaluation, "surface_metrics_available", lambda: False)
     assert main(["compare", str(folders / "a"), "-r", str(folders / "ref"), "-o", str(folders / "x")]) == 2
     err = capsys.readouterr().err
     assert err.strip() == ("unifocal compare: HD95 and NSD need MONAI: pip install 'unifocal[monai]', "
@@ -399,19 +452,19 @@ def test_without_monai(folders, capsys, monkeypatch):
                  "-o", str(folders / "x")]) == 0
     assert "HD95" not in _read_csv(folders / "x" / "per_case.csv")[0]
     # demo and sweep evaluate with surface=None: the overlap metrics and a note without MONAI.
-    evaluation = experiment_report.evaluate({"a": {"case0": folders / "a" / "case0.png"}},
-                                            {"case0": folders / "ref" / "case0.png"}, [1])
+    evaluation = unifocal_report.evaluate({"a": {"case0": folders / "a" / "case0.png"}},
+                                          {"case0": folders / "ref" / "case0.png"}, [1])
     assert evaluation.metrics == ["DSC", "IoU", "recall", "precision"]
-    assert "MONAI is not installed" in experiment_report.markdown_report(evaluation, None)
+    assert "MONAI is not installed" in unifocal_report.markdown_report(evaluation, None)
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--nsd-tolerance", "-1"], "need a finite number >= 0"),
     (["--nsd-tolerance", "nan"], "need a finite number >= 0"),
     (["--spacing", "0"], "need a finite number > 0"),
-    (["-j", "0"], "need at least 1"),
+    (["-j", "0"], "need a finite integer >= 1"),
     (["--nsd-tolerance", "1", "2", "3"], "--nsd-tolerance needs one value or one per class (2); got 3"),
-    (["--no-surface", "--spacing", "1", "1"], "--spacing and --nsd-tolerance are for HD95/NSD"),
+    (["--no-surface", "--spacing", "1", "1"], "--spacing, --nsd-tolerance and --nsd-surface are for HD95/NSD"),
     (["--labels", "1", "--names", "a", "b"], "--names needs one name per class"),
     (["--regions", "1,x"], "bad region '1,x'"),
 ])

@@ -17,11 +17,12 @@ file ending                   reader
 
 :func:`read_spacing` reads the voxel size from the header alone (nibabel's ``get_zooms``; SimpleITK's
 ``GetSpacing`` reversed to the z, y, x order of its arrays), for the surface distances of
-:mod:`unifocal.metrics`; the other formats store none.
+:mod:`unifocal.metrics`; the other formats store none. :func:`read_geometry` reads where the voxels lie in the
+world: the affine from array indices to RAS+ millimetres (nibabel's affine; SimpleITK's origin, direction and
+spacing, converted from LPS), which :mod:`unifocal.report.geometry` compares between prediction and reference.
 
-Predictions and references of one case are compared array to array: both come from the same tool chain
-(nnU-Net writes predictions in the geometry of the raw image), so no resampling or reorientation is done;
-:func:`read_label` callers check that the shapes agree.
+A label map has at most three axes longer than 1 (a 4D file is refused). Case identifiers are printable text:
+bytes of a file name that are not UTF-8 are written as ``\\xNN`` escapes (:func:`printable`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ __all__ = [
     "split_ending",
     "read_label",
     "read_spacing",
+    "read_geometry",
+    "printable",
     "list_label_files",
     "iter_labels",
     "find_dataset_json",
@@ -98,15 +101,24 @@ def _as_labels(array: np.ndarray, path: Path) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating):
         rounded = np.rint(array)
         if not np.allclose(rounded, array, atol=1e-3, equal_nan=False):
-            raise InputError(f"{path}: not a label map (non-integer values, dtype {array.dtype})")
+            raise InputError(f"{printable(path)}: not a label map (non-integer values, dtype {array.dtype})")
         array = rounded
     elif array.dtype == bool:
         array = array.astype(np.uint8)
     elif not np.issubdtype(array.dtype, np.integer):
-        raise InputError(f"{path}: not a label map (dtype {array.dtype})")
+        raise InputError(f"{printable(path)}: not a label map (dtype {array.dtype})")
     if array.size and (array.min() < np.iinfo(np.int32).min or array.max() > np.iinfo(np.int32).max):
-        raise InputError(f"{path}: label values outside the int32 range")
+        raise InputError(f"{printable(path)}: label values outside the int32 range")
+    if sum(n > 1 for n in array.shape) > 3:
+        raise InputError(f"{printable(path)}: a label map has at most 3 axes; got shape {array.shape} (a 4D image "
+                         "or several channels: give one label map per case)")
     return array.astype(np.int32, copy=False)
+
+
+def printable(text: Union[str, "os.PathLike[str]"]) -> str:
+    """``text`` (a name or path) with the bytes that are not UTF-8 (Python's surrogate escapes for such file
+    names) written as ``\\xNN``, so that it can be printed and written to a UTF-8 file."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 def read_label(path: PathLike) -> np.ndarray:
@@ -119,16 +131,16 @@ def read_label(path: PathLike) -> np.ndarray:
     path = Path(path)
     _, ending = split_ending(path.name)
     if ending not in LABEL_ENDINGS:
-        raise InputError(f"{path}: unknown label file ending; supported: {', '.join(LABEL_ENDINGS)}")
+        raise InputError(f"{printable(path)}: unknown label file ending; supported: {', '.join(LABEL_ENDINGS)}")
     try:
         array = _read_array(path, ending)
     except InputError:
         raise
     except ImportError as error:
-        raise InputError(f"{path}: reading {ending} files needs the Python module {error.name!r}, which is not "
+        raise InputError(f"{printable(path)}: reading {ending} files needs the Python module {error.name!r}, which is not "
                          "installed") from error
     except Exception as error:  # the readers raise anything from zlib.error to RuntimeError on a bad file
-        raise InputError(f"{path}: cannot read this {ending} file ({_reason(error)})") from error
+        raise InputError(f"{printable(path)}: cannot read this {ending} file ({_reason(error)})") from error
     return _as_labels(array, path)
 
 
@@ -143,7 +155,7 @@ def _read_array(path: Path, ending: str) -> np.ndarray:
 
         image = SimpleITK.ReadImage(str(path))
         if image.GetNumberOfComponentsPerPixel() != 1:
-            raise InputError(f"{path}: a label map must have one component per voxel")
+            raise InputError(f"{printable(path)}: a label map must have one component per voxel")
         return SimpleITK.GetArrayFromImage(image)
     if ending in (".png", ".bmp", ".tif", ".tiff"):
         return _read_2d(path, ending)
@@ -155,7 +167,7 @@ def _read_array(path: Path, ending: str) -> np.ndarray:
         return np.load(path)
     with np.load(path) as archive:
         if "seg" not in archive:
-            raise InputError(f"{path}: an .npz label file must hold an array named 'seg'")
+            raise InputError(f"{printable(path)}: an .npz label file must hold an array named 'seg'")
         return archive["seg"]
 
 
@@ -183,11 +195,46 @@ def read_spacing(path: PathLike) -> Optional[tuple[float, ...]]:
         else:
             return None
     except Exception as error:  # nibabel, SimpleITK and gzip each raise their own types for a broken file
-        raise InputError(f"{path}: cannot read the image header ({_reason(error)})") from error
+        raise InputError(f"{printable(path)}: cannot read the image header ({_reason(error)})") from error
     spacing = tuple(float(v) for v in spacing)
     if not all(math.isfinite(v) and v > 0 for v in spacing):
-        raise InputError(f"{path}: the header's voxel size {spacing} is not finite and positive")
+        raise InputError(f"{printable(path)}: the header's voxel size {spacing} is not finite and positive")
     return spacing
+
+
+def read_geometry(path: PathLike) -> Optional[np.ndarray]:
+    """The affine (``ndim + 1`` square) from the indices of :func:`read_label`'s array to RAS+ world coordinates
+    in mm, from the header only; ``None`` for formats without one (2D images, ``.b2nd``, ``.npy``, ``.npz``).
+
+    Raises:
+        InputError: when the header cannot be read.
+    """
+    path = Path(path)
+    _, ending = split_ending(path.name)
+    try:
+        if ending in (".nii.gz", ".nii"):
+            import nibabel
+
+            return np.asarray(nibabel.load(str(path)).affine, dtype=np.float64)
+        if ending not in (".nrrd", ".mha", ".mhd"):
+            return None
+        import SimpleITK
+
+        reader = SimpleITK.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        spacing, origin = np.array(reader.GetSpacing()), np.array(reader.GetOrigin())
+        direction = np.array(reader.GetDirection()).reshape(len(spacing), len(spacing))
+    except Exception as error:  # nibabel, SimpleITK and gzip each raise their own types for a broken file
+        raise InputError(f"{printable(path)}: cannot read the image header ({_reason(error)})") from error
+    # SimpleITK: world (LPS) = origin + direction @ (spacing * index), index in x, y, z order; its arrays are
+    # z, y, x, so the columns are reversed; LPS -> RAS negates the first two world axes.
+    n = len(spacing)
+    affine = np.eye(n + 1)
+    affine[:n, :n] = (direction * spacing)[:, ::-1]
+    affine[:n, n] = origin
+    affine[: min(n, 2)] *= -1
+    return affine
 
 
 def _read_2d(path: Path, ending: str) -> np.ndarray:
@@ -199,13 +246,13 @@ def _read_2d(path: Path, ending: str) -> np.ndarray:
         if tifffile is not None:
             array = tifffile.imread(str(path))
             if array.ndim == 3 and array.shape[-1] in (3, 4):
-                raise InputError(f"{path}: a label map must be a single-channel image; got shape {array.shape}")
+                raise InputError(f"{printable(path)}: a label map must be a single-channel image; got shape {array.shape}")
             return array
     from PIL import Image
 
     with Image.open(path) as image:
         if image.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LA"):
-            raise InputError(f"{path}: a label map must be a single-channel image; got mode {image.mode}")
+            raise InputError(f"{printable(path)}: a label map must be a single-channel image; got mode {image.mode}")
         if image.mode == "P":
             # A palette image stores the label values as palette indices.
             return np.asarray(image)
@@ -217,20 +264,24 @@ def list_label_files(folder: PathLike, ending: Optional[str] = None) -> dict[str
 
     Only files with a known ending are listed (``ending`` restricts them to one). In an nnU-Net
     preprocessed configuration folder (``<case>.b2nd`` images next to ``<case>_seg.b2nd`` labels) only
-    the ``_seg`` files are listed, under the case identifier without ``_seg`` (the same for ``.npy``). Raises ``ValueError`` when
-    the folder holds label files of several endings (pass ``ending``) or none at all.
+    the ``_seg`` files are listed, under the case identifier without ``_seg`` (the same for ``.npy``). Case
+    identifiers are :func:`printable`. Raises ``ValueError`` when the folder holds label files of several endings
+    (pass ``ending``) or none at all, or an entry named like a label file that is not a file.
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"{folder}: not a folder")
+        raise ValueError(f"{printable(folder)}: not a folder")
     found: dict[str, dict[str, Path]] = {}
     for entry in sorted(folder.iterdir()):
-        if not entry.is_file() or entry.name.startswith("."):
+        if entry.name.startswith("."):
             continue
         stem, file_ending = split_ending(entry.name)
         if not file_ending or (ending is not None and file_ending != ending.lower()):
             continue
-        found.setdefault(file_ending, {})[stem] = entry
+        if not entry.is_file():
+            raise InputError(f"{printable(entry)}: has a label file's name but is not a file (a folder or a broken "
+                             "link); move it out of the folder")
+        found.setdefault(file_ending, {})[printable(stem)] = entry
     for array_ending in (".b2nd", ".npy"):
         files = found.get(array_ending, {})
         if any(stem.endswith(_SEG_SUFFIX) for stem in files):
@@ -239,10 +290,10 @@ def list_label_files(folder: PathLike, ending: Optional[str] = None) -> dict[str
             }
     if not found:
         wanted = ending or ", ".join(LABEL_ENDINGS)
-        raise ValueError(f"{folder}: no label files ({wanted})")
+        raise ValueError(f"{printable(folder)}: no label files ({wanted})")
     if len(found) > 1:
         raise ValueError(
-            f"{folder}: label files with several endings ({', '.join(sorted(found))}); choose one with --ending"
+            f"{printable(folder)}: label files with several endings ({', '.join(sorted(found))}); choose one with --ending"
         )
     (files,) = found.values()
     return dict(sorted(files.items()))
@@ -274,11 +325,11 @@ def load_dataset_json(path: PathLike) -> dict:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not valid JSON ({error})") from error
+        raise InputError(f"{printable(path)}: not valid JSON ({error})") from error
     except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: cannot read ({_reason(error)})") from error
+        raise InputError(f"{printable(path)}: cannot read ({_reason(error)})") from error
     if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        raise InputError(f"{printable(path)}: expected a JSON object, got {type(data).__name__}")
     return data
 
 

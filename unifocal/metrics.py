@@ -60,6 +60,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from .validate import check_number
+
 __all__ = [
     "METRICS",
     "SURFACE_METRICS",
@@ -397,16 +399,6 @@ def require_surface_metrics() -> None:
         raise ImportError("HD95 and NSD need MONAI: pip install 'unifocal[monai]'")
 
 
-def _check_number(name: str, value, minimum: float, strict: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number; got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
-        relation = ">" if strict else ">="
-        raise ValueError(f"{name} must be finite and {relation} {minimum:g}; got {value!r}")
-    return value
-
-
 def _class_box(
     prediction: np.ndarray, reference: np.ndarray, members: Sequence[tuple[int, ...]], margin: int = 0
 ) -> tuple[slice, ...]:
@@ -445,11 +437,11 @@ def surface_settings(
     """Check the NSD tolerances (one for all classes or one per class, finite, >= 0) and ``one_empty``
     (``"diagonal"`` or a number) of :func:`surface_metrics`; returns one tolerance per class."""
     if isinstance(tolerances, (list, tuple, np.ndarray)):
-        tolerances = [_check_number("NSD tolerance", t, 0.0, strict=False) for t in tolerances]
+        tolerances = [check_number("NSD tolerance", t, 0.0, strict=False) for t in tolerances]
         if len(tolerances) != num_classes:
             raise ValueError(f"{len(tolerances)} NSD tolerances for {num_classes} classes")
     else:
-        tolerances = [_check_number("NSD tolerance", tolerances, 0.0, strict=False)] * num_classes
+        tolerances = [check_number("NSD tolerance", tolerances, 0.0, strict=False)] * num_classes
     if isinstance(one_empty, str):
         if one_empty != "diagonal":
             raise ValueError(f"one_empty must be 'diagonal' or a number; got {one_empty!r}")
@@ -494,7 +486,7 @@ def surface_metrics(
     spacing = (1.0,) * reference.ndim if spacing is None else tuple(spacing)
     if len(spacing) != reference.ndim:
         raise ValueError(f"spacing {spacing} has {len(spacing)} values for a {reference.ndim}D image")
-    spacing = tuple(_check_number("spacing", v, 0.0, strict=True) for v in spacing)
+    spacing = tuple(check_number("spacing", v, 0.0, strict=True) for v in spacing)
     tolerances = surface_settings(len(members), tolerances, one_empty)
     if nsd_surface not in NSD_SURFACES:
         raise ValueError(f"nsd_surface must be one of {NSD_SURFACES}; got {nsd_surface!r}")
