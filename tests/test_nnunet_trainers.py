@@ -7,6 +7,7 @@ with an ignore label; no preprocessed data is needed.
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -433,10 +434,39 @@ def test_a_checkpoint_that_would_run_code_is_refused(checkpoint_file, tmp_path):
     assert marker.exists()
     marker.unlink()
     trainer = make_trainer(T.UnifiedFocalTrainer)
-    with pytest.raises(CheckpointError, match="crafted.pth: refused, .*Unsupported global: GLOBAL io.open"):
+    with pytest.raises(CheckpointError, match="crafted.pth: refused, it would call io.open when unpickled") as error:
         trainer.load_checkpoint(str(tmp_path / "crafted.pth"))  # ... ours refuses before anything runs
     assert not marker.exists()
     assert not trainer.was_initialized
+    assert "weights_only` set to `False`" not in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("size, reason", [(0, "the file is empty \\(0 bytes\\)"),
+                                          (0.5, "the file is truncated or damaged")])
+def test_an_empty_or_truncated_checkpoint_is_one_line_naming_the_file(checkpoint_file, tmp_path, size, reason):
+    path, _ = checkpoint_file
+    data = path.read_bytes()
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(data[:int(len(data) * size)])
+    with pytest.raises(CheckpointError, match=f"^checkpoint {damaged}: not a readable PyTorch checkpoint \\({reason}\\); "
+                                              "copy it again") as error:
+        make_trainer(T.UnifiedFocalTrainer).load_checkpoint(str(damaged))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("null", "expected a JSON object {...}, got null"),
+    ("[1, 2]", "expected a JSON object {...}, got list"),
+    ('{"loss": "focal", "loss": "combo", "params": {}}', "key 'loss' appears more than once"),
+    ('{"loss": "focal"}', "not a unifocal loss record"),
+])
+def test_a_fold_record_that_is_no_record_stops_a_new_training_naming_the_file(monkeypatch, content, message):
+    trainer = make_trainer(T.UnifiedFocalTrainer)
+    record = Path(trainer.output_folder) / "unifocal_loss.json"
+    record.write_text(content)
+    with pytest.raises(SettingsError, match=f"{record}: cannot tell which loss settings .*\\({re.escape(message)}") as error:
+        trainer._build_loss()
+    assert "\n" not in str(error.value) and record.read_text() == content
 
 
 def test_focal_tversky_names_a_per_class_gamma(monkeypatch):
