@@ -474,3 +474,27 @@ def test_focal_tversky_names_a_per_class_gamma(monkeypatch):
     with pytest.raises(SettingsError, match="invalid settings for the focal_tversky loss \\(gamma from UNIFOCAL_GAMMA\\): "
                                             "gamma must be a number \\(the exponent is 1/gamma\\)"):
         make_trainer(T.FocalTverskyTrainer)._build_loss()
+
+
+def test_each_table_row_makes_a_trainer_and_its_short_variant():
+    from nnunet_trainers.trainer_table import TRAINERS
+
+    for row in TRAINERS:
+        short = getattr(T, row.name + "Short")
+        base = nnUNetTrainer if row.loss is None else getattr(T, row.name)
+        assert issubclass(short, base) and short.__module__ == T.__name__ and row.doc in short.__doc__
+        assert getattr(short, "unifocal_loss", None) == row.loss or row.loss is None
+    assert not hasattr(T, "BaselineTrainer")  # nnU-Net's own nnUNetTrainer is the long baseline
+
+
+def test_a_row_naming_a_parameter_its_loss_lacks_is_refused(monkeypatch):
+    from nnunet_trainers import loss_builder, trainer_table
+
+    row = trainer_table.TrainerRow("BrokenTrainer", "broken", "TverskyLoss", "test row", renames={"delta": "delta_fn"})
+    monkeypatch.setattr(loss_builder, "row_of_loss", lambda loss: row)
+    loss_builder.loss_plan.cache_clear()
+    try:
+        with pytest.raises(TypeError, match="trainer row BrokenTrainer: TverskyLoss has no parameter delta_fn"):
+            loss_builder.loss_plan("broken")
+    finally:
+        loss_builder.loss_plan.cache_clear()
