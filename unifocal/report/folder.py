@@ -65,6 +65,12 @@ class ReportFolder:
         shown = printable(self.folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise ValueError(f"{shown} is a file, not a folder; choose another output folder")
+        ancestor = self.folder.absolute().parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot write {shown}: {printable(ancestor)} is not a writable folder; choose another "
+                             "output folder")
         if not self.folder.is_dir():
             return
         entries = sorted(entry.name for entry in self.folder.iterdir())
