@@ -58,19 +58,40 @@ def test_write_nnunet_dataset(tmp_path):
     meta = json.loads((dataset.folder / "dataset.json").read_text())
     assert meta["labels"] == {"background": 0, "organ": 1, "lesion": 2}
     assert meta["file_ending"] == ".png" and meta["numTraining"] == 4 and meta["channel_names"] == {"0": "synthetic"}
-    assert sorted(p.name for p in (dataset.folder / "imagesTr").iterdir())[0] == "synth_0000_0000.png"
+    assert sorted(p.name for p in (dataset.folder / "imagesTr").iterdir())[0] == "case_000_0000.png"
     labels = list_label_files(dataset.folder / "labelsTr")
     assert list(labels) == list(dataset.train_cases)
     assert list(list_label_files(dataset.test_labels)) == list(dataset.test_cases)
     # The written PNGs hold exactly the generated arrays, training cases first.
     cases = list(synthetic_cases(6, seed=1))
-    assert np.array_equal(read_label(labels["synth_0002"]), cases[2][1])
-    assert np.array_equal(read_label(dataset.test_labels / "synth_0005.png"), cases[5][1])
+    assert np.array_equal(read_label(labels["case_002"]), cases[2][1])
+    assert np.array_equal(read_label(dataset.test_labels / "test_001.png"), cases[5][1])
     total = np.sum([np.bincount(c[1].ravel(), minlength=3) for c in cases[:4]], axis=0)
     assert dataset.frequencies == pytest.approx(tuple(total / total.sum()))
     assert label_classes(meta) == (list(CLASS_NAMES), [0, 1, 2], None)
     with pytest.raises(ValueError, match="dataset_id"):
         write_nnunet_dataset(tmp_path, dataset_id=1000)
+    # A dataset is written only into a new folder: an existing one (a user's, or an earlier run's) is kept.
+    with pytest.raises(FileExistsError, match="Dataset007_Tiny already exists and is not empty"):
+        write_nnunet_dataset(tmp_path, dataset_id=7, name="Tiny", num_train=2, num_test=1, seed=2)
+    assert np.array_equal(read_label(labels["case_002"]), cases[2][1])
+
+
+def test_disks_task_regions_and_ignore_label(tmp_path):
+    # The trainer tests' task: region labels, an ignore band in each training case, no zero pixel.
+    dataset = write_nnunet_dataset(tmp_path, 9, "Disks", num_train=3, num_test=1, size=48, seed=0, task="disks",
+                                   regions=True, ignore=True)
+    meta = json.loads((dataset.folder / "dataset.json").read_text())
+    assert meta["labels"] == {"background": 0, "organ": [1, 2], "lesion": [2], "ignore": 3}
+    assert meta["regions_class_order"] == [1, 2]
+    labels = [read_label(path) for path in list_label_files(dataset.folder / "labelsTr").values()]
+    assert all(set(np.unique(label)) == {0, 1, 2, 3} and (label == 3).sum() == 6 * 48 for label in labels)
+    assert set(np.unique(read_label(dataset.test_labels / "test_000.png"))) == {0, 1, 2}
+    image = read_label(dataset.folder / "imagesTr" / "case_000_0000.png")
+    assert image.min() >= 1
+    counted = np.concatenate([label[label != 3] for label in labels])
+    assert dataset.frequencies == pytest.approx([np.mean(counted == k) for k in range(3)])
+    assert 0.005 < dataset.frequencies[2] < dataset.frequencies[1] < 0.2
 
 
 def test_read_label_formats(tmp_path):

@@ -14,6 +14,12 @@ Each case is a ``size x size`` grey-level image of an abdomen-like cross-section
 Foreground is well under 5 % of the pixels. Everything is drawn from ``numpy.random.default_rng(seed)``,
 so a seed gives the same dataset on every machine. Cases are written as 8-bit PNG files, which nnU-Net
 reads with its ``NaturalImage2DIO``.
+
+A second, easier task serves the trainer tests (``task="disks"``, :func:`disk_case`): a bright disk
+("organ") holding a small brighter disk ("lesion") in noise, about 90 % / 9 % / 1 % of the pixels, with no
+zero pixel (nnU-Net's crop to the non-zero region then keeps every pixel). :func:`write_nnunet_dataset`
+writes either task, with plain labels or nested regions (KiTS23 / BraTS style) and optionally an ignore
+label on a band of rows of each training case.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ import numpy as np
 __all__ = [
     "CLASS_NAMES",
     "DATASET_NAME",
+    "ORGAN",
+    "LESION",
+    "IGNORE",
+    "disk_case",
     "MIN_SIZE",
     "synthetic_case",
     "synthetic_cases",
@@ -37,6 +47,7 @@ __all__ = [
 
 CLASS_NAMES = ("background", "organ", "lesion")
 DATASET_NAME = "UnifocalSynthetic"
+ORGAN, LESION, IGNORE = 1, 2, 3
 # Smallest image size in pixels the case generator accepts (its shapes are tuned for 64 and scale with it).
 MIN_SIZE = 32
 
@@ -114,11 +125,30 @@ def synthetic_case(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
 
 
-def synthetic_cases(count: int, seed: int = 0, size: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def disk_case(rng: np.random.Generator, size: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """One case of the easy task: ``(image, label)``, ``uint8`` arrays of shape ``(size, size)``."""
+    yy, xx = np.mgrid[:size, :size].astype(np.float64)
+    label = np.zeros((size, size), dtype=np.uint8)
+    cy, cx = rng.uniform(0.35 * size, 0.65 * size, 2)
+    organ_radius = rng.uniform(0.15 * size, 0.2 * size)
+    label[(yy - cy) ** 2 + (xx - cx) ** 2 <= organ_radius**2] = ORGAN
+    angle = rng.uniform(0, 2 * np.pi)
+    offset = rng.uniform(0.2, 0.5) * organ_radius
+    ly, lx = cy + offset * np.sin(angle), cx + offset * np.cos(angle)
+    lesion_radius = rng.uniform(0.05 * size, 0.08 * size)
+    label[((yy - ly) ** 2 + (xx - lx) ** 2 <= lesion_radius**2) & (label == ORGAN)] = LESION
+    intensity = np.array([40.0, 120.0, 200.0])[label] + rng.normal(0, 20, label.shape)
+    return np.clip(intensity, 1, 255).astype(np.uint8), label
+
+
+TASKS = {"abdomen": synthetic_case, "disks": disk_case}
+
+
+def synthetic_cases(count: int, seed: int = 0, size: int = 64, task: str = "abdomen"):
     """``count`` cases from one seeded generator (the same seed gives the same cases)."""
     rng = np.random.default_rng(seed)
     for _ in range(count):
-        yield synthetic_case(rng, size)
+        yield TASKS[task](rng, size)
 
 
 @dataclass(frozen=True)
@@ -156,44 +186,69 @@ def write_nnunet_dataset(
     num_test: int = 20,
     size: int = 64,
     seed: int = 0,
+    task: str = "abdomen",
+    regions: bool = False,
+    ignore: bool = False,
 ) -> SyntheticDataset:
-    """Write the synthetic task as an nnU-Net v2 raw dataset (PNG) and return its description.
+    """Write a synthetic task as an nnU-Net v2 raw dataset (PNG) in a new folder and return its description.
 
-    Layout: ``imagesTr/<case>_0000.png``, ``labelsTr/<case>.png``, ``imagesTs``/``labelsTs`` likewise for the
-    held-out cases, and ``dataset.json`` (one channel, labels background/organ/lesion, ``.png``).
-    Training and test cases come from one seeded stream, training first.
+    Layout: ``imagesTr/case_XXX_0000.png``, ``labelsTr/case_XXX.png``, ``imagesTs/test_XXX_0000.png`` and
+    ``labelsTs/test_XXX.png`` for the held-out cases, and ``dataset.json`` (one channel, labels
+    background/organ/lesion, ``.png``). Training and held-out cases come from one seeded stream, training
+    first. ``regions``: "organ" is the region of labels (1, 2) and "lesion" that of label 2, for sigmoid
+    (region) training; ``ignore``: a 6-row band of each training case is the ignore label 3.
+
+    Raises:
+        ValueError: a setting out of range; FileExistsError: the dataset folder exists and is not empty.
     """
     if not 1 <= dataset_id <= 999:
         raise ValueError(f"dataset_id must be in [1, 999]; got {dataset_id}")
     if num_train < 2 or num_test < 1:
         raise ValueError(f"need num_train >= 2 and num_test >= 1; got {num_train}, {num_test}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
     from PIL import Image
 
     dataset_name = f"Dataset{dataset_id:03d}_{name}"
     folder = Path(raw_folder) / dataset_name
+    if folder.is_dir() and any(folder.iterdir()):
+        raise FileExistsError(f"{folder} already exists and is not empty; a synthetic dataset is written only "
+                              "into a new folder")
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
     counts = np.zeros(len(CLASS_NAMES), dtype=np.int64)
     train, test = [], []
-    for index, (image, label) in enumerate(synthetic_cases(num_train + num_test, seed, size)):
+    for index in range(num_train + num_test):
+        image, label = TASKS[task](rng, size)
         is_train = index < num_train
-        case = f"synth_{index:04d}"
+        case = f"case_{index:03d}" if is_train else f"test_{index - num_train:03d}"
+        if ignore and is_train:
+            start = int(rng.integers(0, size - 6))
+            label[start:start + 6] = IGNORE
         images, labels = ("imagesTr", "labelsTr") if is_train else ("imagesTs", "labelsTs")
         Image.fromarray(image).save(folder / images / f"{case}_0000.png")
         Image.fromarray(label).save(folder / labels / f"{case}.png")
         if is_train:
-            counts += np.bincount(label.ravel(), minlength=len(CLASS_NAMES))
+            counts += np.bincount(label[label != IGNORE], minlength=IGNORE)[:len(CLASS_NAMES)]
             train.append(case)
         else:
             test.append(case)
-    dataset = {
-        "channel_names": {"0": "synthetic"},
-        "labels": {name: value for value, name in enumerate(CLASS_NAMES)},
-        "numTraining": num_train,
-        "file_ending": ".png",
-        "name": name,
-        "description": f"unifocal synthetic imbalanced 2D task, seed {seed}, {size}x{size}",
-    }
-    (folder / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n", encoding="utf-8")
+    (folder / "dataset.json").write_text(json.dumps(_dataset_json(name, num_train, task, size, seed, regions, ignore),
+                                                    indent=2) + "\n", encoding="utf-8")
     frequencies = tuple(float(c) for c in counts / counts.sum())
     return SyntheticDataset(folder, dataset_name, dataset_id, tuple(train), tuple(test), frequencies)
+
+
+def _dataset_json(name: str, num_train: int, task: str, size: int, seed: int, regions: bool, ignore: bool) -> dict:
+    if regions:
+        labels: dict = {"background": 0, "organ": [ORGAN, LESION], "lesion": [LESION]}
+    else:
+        labels = {class_name: value for value, class_name in enumerate(CLASS_NAMES)}
+    if ignore:
+        labels["ignore"] = IGNORE
+    meta = {"channel_names": {"0": "synthetic"}, "labels": labels, "numTraining": num_train, "file_ending": ".png",
+            "name": name, "description": f"unifocal synthetic imbalanced 2D task ({task}), seed {seed}, {size}x{size}"}
+    if regions:
+        meta["regions_class_order"] = [ORGAN, LESION]
+    return meta
