@@ -253,3 +253,46 @@ def test_printed_command_lines_quote_paths(tmp_path, capsys):
     monai = shlex.split(next(line for line in lines if "monai.bundle" in line))
     gamma = json.loads(monai[monai.index("--loss#gamma") + 1])
     assert len(gamma) == 3 and monai[monai.index("--loss#rare_classes") + 1] == "[1, 2]"
+
+
+def _nifti(path, array):
+    import nibabel
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nibabel.save(nibabel.Nifti1Image(np.asarray(array, np.uint8), np.eye(4)), path)
+
+
+def _tumour(et_label):
+    """A 4x4x4 label map: 4 voxels of label 1, 2 of label 2, 1 of ``et_label``."""
+    volume = np.zeros((4, 4, 4), np.uint8)
+    volume[0, 0, :] = 1
+    volume[1, 0, :2] = 2
+    volume[2, 0, 0] = et_label
+    return volume
+
+
+def test_challenge_downloads_as_they_come(tmp_path, capsys):
+    """The KiTS19 repository (data/case_*/segmentation.nii.gz), the KiTS23 one before its images are fetched
+    (dataset/case_*/), BraTS 2021 (BraTS2021_*/*_seg.nii.gz) and BraTS 2023 GLI (BraTS-GLI-*/*-seg.nii.gz):
+    each read as it comes; BraTS by its regions, in the BraTS bundle's channel order TC, WT, ET."""
+    for case in ("case_00000", "case_00001"):
+        _nifti(tmp_path / "kits19" / "data" / case / "segmentation.nii.gz", _tumour(2))
+        _nifti(tmp_path / "kits19" / "data" / case / "imaging.nii.gz", np.zeros((4, 4, 4)))
+    _nifti(tmp_path / "kits19" / "data" / "case_00210" / "imaging.nii.gz", np.zeros((4, 4, 4)))  # test case
+    out = _json_output(capsys, ["gamma", str(tmp_path / "kits19"), "--json"])
+    assert out["num_files"] == 2 and out["voxel_counts"] == [2 * 57, 2 * 4, 2 * 3]
+    assert out["rare_classes"] == [1, 2]
+
+    _nifti(tmp_path / "kits23" / "dataset" / "case_00000" / "segmentation.nii.gz", _tumour(3))
+    out = _json_output(capsys, ["gamma", str(tmp_path / "kits23"), "--json"])
+    assert out["num_files"] == 1 and out["voxel_counts"] == [57, 4, 2, 1] and out["multilabel"] is False
+
+    for layout, case, seg, et in (("brats2021", "BraTS2021_00000", "BraTS2021_00000_seg", 4),
+                                  ("gli", "BraTS-GLI-00002-001", "BraTS-GLI-00002-001-seg", 3)):
+        _nifti(tmp_path / layout / case / f"{seg}.nii.gz", _tumour(et))
+        out = _json_output(capsys, ["gamma", str(tmp_path / layout), "--json"])
+        assert out["multilabel"] is True and out["class_names"] == ["TC", "WT", "ET"]
+        assert out["regions"] == [[1, et], [1, 2, et], [et]] and out["voxel_counts"] == [5, 7, 1]
+        assert out["gamma"] == pytest.approx(list(propose_gamma([5 / 64, 7 / 64, 1 / 64], multilabel=True).gamma))
+    with pytest.raises(SystemExit, match="a BraTS download is counted by its regions"):
+        main(["gamma", str(tmp_path / "gli"), "--num-classes", "4"])

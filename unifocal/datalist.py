@@ -25,9 +25,10 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
-__all__ = ["Download", "DOWNLOADS", "LAYOUTS", "Cases", "find_cases", "fold_lists", "detect_layout", "case_name"]
+__all__ = ["Download", "DOWNLOADS", "LAYOUTS", "Cases", "find_cases", "fold_lists", "detect_layout", "case_name",
+           "download_labels"]
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,20 @@ def _download(root: Path, layout: str) -> Cases:
         else:
             test[case.name] = image
     return Cases(layout, labelled, test)
+
+
+def download_labels(root: Union[str, Path]) -> Optional[tuple[str, dict[str, Path]]]:
+    """``(layout, {case: label file})`` when ``root`` is a challenge download of :data:`DOWNLOADS` (images need
+    not be there: the KiTS21 / KiTS23 repositories hold the segmentations before the images are fetched), else
+    None."""
+    root = Path(root)
+    for layout, download in DOWNLOADS.items():
+        folders = download.case_folders(root)
+        labels = {case.name: case / download.label.format(case=case.name) for case in folders}
+        labels = {case: path for case, path in labels.items() if path.is_file()}
+        if labels:
+            return layout, labels
+    return None
 
 
 def find_cases(root: Union[str, Path], layout: str = "auto") -> Cases:
