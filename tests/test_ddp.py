@@ -11,16 +11,12 @@ Relations checked (world size W, each rank holding B / W samples):
 - so parameter gradients after DDP equal the single-process gradients.
 """
 
-import datetime
-import os
-import socket
-import time
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
+
+from ddp_ranks import WORLD, on_ranks, share
 
 from unifocal.losses import (
     CrossEntropyLoss,
@@ -32,7 +28,6 @@ from unifocal.losses import (
     UnifiedFocalLoss,
 )
 
-WORLD = 2
 B = 4
 IGNORE = 9
 
@@ -86,82 +81,40 @@ def conv_model():
     return nn.Conv2d(1, 3, 3, padding=1).double()
 
 
-def _worker(rank, port, data_path, out_path):
-    torch.set_num_threads(1)
-    # a collective that waits for a rank that never comes fails after 30 s instead of hanging the test
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=30))
-    try:
-        data = torch.load(data_path)
-        part = slice(rank * B // WORLD, (rank + 1) * B // WORLD)
-        results = {}
-        for name in LOSSES:
-            x = data["logits"][part].clone().requires_grad_()
-            value = call(name, x, data, part)
-            value.backward()
-            results[name] = (value.detach(), x.grad)
-        # nnU-Net's batch Dice under DDP (its AllGatherGrad) on the same slice
-        from nnunetv2.training.loss.dice import SoftDiceLoss
-        from nnunetv2.utilities.helpers import softmax_helper_dim1
-
+def _worker(rank, world, data):
+    part = share(rank, B, world)
+    results = {}
+    for name in LOSSES:
         x = data["logits"][part].clone().requires_grad_()
-        value = SoftDiceLoss(apply_nonlin=softmax_helper_dim1, batch_dice=True, do_bg=False, smooth=1e-5, ddp=True)(
-            x, data["labels"][part]
-        )
+        value = call(name, x, data, part)
         value.backward()
-        results["nnunet_dice_batch"] = (value.detach(), x.grad)
-        # a DDP-wrapped model: parameter gradients are averaged over ranks
-        model = nn.parallel.DistributedDataParallel(conv_model())
-        loss = UnifiedFocalLoss(batch_dice=True, ddp=True)(model(data["image"][part]), data["labels"][part])
-        loss.backward()
-        results["ddp_model"] = (loss.detach(), [p.grad.clone() for p in model.parameters()])
-        dist.barrier()
-        if rank == 0:  # validation or logging on one rank: without ddp=True no collective, so no wait for rank 1
-            alone = UnifiedFocalLoss(batch_dice=True)(data["logits"][part], data["labels"][part], mask=data["mask"][part])
-            results["alone"] = alone
-        path = out_path.format(rank=rank)
-        torch.save(results, path + ".part")
-        os.replace(path + ".part", path)  # complete or absent, whatever happens to the process next
-    finally:
-        dist.destroy_process_group()
+        results[name] = (value.detach(), x.grad)
+    # nnU-Net's batch Dice under DDP (its AllGatherGrad) on the same slice
+    from nnunetv2.training.loss.dice import SoftDiceLoss
+    from nnunetv2.utilities.helpers import softmax_helper_dim1
 
-
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    x = data["logits"][part].clone().requires_grad_()
+    value = SoftDiceLoss(apply_nonlin=softmax_helper_dim1, batch_dice=True, do_bg=False, smooth=1e-5, ddp=True)(
+        x, data["labels"][part]
+    )
+    value.backward()
+    results["nnunet_dice_batch"] = (value.detach(), x.grad)
+    # a DDP-wrapped model: parameter gradients are averaged over ranks
+    model = nn.parallel.DistributedDataParallel(conv_model())
+    loss = UnifiedFocalLoss(batch_dice=True, ddp=True)(model(data["image"][part]), data["labels"][part])
+    loss.backward()
+    results["ddp_model"] = (loss.detach(), [p.grad.clone() for p in model.parameters()])
+    dist.barrier()
+    if rank == 0:  # validation or logging on one rank: without ddp=True no collective, so no wait for rank 1
+        alone = UnifiedFocalLoss(batch_dice=True)(data["logits"][part], data["labels"][part], mask=data["mask"][part])
+        results["alone"] = alone
+    return results
 
 
 @pytest.fixture(scope="module")
-def rank_results(tmp_path_factory):
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    tmp = tmp_path_factory.mktemp("ddp")
+def rank_results():
     data = make_data()
-    torch.save(data, tmp / "data.pt")
-    out_path = str(tmp / "rank{rank}.pt")
-    paths = [out_path.format(rank=r) for r in range(WORLD)]
-    # Gloo on the CPU sometimes aborts a worker in its teardown, after its work is done ("terminate called
-    # without an active exception", SIGABRT; TEARDOWN_ABORT in tests/test_bundles.py): a SIGABRT is accepted
-    # when every rank has written its results, and the run is repeated when one has not.
-    for _ in range(3):
-        for path in paths:
-            if os.path.exists(path):
-                os.remove(path)
-        context = mp.spawn(_worker, args=(_free_port(), str(tmp / "data.pt"), out_path), nprocs=WORLD, join=False)
-        deadline = time.monotonic() + 240
-        try:
-            while not context.join(timeout=5):
-                if time.monotonic() > deadline:
-                    for process in context.processes:
-                        process.kill()
-                    pytest.fail("the distributed workers did not finish")
-        except mp.ProcessExitedException as error:
-            if error.signal_name != "SIGABRT":
-                raise
-        if all(os.path.exists(path) for path in paths):
-            return data, [torch.load(path) for path in paths]
-    pytest.fail("a distributed worker aborted before writing its results in three runs")
+    return data, on_ranks(_worker, data)
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -182,8 +135,7 @@ def test_rank_gradient_over_world_size_equals_single_process_gradient(rank_resul
     x = data["logits"].clone().requires_grad_()
     call(name, x, data).backward()
     for rank, result in enumerate(ranks):
-        part = slice(rank * B // WORLD, (rank + 1) * B // WORLD)
-        torch.testing.assert_close(result[name][1] / WORLD, x.grad[part], rtol=1e-10, atol=1e-13)
+        torch.testing.assert_close(result[name][1] / WORLD, x.grad[share(rank, B)], rtol=1e-10, atol=1e-13)
 
 
 def test_batch_dice_matches_nnunet_under_ddp(rank_results):
