@@ -49,17 +49,12 @@ def _save_nifti(array: np.ndarray, path: Path, dtype) -> None:
     nib.save(image, str(path))
 
 
-def _split(entries: list) -> tuple[list, list, list]:
-    """All but the last case for training, the last for validation and as the test image."""
-    return entries[:-1], entries[-1:], [entries[-1]["image"]]
-
-
 def make_kits_like(root: Path, num_cases: int = 4, shape: Sequence[int] = (32, 32, 32), seed: int = 0) -> Path:
-    """CT-like volumes (HU) with a kidney (label 1, ~150 HU) holding a tumour (label 2, ~40 HU)."""
+    """CT-like volumes (HU) with a kidney (label 1, ~150 HU) holding a tumour (label 2, ~40 HU), in the KiTS19 /
+    KiTS23 download layout (``case_XXXXX/imaging.nii.gz`` and ``segmentation.nii.gz``: every image has the same
+    file name). The last two cases are also the test images."""
     rng = np.random.default_rng(seed)
     root = Path(root)
-    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
     shape = tuple(int(s) for s in shape)
     size = min(shape)
     entries = []
@@ -70,11 +65,12 @@ def make_kits_like(root: Path, num_cases: int = 4, shape: Sequence[int] = (32, 3
         label = kidney.astype(np.uint8) + tumor.astype(np.uint8)
         image = np.where(label == 1, 150.0, np.where(label == 2, 40.0, -40.0))
         image = image + rng.normal(0.0, 15.0, shape)
-        name = f"case_{index:05d}"
-        _save_nifti(image, root / "imagesTr" / f"{name}.nii.gz", np.int16)
-        _save_nifti(label, root / "labelsTr" / f"{name}.nii.gz", np.uint8)
-        entries.append({"image": f"imagesTr/{name}.nii.gz", "label": f"labelsTr/{name}.nii.gz"})
-    write_datalist(root, *_split(entries))
+        case = root / f"case_{index:05d}"
+        case.mkdir(parents=True, exist_ok=True)
+        _save_nifti(image, case / "imaging.nii.gz", np.int16)
+        _save_nifti(label, case / "segmentation.nii.gz", np.uint8)
+        entries.append({"image": f"{case.name}/imaging.nii.gz", "label": f"{case.name}/segmentation.nii.gz"})
+    write_datalist(root, entries[:-1], entries[-1:], [entry["image"] for entry in entries[-2:]])
     return root
 
 

@@ -230,27 +230,32 @@ def test_train_writes_checkpoint_and_loss_decreases(trained):
 
 @pytest.mark.slow
 def test_inference_writes_segmentations_in_input_geometry(trained):
+    """One prediction per test image, named after its case: KiTS's two test images are both imaging.nii.gz
+    (case_00002/, case_00003/) and give two files; BraTS is named by its case id, not a modality file."""
     case = trained.case
     infer = {"dataset_dir": str(trained.data), "device": CPU, "num_workers": 0}
     bundle_run(trained.bundle, ["inference.json", SETTINGS], infer)
     test_images = json.loads((trained.data / "datalist.json").read_text())["test"]
-    assert len(test_images) == 1
-    source = trained.data / (test_images[0][0] if isinstance(test_images[0], list) else test_images[0])
+    sources = [trained.data / (image[0] if isinstance(image, list) else image) for image in test_images]
     predictions = sorted((trained.bundle / "predictions").iterdir())
-    assert [p.name for p in predictions] == [source.name.split(".")[0] + "_seg" + (".png" if case.name.startswith("binary") else ".nii.gz")]
+    expected = {"kits_unified_focal": ["case_00002_seg.nii.gz", "case_00003_seg.nii.gz"],
+                "brats_unified_focal": ["BraTS2021_00003_seg.nii.gz"],
+                "binary2d_unified_focal": ["img_003_seg.png"]}[case.name]
+    assert [p.name for p in predictions] == expected and len(sources) == len(expected)
 
-    if case.name == "binary2d_unified_focal":
-        pred, image = Image.open(predictions[0]), Image.open(source)
-        assert pred.size == image.size and pred.mode == "L"
-        assert set(np.unique(np.asarray(pred))) <= {0, 255}
-        return
-    pred, image = nib.load(str(predictions[0])), nib.load(str(source))
-    assert pred.shape == image.shape
-    np.testing.assert_allclose(pred.affine, image.affine, atol=1e-5)
-    np.testing.assert_allclose(pred.affine, AFFINE, atol=1e-5)
-    assert pred.get_data_dtype() == np.uint8
-    labels = set(np.unique(np.asarray(pred.dataobj)).tolist())
-    assert labels <= ({0, 1, 2} if case.name == "kits_unified_focal" else {0, 1, 2, 4})
+    for prediction, source in zip(predictions, sources):
+        if case.name == "binary2d_unified_focal":
+            pred, image = Image.open(prediction), Image.open(source)
+            assert pred.size == image.size and pred.mode == "L"
+            assert set(np.unique(np.asarray(pred))) <= {0, 255}
+            continue
+        pred, image = nib.load(str(prediction)), nib.load(str(source))
+        assert pred.shape == image.shape
+        np.testing.assert_allclose(pred.affine, image.affine, atol=1e-5)
+        np.testing.assert_allclose(pred.affine, AFFINE, atol=1e-5)
+        assert pred.get_data_dtype() == np.uint8
+        labels = set(np.unique(np.asarray(pred.dataobj)).tolist())
+        assert labels <= ({0, 1, 2} if case.name == "kits_unified_focal" else {0, 1, 2, 4})
 
 
 @pytest.mark.slow
@@ -271,9 +276,9 @@ def test_kits_evaluate_writes_per_class_dice(trained_kits):
     for region in regions:  # one per-case file per region metric: here the one validation case
         rows = (eval_dir / f"val_{region}_hd95_raw.csv").read_text().split("\n")
         assert rows[0] == "filename,class0,mean" and rows[1].startswith(str(trained.data)) and rows[2] == ""
-    # the saved prediction of the validation case is in its original geometry
+    # the saved prediction of the validation case, named after its case folder, is in its original geometry
     saved = sorted(eval_dir.glob("*_seg.nii.gz"))
-    assert len(saved) == 1 and nib.load(str(saved[0])).shape == KITS_SHAPE
+    assert [p.name for p in saved] == ["case_00003_seg.nii.gz"] and nib.load(str(saved[0])).shape == KITS_SHAPE
 
 
 @pytest.mark.slow
@@ -448,6 +453,41 @@ def test_loss_hyperparameters_are_config_values():
     assert binary.options["gamma"] == 0.3
 
 
+def test_kits23_settings_split_by_purpose_serve_every_command(tmp_path):
+    """The README's KiTS23 set-up: settings.json (classes, regions, network) goes to every command, the loss
+    settings to the training commands only (inference.json and ckpt_export build no loss, so a loss#... key
+    has nothing to reach into there). The NSD tolerances follow the regions: KiTS23's published ones."""
+    from unifocal.metrics import CHALLENGES
+
+    configs = BUNDLES / "kits_unified_focal" / "configs"
+    settings = Path(_write_json(tmp_path / "settings.json", {
+        **CASES["kits_unified_focal"].small, "num_classes": 4,
+        "regions": {"kidney_and_masses": [1, 2, 3], "masses": [2, 3], "tumor": [2]}}))
+    training = Path(_write_json(tmp_path / "train_settings.json",
+                                {"loss#gamma": [0.6, 0.61, 0.69, 0.69], "loss#rare_classes": [1, 2, 3]}))
+
+    def parsed(*files: Path) -> ConfigParser:
+        parser = ConfigParser()
+        parser.read_config([str(f) for f in files])
+        return parser
+
+    for files in ([configs / "train.json", settings, training],
+                  [configs / "train.json", configs / "evaluate.json", settings, training]):
+        train = parsed(*files)
+        assert train.get_parsed_content("loss").options["gamma"] == (0.6, 0.61, 0.69, 0.69)
+        assert train.get_parsed_content("nsd_tolerance_mm") == list(CHALLENGES["kits23"].tolerances)
+        train.get_parsed_content("checks")  # every setting fits: 4 classes, patch, deep supervision
+    infer = parsed(configs / "inference.json", settings)
+    network = infer.get_parsed_content("network_def")
+    assert network(torch.zeros(1, 1, 32, 32, 32)).shape == (1, 4, 32, 32, 32)
+    torch.save(network.state_dict(), tmp_path / "model.pt")
+    ckpt_export(net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(tmp_path / "model.pt"),
+                meta_file=str(configs / "metadata.json"), config_file=[str(configs / "inference.json"), str(settings)])
+    assert torch.jit.load(str(tmp_path / "model.ts"))(torch.zeros(1, 1, 32, 32, 32)).shape == (1, 4, 32, 32, 32)
+    with pytest.raises(KeyError, match="loss"):  # why the loss settings stay out of settings.json
+        parsed(configs / "inference.json", settings, training)
+
+
 def test_kits_gamma_is_the_frequency_rule_proposal():
     """The per-class gamma in the KiTS bundle is unifocal.gamma's proposal for KiTS19-like class
     frequencies (background 97 %, kidney 2.5 %, tumour 0.5 %), rounded to 3 decimals."""
@@ -512,7 +552,6 @@ def test_kits_checkpoint_exports_by_scripting_and_tracing(trained_kits, tmp_path
 # checkpoints and resuming, settings checked before caching, multi-GPU, metrics, memory, 2D images
 
 
-@pytest.mark.slow
 def whole_checkpoints(bundle: Path) -> list[int]:
     """Epochs of the periodic checkpoints in ``bundle/models`` that are complete files (zip archives)."""
     import zipfile
@@ -521,6 +560,7 @@ def whole_checkpoints(bundle: Path) -> list[int]:
             if zipfile.is_zipfile(p)]
 
 
+@pytest.mark.slow
 def test_kits_resume_after_kill_ends_at_the_same_epoch(tmp_path):
     """A run killed (SIGKILL, no clean-up) after its first complete periodic checkpoint, resumed with the
     documented `--resume True`, continues from the newest complete checkpoint's epoch and ends at the
@@ -560,25 +600,93 @@ def _workflow(name: str, data: Path, bundle_root: Path, workflow_type: str = "tr
     return ConfigWorkflow(config_file=str(bundle / "configs" / config), meta_file=str(bundle / "configs" / "metadata.json"),
                           logging_file=False, workflow_type=workflow_type, dataset_dir=str(data),
                           bundle_root=str(bundle_root), device="$torch.device('cpu')", num_workers=0,
-                          **CASES[name].small, **overrides)
+                          **{**CASES[name].small, **overrides})
 
 
-@pytest.mark.parametrize("overrides, error, message", [
-    ({"loss#gamma": [0.5, 0.5]}, ValueError, "gamma has 2 values but the input has 3 channels"),
-    ({"loss#rare_classes": [1, 3]}, ValueError, "rare_classes=(1, 3) names a class the input lacks"),
-    ({"resume": True}, FileNotFoundError, "resume=True but"),
-    ({"resume": "true"}, TypeError, "resume must be True or False, got 'true'"),
+@pytest.mark.parametrize("name, overrides, error, message", [
+    ("kits_unified_focal", {"loss#gamma": [0.5, 0.5]}, ValueError, "gamma has 2 values but the input has 3 channels"),
+    ("kits_unified_focal", {"loss#rare_classes": [1, 3]}, ValueError, "rare_classes=(1, 3) names a class the input lacks"),
+    ("kits_unified_focal", {"resume": True}, FileNotFoundError, "resume=True but"),
+    ("kits_unified_focal", {"resume": "true"}, TypeError, "resume must be True or False on the command line (a bare "
+     "true is the string 'true'), true or false in a JSON file; got 'true'"),
+    ("kits_unified_focal", {"amp": "false"}, TypeError, "amp must be True or False"),
+    ("binary2d_unified_focal", {"deterministic": "False"}, TypeError, "deterministic must be True or False"),
+    ("kits_unified_focal", {"ds_weights": [0.5, 0.5]}, ValueError,
+     "ds_weights: 2 deep supervision weights given for 3 outputs; give a scheme name"),
+    ("kits_unified_focal", {"patch_size": [30, 30, 30]}, ValueError, "patch_size [30, 30, 30] does not fit the "
+     "network, which downsamples the sides by [8, 8, 8]: use multiples of these, e.g. [32, 32, 32]"),
+    ("brats_unified_focal", {"patch_size": [32, 36, 32]}, ValueError, "use multiples of these, e.g. [32, 40, 32]"),
+    ("brats_unified_focal", {"loss#multilabel": False}, ValueError, "loss#multilabel is False, but this bundle's "
+     "targets are overlapping regions, one sigmoid channel each: set loss#multilabel to True"),
+    ("binary2d_unified_focal", {"loss#multilabel": True}, ValueError, "set loss#multilabel to False"),
 ])
-def test_settings_are_checked_before_any_data_is_read(overrides, error, message, tmp_path):
-    """A setting that cannot work fails in `initialize`, naming the setting, before the data list is even
-    read (the data folder does not exist here) and so before anything is cached."""
-    workflow = _workflow("kits_unified_focal", tmp_path / "no_such_folder", tmp_path, **overrides)
+def test_settings_are_checked_before_any_data_is_read(name, overrides, error, message, tmp_path):
+    """A setting that cannot work fails in `initialize`, naming the setting and the fix, before the data list is
+    even read (the data folder does not exist here) and so before anything is cached."""
+    workflow = _workflow(name, tmp_path / "no_such_folder", tmp_path, **overrides)
+    assert _root_cause(workflow.initialize, error, message)
+
+
+def _root_cause(call: Callable, error: type, message: str) -> bool:
+    """Whether ``call()`` fails (through MONAI's wrapping RuntimeErrors) with ``error`` carrying ``message``."""
     with pytest.raises(RuntimeError) as raised:
-        workflow.initialize()
+        call()
     cause = raised.value
     while cause.__cause__ is not None:
         cause = cause.__cause__
     assert isinstance(cause, error) and message in str(cause), repr(cause)
+    return True
+
+
+def test_brats_et_label_is_checked_against_the_data_lists_first_labels(tmp_path):
+    """BraTS 2023 files (ET label 3) with the 2021 default et_label 4: an empty ET target and a perfect score
+    would follow; the check reads the first training labels and names the setting to change."""
+    data = make_brats_like(tmp_path / "data", et_label=3)
+    workflow = _workflow("brats_unified_focal", data, tmp_path, cache_rate=1.0)
+    assert _root_cause(workflow.initialize, ValueError, "BraTS2021_00000_seg.nii.gz, BraTS2021_00001_seg.nii.gz, "
+                       "BraTS2021_00002_seg.nii.gz: the enhancing-tumour label 4 never occurs but 3 does: these are "
+                       "BraTS 2023 labels; set et_label to 3")
+    _workflow("brats_unified_focal", data, tmp_path, cache_rate=0, et_label=3).initialize()
+
+
+def test_predictions_are_named_after_their_case_and_never_replace_a_file(tmp_path):
+    """KiTS names every image imaging.nii.gz, BraTS has a file per channel: the prediction takes the case
+    folder's name. Two images of one case, or a prediction already on disk, stop inference in `initialize`,
+    before any image is read; overwrite_predictions True replaces it."""
+    from monai.transforms import SaveImaged
+
+    from unifocal.bundle_support import PredictionNames
+
+    saver = SaveImaged(keys="pred", output_dir=str(tmp_path / "predictions"), output_postfix="seg",
+                       output_ext=".nii.gz", separate_folder=False)
+    names = PredictionNames()
+    images = ["/data/kits23/dataset/case_00000/imaging.nii.gz", "/data/kits23/dataset/case_00001/imaging.nii.gz",
+              ["/d/BraTS2021_00007/BraTS2021_00007_flair.nii.gz", "/d/BraTS2021_00007/BraTS2021_00007_t1.nii.gz"],
+              "/d/BraTS-GLI-00002-001/BraTS-GLI-00002-001-t2f.nii.gz", "/d/imagesTs/lung_004.nii.gz"]
+    names.check([{"image": image} for image in images], saver)
+    subjects = [names({"filename_or_obj": image[0] if isinstance(image, list) else image}, saver)["subject"]
+                for image in images]
+    assert subjects == ["case_00000", "case_00001", "BraTS2021_00007", "BraTS-GLI-00002-001", "lung_004"]
+    with pytest.raises(ValueError, match=r"case_00001/imaging.nii.gz and .*case_00001/imaging.nii.gz are both case "
+                       r"case_00001: their predictions would be one file, .*case_00001_seg.nii.gz; list each case once"):
+        names.check([{"image": images[1]}, {"image": "/elsewhere/case_00001/imaging.nii.gz"}], saver)
+    names.check([{"image": images[0]}], None)  # saving disabled (evaluate.json's default)
+
+    # the whole inference workflow: an existing prediction stops it before the (absent) images are read
+    data = tmp_path / "data"
+    data.mkdir()
+    write_datalist(data, [], [], ["case_00000/imaging.nii.gz", "case_00001/imaging.nii.gz"])
+    existing = tmp_path / "predictions" / "case_00001_seg.nii.gz"
+    existing.parent.mkdir(parents=True, exist_ok=True)
+    existing.write_bytes(b"a user's prediction")
+    workflow = _workflow("kits_unified_focal", data, tmp_path, "inference")
+    assert _root_cause(workflow.initialize, FileExistsError, f"{existing} exists: move it away, set output_dir to "
+                       "another folder, or set overwrite_predictions to True to replace it")
+    assert existing.read_bytes() == b"a user's prediction"
+    _workflow("kits_unified_focal", data, tmp_path, "inference", overwrite_predictions=True).initialize()
+    for wrong in ("true", 1):
+        with pytest.raises(TypeError, match="overwrite_predictions must be True or False"):
+            PredictionNames(wrong)
 
 
 def test_determinism_holds_when_asked_for(tmp_path):
@@ -709,6 +817,11 @@ def test_regions_and_their_distance_metrics_by_hand():
         assert metrics["val_tumor_nsd"].metric_fn.aggregate().item() == pytest.approx(nsd)
     with pytest.raises(ValueError, match="nsd_tolerance_mm"):
         region_metrics(["tumor"], 0)
+    # one tolerance per region, e.g. KiTS23's published ones (unifocal.metrics.CHALLENGES)
+    per_region = region_metrics(["masses", "tumor"], [1.13, 1.15])
+    assert [per_region[f"val_{r}_nsd"].metric_fn.metric.class_thresholds for r in ("masses", "tumor")] == [[1.13], [1.15]]
+    with pytest.raises(ValueError, match=r"one per region \(2\), got \[1.0\]"):
+        region_metrics(["masses", "tumor"], [1.0])
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -1,6 +1,8 @@
-"""Helpers that the MONAI bundles in ``bundles/`` name in their configs.
+"""Helpers that the MONAI bundles in ``unifocal/bundles`` name in their configs.
 
-Settings checks that run before any data is cached (:func:`check_loss`, :func:`resume_checkpoint`), the
+Settings checks that run before any data is read (:func:`check_setting_bool`, :func:`check_patch_size`,
+:func:`check_deep_supervision`, :func:`check_loss`, :func:`check_et_label`, :func:`resume_checkpoint`), the
+names of the written predictions (:class:`PredictionNames`), the
 challenge regions and their distance metrics in each image's physical spacing (:func:`label_regions`,
 :func:`region_metrics`), nnU-Net's gradient clipping for ignite trainers (:class:`GradientClipping`) and the
 PIL conversion of the 2D bundle (:func:`convert_image`). MONAI and ignite are imported inside the functions:
@@ -14,12 +16,17 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
 __all__ = [
+    "check_setting_bool",
+    "check_patch_size",
+    "check_deep_supervision",
     "check_loss",
+    "check_et_label",
+    "PredictionNames",
     "resume_checkpoint",
     "label_regions",
     "PhysicalSpacingMetric",
@@ -30,19 +37,65 @@ __all__ = [
 ]
 
 _CHECKPOINT = re.compile(r"checkpoint_epoch=(\d+)\.pt")
+_BOOL_FIX = "True or False on the command line (a bare true is the string 'true'), true or false in a JSON file"
 
 
-def check_loss(loss: torch.nn.Module, num_channels: int, spatial_dims: int, device: Any = "cpu") -> None:
+def check_setting_bool(setting: str, value: Any) -> bool:
+    """``value`` if it is a real bool; a string such as ``'false'`` (python-fire's reading of ``--amp false``) or a
+    number is an error naming ``setting``, never a truthy setting."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{setting} must be {_BOOL_FIX}; got {value!r}")
+    return value
+
+
+def check_patch_size(patch_size: Any, divisor: Any, setting: str = "patch_size") -> None:
+    """Every side of ``patch_size`` must be a positive multiple of the network's downsampling factor along its
+    axis (``divisor``: one number, or one per axis, the product of the strides), or the decoder's skip
+    connections do not match ("Sizes of tensors must match") once the data is loaded."""
+    divisors = [int(d) for d in (divisor if isinstance(divisor, Sequence) else [divisor])]
+    if isinstance(patch_size, (str, bytes)) or not isinstance(patch_size, Sequence) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in patch_size):
+        raise ValueError(f"{setting} must be a list of positive integers; got {patch_size!r}")
+    if len(divisors) == 1:
+        divisors = divisors * len(patch_size)
+    if len(divisors) != len(patch_size):
+        raise ValueError(f"{setting} {list(patch_size)} has {len(patch_size)} sides; the network is "
+                         f"{len(divisors)}-dimensional")
+    if any(v % d for v, d in zip(patch_size, divisors)):
+        fitting = [-(-v // d) * d for v, d in zip(patch_size, divisors)]  # the next multiples up
+        raise ValueError(f"{setting} {list(patch_size)} does not fit the network, which downsamples the sides by "
+                         f"{divisors}: use multiples of these, e.g. {fitting}")
+
+
+def check_deep_supervision(weights: Any, num_outputs: int, setting: str = "ds_weights") -> None:
+    """The deep-supervision weights ``weights`` (a scheme name or one weight per output) against the network's
+    ``num_outputs`` outputs (``deep_supr_num + 1`` for DynUNet)."""
+    from .losses import deep_supervision_weights
+
+    try:
+        deep_supervision_weights(num_outputs, weights)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{setting}: {error}; give a scheme name ('nnunet', 'exp', 'uniform') or one weight per "
+                         f"output ({num_outputs}: deep_supr_num + 1)") from None
+
+
+def check_loss(loss: torch.nn.Module, num_channels: int, spatial_dims: int, device: Any = "cpu",
+               regions: Optional[bool] = None) -> None:
     """Run ``loss`` once on a tiny all-zero input with ``num_channels`` channels, so that settings that do not
     fit the network (a ``gamma`` or class list of the wrong length, a rare class the output lacks) fail here,
     with the loss's own message naming the setting, instead of at the first iteration after caching the data.
     ``device`` is the training device: a loss that all-reduces across ranks (NCCL) needs its tensors there;
-    under torchrun every rank runs this check at the same point.
+    under torchrun every rank runs this check at the same point. ``regions`` is what the bundle's targets are:
+    overlapping regions (True: the loss must be ``multilabel``) or label maps (False: it must not be).
     """
     if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 1:
         raise ValueError(f"the number of output channels must be a positive integer, got {num_channels!r}")
     shape = (1, num_channels) + (2,) * spatial_dims
-    multilabel = bool(getattr(loss, "options", {}).get("multilabel", False))
+    multilabel = getattr(loss, "options", {}).get("multilabel", False)
+    if regions is not None and multilabel is not regions:
+        targets = "overlapping regions, one sigmoid channel each" if regions else "label maps, one softmax over classes"
+        raise ValueError(f"loss#multilabel is {multilabel!r}, but this bundle's targets are {targets}: set "
+                         f"loss#multilabel to {regions}")
     target = torch.zeros(shape if multilabel else (1, 1) + shape[2:], device=device)
     try:
         loss(torch.zeros(shape, device=device), target)
@@ -58,12 +111,9 @@ def resume_checkpoint(checkpoint_dir: str, resume: bool) -> str:
     newest file (a torch checkpoint is a zip archive; a cut one has no central directory): it is skipped with
     a warning and the one before it is used.
 
-    ``resume`` must be a real bool: on the ``monai.bundle`` command line that is ``--resume True`` (python-fire
-    reads a bare ``true`` as the string "true").
+    ``resume`` must be a real bool (:func:`check_setting_bool`).
     """
-    if not isinstance(resume, bool):
-        raise TypeError(f"resume must be True or False, got {resume!r} (on the command line write --resume True)")
-    if not resume:
+    if not check_setting_bool("resume", resume):
         return ""
     folder = Path(checkpoint_dir)
     found = [(int(m.group(1)), p) for p in folder.glob("checkpoint_epoch=*.pt") if (m := _CHECKPOINT.fullmatch(p.name))]
@@ -74,6 +124,74 @@ def resume_checkpoint(checkpoint_dir: str, resume: bool) -> str:
             return str(path)
         warnings.warn(f"{path} is incomplete (the run was stopped while saving it); resuming from an earlier one")
     raise FileNotFoundError(f"resume=True but every checkpoint_epoch=N.pt in {folder} is incomplete")
+
+
+def check_et_label(et_label: Any, datalist: Sequence[Mapping], num_files: int = 3) -> None:
+    """The BraTS enhancing-tumour label ``et_label`` against the label values of the first ``num_files`` labels
+    of ``datalist`` (4 until 2021, 3 from 2023): a label the data does not use would train and score an empty
+    ET region (:func:`unifocal.metrics.check_brats_labels`)."""
+    import numpy as np
+
+    from .io import read_label
+    from .metrics import check_brats_labels
+
+    paths = [item["label"] for item in list(datalist)[:num_files]]
+    values = set()
+    for path in paths:
+        values.update(np.unique(read_label(path)).tolist())
+    where = ", ".join(str(Path(p).name) for p in paths)
+    check_brats_labels(sorted(values), et_label, where or "the data list", "et_label")
+
+
+class PredictionNames:
+    """``output_name_formatter`` of a bundle's ``SaveImaged``: each prediction is named after its case
+    (:func:`unifocal.datalist.case_name`: the case folder of a KiTS or BraTS download, else the image's file
+    name), so no two cases write one file, and an existing file is replaced only with ``overwrite``
+    (the bundles' ``overwrite_predictions``).
+
+    :meth:`check` runs in ``initialize``, before any image is read: it refuses a data list in which two images
+    name one case and predictions that already exist; saving checks again (a file that appeared meanwhile).
+    """
+
+    def __init__(self, overwrite: bool = False) -> None:
+        self.overwrite = check_setting_bool("overwrite_predictions", overwrite)
+
+    @staticmethod
+    def _image(item: Any) -> str:
+        image = item["image"] if isinstance(item, Mapping) else item
+        return str(image[0] if isinstance(image, (list, tuple)) else image)
+
+    def _path(self, image: str, saver: Any) -> tuple[str, str]:
+        from .datalist import case_name
+
+        case = case_name(image)
+        layout = getattr(saver, "saver", saver).folder_layout  # SaveImaged holds a SaveImage
+        return case, layout.filename(subject=case)
+
+    def _refuse_existing(self, path: str) -> None:
+        if not self.overwrite and Path(path).exists():
+            raise FileExistsError(f"{path} exists: move it away, set output_dir to another folder, or set "
+                                  "overwrite_predictions to True to replace it")
+
+    def check(self, datalist: Sequence[Any], saver: Any) -> None:
+        """Refuse, before any image is read, two images of one case and predictions that exist already; a
+        disabled ``saver`` (None) writes nothing."""
+        if saver is None:
+            return
+        seen: dict[str, str] = {}
+        for item in datalist:
+            image = self._image(item)
+            case, path = self._path(image, saver)
+            if path in seen:
+                raise ValueError(f"{seen[path]} and {image} are both case {case}: their predictions would be one "
+                                 f"file, {path}; list each case once")
+            seen[path] = image
+            self._refuse_existing(path)
+
+    def __call__(self, metadict: Mapping, saver: Any) -> dict:
+        case, path = self._path(metadict["filename_or_obj"], saver)
+        self._refuse_existing(path)
+        return {"subject": case, "idx": None}
 
 
 def label_regions(label_map: torch.Tensor, regions: Mapping[str, Sequence[int]]) -> torch.Tensor:
@@ -121,19 +239,23 @@ class PhysicalSpacingMetric:
         return self.metric.get_buffer()
 
 
-def region_metrics(region_names: Sequence[str], nsd_tolerance_mm: float, prefix: str = "val") -> dict:
+def region_metrics(region_names: Sequence[str], nsd_tolerance_mm: Any, prefix: str = "val") -> dict:
     """MONAI metric handlers for every region channel: ``{prefix}_{name}_dice``, ``{prefix}_{name}_hd95``
     (95th percentile Hausdorff distance, mm) and ``{prefix}_{name}_nsd`` (normalised surface Dice at
-    ``nsd_tolerance_mm``), distances in each case's physical spacing. Channel i of ``pred`` and ``label`` is
-    region i."""
+    ``nsd_tolerance_mm``, one number or one per region, e.g. a challenge's from
+    :func:`unifocal.metrics.default_tolerances`), distances in each case's physical spacing. Channel i of
+    ``pred`` and ``label`` is region i."""
     from monai.handlers import IgniteMetricHandler, MeanDice
     from monai.metrics import HausdorffDistanceMetric, SurfaceDiceMetric
 
-    if isinstance(nsd_tolerance_mm, bool) or not isinstance(nsd_tolerance_mm, (int, float)) or not (
-            math.isfinite(nsd_tolerance_mm) and nsd_tolerance_mm > 0):
-        raise ValueError(f"nsd_tolerance_mm must be a positive number of millimetres, got {nsd_tolerance_mm!r}")
+    tolerances = list(nsd_tolerance_mm) if isinstance(nsd_tolerance_mm, (list, tuple)) else \
+        [nsd_tolerance_mm] * len(region_names)
+    if len(tolerances) != len(region_names) or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0 for t in tolerances):
+        raise ValueError(f"nsd_tolerance_mm must be a positive number of millimetres or one per region "
+                         f"({len(region_names)}), got {nsd_tolerance_mm!r}")
     metrics = {}
-    for index, name in enumerate(region_names):
+    for index, (name, tolerance) in enumerate(zip(region_names, tolerances)):
         def channel(output, index=index):
             return [d["pred"][index:index + 1] for d in output], [d["label"][index:index + 1] for d in output]
 
@@ -142,7 +264,7 @@ def region_metrics(region_names: Sequence[str], nsd_tolerance_mm: float, prefix:
             PhysicalSpacingMetric(HausdorffDistanceMetric(include_background=True, percentile=95)),
             output_transform=channel)
         metrics[f"{prefix}_{name}_nsd"] = IgniteMetricHandler(
-            PhysicalSpacingMetric(SurfaceDiceMetric([float(nsd_tolerance_mm)], include_background=True)),
+            PhysicalSpacingMetric(SurfaceDiceMetric([float(tolerance)], include_background=True)),
             output_transform=channel)
     return metrics
 
