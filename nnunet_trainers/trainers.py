@@ -103,7 +103,7 @@ class UnifocalTrainerBase(nnUNetTrainer):
         suggestion = variant_name(base, settings)
         if suggestion == self.__class__.__name__:  # the new settings are the defaults: spell them out
             spelled = {key: value for key, value in resolved.params.items() if value is not None}
-            suggestion = variant_name(base, Settings(**spelled))
+            suggestion = variant_name(base, Settings.of(spelled))
         raise SettingsError(
             f"{self.output_folder} holds a training with other loss settings ({_differences(previous, resolved)}; "
             f"recorded in {RECORD_FILE}). Starting a new training there would overwrite its checkpoints, logs and "
@@ -183,7 +183,7 @@ def _differences(before: ResolvedLoss, after: ResolvedLoss) -> str:
     lines = [] if a["loss"] == b["loss"] else [f"loss {a['loss']} there, {b['loss']} now"]
     for key in dict.fromkeys([*a["params"], *b["params"]]):
         if a["params"].get(key) != b["params"].get(key):
-            lines.append(f"{key} {a['params'].get(key)} there, {b['params'].get(key)} now")
+            lines.append(f"{key} {a['params'].get(key, 'default')} there, {b['params'].get(key, 'default')} now")
     if a["ds_scheme"] != b["ds_scheme"]:
         lines.append(f"ds_weights {a['ds_scheme']} there, {b['ds_scheme']} now")
     return "; ".join(lines)

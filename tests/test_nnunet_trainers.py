@@ -343,6 +343,19 @@ def test_new_training_refuses_a_fold_folder_with_other_settings(monkeypatch):
     make_trainer(T.UnifiedFocalTrainer)._build_loss()  # the same settings again: nnU-Net's usual restart
 
 
+def test_a_loss_parameter_outside_the_table_is_a_setting_of_its_run(monkeypatch):
+    monkeypatch.setenv("UNIFOCAL_SMOOTH", "0.5")
+    trainer = make_trainer(T.TverskyTrainer)
+    loss = trainer._build_loss()
+    outputs, targets = batch(LABELS)
+    core = L.TverskyLoss(alpha=0.3, beta=0.7, smooth=0.5, batch_dice=True)
+    torch.testing.assert_close(loss(outputs, targets), reference(core, outputs, targets, NNUNET_WEIGHTS))
+    assert trainer.my_init_kwargs[T.CHECKPOINT_KEY]["params"] == {"delta": 0.7, "smooth": 0.5}
+    monkeypatch.delenv("UNIFOCAL_SMOOTH")
+    with pytest.raises(SettingsError, match="other loss settings \\(smooth 0.5 there, default now"):
+        make_trainer(T.TverskyTrainer)._build_loss()
+
+
 def test_refusal_spells_out_default_settings(monkeypatch):
     monkeypatch.setenv("UNIFOCAL_DELTA", "0.8")
     make_trainer(T.TverskyTrainer)._build_loss()
