@@ -21,7 +21,7 @@ import numpy as np
 
 from ..io import printable, read_geometry, read_label
 from ..metrics import (
-    BRATS_ET_LABELS, CHALLENGES, LESION_METRICS, METRICS, SURFACE_METRICS, ClassSpec, brats_et_label, case_metrics,
+    BRATS_ET_LABELS, CHALLENGES, LESION_METRICS, METRICS, SURFACE_METRICS, ClassSpec, case_metrics,
     challenge_of, default_tolerances, lesion_metrics, require_lesion_metrics, require_surface_metrics,
     surface_metrics, surface_metrics_available, surface_settings,
 )
@@ -166,15 +166,20 @@ class _Job:
     scoring: Scoring
 
 
-def _label_values(labels: np.ndarray) -> set[int]:
-    """The values a label map holds (a histogram: a sort of a CT volume would take seconds)."""
+def _unknown_values(labels: np.ndarray, allowed: set[int], is_reference: bool) -> list[int]:
+    """The values of ``labels`` outside ``allowed`` (negative reference values, nnU-Net's outside-the-crop
+    marker, allowed too). Only the values between the minimum and the maximum that are not allowed are looked
+    for, without a copy of the volume (nibabel's arrays are Fortran-ordered: a ravel copies)."""
     if labels.size == 0:
-        return set()
+        return []
     low, high = int(labels.min()), int(labels.max())
-    if high - low > 1 << 16:
-        return set(np.unique(labels).tolist())
-    counts = np.bincount((labels.ravel() - low).astype(np.intp, copy=False), minlength=high - low + 1)
-    return set((np.flatnonzero(counts) + low).tolist())
+    if is_reference:
+        low = max(low, 0)
+    candidates = [v for v in range(low, high + 1) if v not in allowed] if high - low <= 64 else None
+    if candidates is None or len(candidates) > 8:
+        values = np.unique(labels)
+        return [int(v) for v in values if int(v) not in allowed and not (is_reference and v < 0)]
+    return [v for v in candidates if (labels == v).any()]
 
 
 def _check_labels(labels: np.ndarray, path: Path, job: _Job, is_reference: bool) -> None:
@@ -183,18 +188,16 @@ def _check_labels(labels: np.ndarray, path: Path, job: _Job, is_reference: bool)
     allowed = job.scoring.label_values
     if allowed is None:
         return
-    values = {v for v in _label_values(labels) if not (is_reference and v < 0)}
-    unknown = sorted(values - allowed - ({job.ignore_label} if job.ignore_label is not None else set()))
+    known = set(allowed) | ({job.ignore_label} if job.ignore_label is not None else set())
+    unknown = _unknown_values(labels, known, is_reference)
     if not unknown:
         return
     hint = ""
-    if job.scoring.challenge in BRATS_ET_LABELS.values():
-        try:
-            found = brats_et_label(values)
-        except ValueError:
-            found = None
-        if found is not None and BRATS_ET_LABELS[found] != job.scoring.challenge:
-            hint = f": these are {CHALLENGES[BRATS_ET_LABELS[found]].title} labels, use --challenge {BRATS_ET_LABELS[found]}"
+    own = {challenge: et for et, challenge in BRATS_ET_LABELS.items()}.get(job.scoring.challenge)
+    if own is not None and len(unknown) == 1 and unknown[0] in BRATS_ET_LABELS and not (labels == own).any():
+        # The other convention's enhancing-tumour label, and never this one's: the files' convention is known.
+        other = BRATS_ET_LABELS[unknown[0]]
+        hint = f": these are {CHALLENGES[other].title} labels, use --challenge {other}"
     raise ValueError(f"{printable(path)}: label values {unknown} are not among {job.scoring.label_source} "
                      f"({sorted(allowed)}){hint or '; evaluate this file with the classes it was made with'}")
 
