@@ -32,8 +32,8 @@ from unifocal import losses as L
 from unifocal.losses.deep_supervision import deep_supervision_weights
 
 from .config import AUTO, ENV_PREFIX, SETTING_KEYS, SETTINGS, Settings, SettingsError, closest_name, env_name, \
-    known_variables
-from .trainer_table import TrainerRow, row_of_loss
+    known_variables, load_settings, short_schedule
+from .trainer_table import TRAINERS, TrainerRow, row_of_loss
 
 __all__ = [
     "TrainerState",
@@ -46,6 +46,7 @@ __all__ = [
     "resolve",
     "build_loss",
     "check_values",
+    "check_environment",
     "nnunet_ds_weights",
 ]
 
@@ -208,6 +209,22 @@ def _check_names(plan: LossPlan, settings: Settings) -> None:
         raise SettingsError(f"{name} [{source}] is not a setting of the {plan.row.name} trainer's loss "
                             f"({plan.loss_class.__name__}){closest_name(name, valid) or '.'} Its settings: "
                             f"{', '.join(usable)}")
+
+
+def check_environment(environ: Optional[Mapping[str, str]] = None) -> Settings:
+    """The settings of ``environ`` (default ``os.environ``) as any unifocal trainer would read them, for
+    ``unifocal nnunet-path --check``: values parsed, the schedule read, and a ``UNIFOCAL_*`` variable that no
+    trainer's loss takes refused naming the closest valid name."""
+    settings = load_settings(environ)
+    short_schedule(environ)
+    others = {key for row in TRAINERS if row.loss is not None for key in loss_plan(row.loss).others}
+    for key in settings.other:
+        if key not in others:
+            name = env_name(key) if settings.source(key).startswith(ENV_PREFIX) else key
+            valid = known_variables(others) if name != key else [*SETTING_KEYS, *others]
+            raise SettingsError(f"{name} [{settings.source(key)}] is not a setting of any unifocal trainer"
+                                f"{closest_name(name, valid) or '.'}")
+    return settings
 
 
 def nnunet_ds_weights(num_outputs: int, scheme: Any, state: TrainerState) -> list[float]:

@@ -57,3 +57,20 @@ def test_unknown_name_is_not_found(monkeypatch):
     monkeypatch.setenv("nnUNet_extTrainer", str(nnunet_trainers.ext_trainer_path()))
     with pytest.raises(RuntimeError, match="Could not find requested nnunet trainer NoSuchTrainer"):
         recursive_find_trainer_class_by_name("NoSuchTrainer")
+
+
+def test_check_reads_the_environment_as_the_trainers_do(monkeypatch, capsys):
+    pytest.importorskip("nnunetv2")
+    monkeypatch.setenv("UNIFOCAL_GAMMA", "0.3")
+    monkeypatch.setenv("UNIFOCAL_SMOOTH", "0.5")
+    assert main(["nnunet-path", "--check"]) == 0
+    assert "loss settings from the environment: gamma=0.3 (UNIFOCAL_GAMMA), smooth=0.5 (UNIFOCAL_SMOOTH)" in \
+        capsys.readouterr().err
+    monkeypatch.setenv("UNIFOCAL_GAMA", "0.3")
+    assert main(["nnunet-path", "--check"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "UNIFOCAL_GAMA [UNIFOCAL_GAMA] is not a setting of any unifocal trainer; did you mean 'UNIFOCAL_GAMMA'?")
+    monkeypatch.delenv("UNIFOCAL_GAMA")
+    monkeypatch.setenv("UNIFOCAL_EPOCHS", "3")
+    assert main(["nnunet-path", "--check"]) == 2
+    assert "did you mean 'UNIFOCAL_NUM_EPOCHS'?" in capsys.readouterr().err
