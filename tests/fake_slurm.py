@@ -5,7 +5,8 @@ It speaks the protocol submitit's SLURM executor uses: ``sbatch SCRIPT`` answers
 job; the script's ``srun --unbuffered --output F --error F COMMAND`` runs the command with SLURM's ``%j``/``%t``
 file patterns expanded. Every submitted script is kept as ``$FAKE_SLURM_DIR/<id>.sh`` for the tests to read.
 A job whose ``--job-name`` contains ``$FAKE_SLURM_FAIL`` fails at once (exit 1, no result), as a job killed by
-the cluster does. :func:`install` writes the four commands into a folder for ``PATH``.
+the cluster does; with ``$FAKE_SLURM_HOLD`` set, jobs stay PENDING until ``scancel``. :func:`install` writes the
+four commands into a folder for ``PATH``.
 """
 
 import os
@@ -45,6 +46,10 @@ def _sbatch(args) -> int:
     command = ["bash", "-c", "exit 1"] if fail and name and fail in name.group(1) else ["bash", str(script)]
     env = {**os.environ, "SLURM_JOB_ID": job_id, "SLURM_NTASKS": "1", "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0",
            "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_JOB_NODELIST": "localhost"}
+    if os.environ.get("FAKE_SLURM_HOLD"):
+        (folder / f"{job_id}.state").write_text("PENDING")
+        print(f"Submitted batch job {job_id}")
+        return 0
     (folder / f"{job_id}.state").write_text("RUNNING")
     # A detached runner: the job outlives this command, as a SLURM job does.
     runner = (f"import subprocess, sys; code = subprocess.call({command!r}); "
@@ -74,6 +79,7 @@ def _scancel(args) -> int:
                 os.killpg(int(pid.read_text()), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if (_state_dir() / f"{job_id}.state").is_file():
             (_state_dir() / f"{job_id}.state").write_text("CANCELLED")
     return 0
 

@@ -122,3 +122,49 @@ def test_slurm_jobs_resources_environment_failure_and_resubmission(local_sweep, 
     assert len(list((tmp_path / "slurm").glob("*.sh"))) == 3
     assert "2 runs: 1 completed before, 0 submitted before, 1 to run (SLURM jobs)" in capsys.readouterr().out
     shutil.rmtree(tmp_path / "slurm")
+
+
+def test_slurm_ctrl_c_stops_waiting_not_the_jobs(tmp_path, monkeypatch, capsys):
+    # A planned dataset of one's own; the fake cluster holds the jobs (PENDING), so nothing trains.
+    raw, preprocessed = tmp_path / "raw", tmp_path / "preprocessed"
+    folder = raw / "Dataset220_Mine"
+    (folder / "labelsTr").mkdir(parents=True)
+    (folder / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "organ": 1, "lesion": 2},
+                                                     "file_ending": ".png", "channel_names": {"0": "CT"},
+                                                     "numTraining": 5}))
+    (preprocessed / folder.name).mkdir(parents=True)
+    (preprocessed / folder.name / "nnUNetPlans.json").write_text(json.dumps({"configurations": {"2d": {}}}))
+    install(tmp_path / "bin")
+    for name, value in (("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"), ("nnUNet_raw", str(raw)),
+                        ("nnUNet_preprocessed", str(preprocessed)), ("FAKE_SLURM_DIR", str(tmp_path / "slurm")),
+                        ("FAKE_SLURM_HOLD", "1")):
+        monkeypatch.setenv(name, value)
+    import unifocal.runs.launch as launch
+
+    def interrupt(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(launch.time, "sleep", interrupt)
+    output = tmp_path / "out"
+    sweep = ["sweep", "-o", str(output), "--dataset", "220", "--gammas", "0.3", "--folds", "0", "1", *TINY,
+             "--launcher", "slurm"]
+    assert main(sweep) == 130
+    printed = capsys.readouterr().out
+    assert "stopped waiting; 2 SLURM jobs are still queued or running" in printed
+    assert f"`unifocal sweep --status -o {output}`" in printed and "scancel 1000 1001" in printed
+    record = json.loads((output / "jobs" / "record.json").read_text())["jobs"]
+    assert {k: (e["job_id"], e["state"]) for k, e in record.items()} == {
+        "gamma=0.3 fold 0": ("1000", "PENDING"), "gamma=0.3 fold 1": ("1001", "PENDING")}
+    assert main(["sweep", "--status", "-o", str(output)]) == 0
+    assert len(re.findall(r"slurm\s+100[01]\s+PENDING", capsys.readouterr().out)) == 2
+    # --overwrite while the earlier jobs may run is refused; the same command waits for them, submits nothing.
+    with pytest.raises(SystemExit, match=re.escape("jobs 1000 1001 of the earlier sweep")):
+        main([*sweep, "--overwrite"])
+    assert main(sweep) == 130
+    assert "2 runs: 0 completed before, 2 submitted before, 0 to run" in capsys.readouterr().out
+    assert len(list((tmp_path / "slurm").glob("*.sh"))) == 2
+    import subprocess
+
+    subprocess.run(["scancel", "1000", "1001"], check=True)  # as the sweep said; sacct then says so
+    assert main(["sweep", "--status", "-o", str(output)]) == 0
+    assert len(re.findall(r"slurm\s+100[01]\s+CANCELLED", capsys.readouterr().out)) == 2
