@@ -229,3 +229,21 @@ def test_benchmark_runs_on_a_tiny_volume(tmp_path):
     (result,) = (tmp_path / "out").glob("*-metrics.json")
     single = json.loads(result.read_text())["one_pair"]
     assert {"read_s", "overlap_s", "surface_s", "total_s", "peak_rss_mib"} <= set(single)
+
+
+def test_area_weighted_nsd_is_monais_subvoxel_surface_dice():
+    import torch
+    from monai.metrics import compute_surface_dice
+
+    reference = np.zeros((7, 9, 8), np.uint8)
+    reference[1:5, 2:7, 2:6] = 1
+    prediction = np.roll(reference, 1, axis=0)
+    prediction[3, 1, 3] = 1
+    spacing, tolerance = (3.0, 0.8, 0.7), 1.1
+    ours = surface_metrics(prediction, reference, [1], spacing, tolerance, nsd_surface="area")["NSD"][0]
+    one_hot = [torch.from_numpy(np.stack([a == 0, a == 1]))[None].float() for a in (prediction, reference)]
+    monai = compute_surface_dice(*one_hot, [tolerance], spacing=spacing, use_subvoxels=True)
+    assert ours == pytest.approx(float(monai[0, 0]), abs=1e-6)
+    assert ours != pytest.approx(surface_metrics(prediction, reference, [1], spacing, tolerance)["NSD"][0], abs=1e-3)
+    with pytest.raises(ValueError, match="nsd_surface must be one of"):
+        surface_metrics(prediction, reference, [1], nsd_surface="faces")

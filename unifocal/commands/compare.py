@@ -199,10 +199,15 @@ def _reference(args, sources):
 
 
 def _check_options(args) -> None:
-    from ..metrics import require_surface_metrics
+    from ..metrics import require_lesion_metrics, require_surface_metrics
     from ..report import ReportFolder
 
     ReportFolder(args.output, args.overwrite).check()
+    if args.challenge and CHALLENGES[args.challenge].lesion_wise:
+        try:
+            require_lesion_metrics()
+        except ImportError as error:
+            raise ValueError(f"--challenge {args.challenge}: {error}") from None
     if args.no_surface and (args.spacing or args.nsd_tolerance or args.nsd_surface):
         raise ValueError("--spacing, --nsd-tolerance and --nsd-surface are for HD95/NSD, which --no-surface skips")
     if not args.no_surface:
