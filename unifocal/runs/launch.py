@@ -269,6 +269,8 @@ class Launcher:
                 while queue and len(running) < limit:
                     spec = queue.pop(0)
                     running.append((spec, self._submit(spec)))
+                if self.kind == "slurm" and running:
+                    running[0][1].watcher.update()  # one sacct call for every job of the sweep
                 running = [(spec, job) for spec, job in running if not self._finished(spec, job)]
                 if running:
                     time.sleep(self.poll_s)
@@ -279,7 +281,6 @@ class Launcher:
 
     def _state(self, job) -> str:
         if self.kind == "slurm":
-            job.watcher.update_if_long_enough("force")
             return job.watcher.get_state(job.job_id, mode="cache")
         return job.state
 
