@@ -240,3 +240,25 @@ def test_mask_is_downsampled_like_the_target(multilabel):
 
 def nearest(tensor, size):
     return F.interpolate(tensor.float(), size=tuple(size), mode="nearest-exact").to(tensor.dtype)
+
+
+@pytest.mark.parametrize("stacked_dim", ["1", 2, -1, True, 1.0])
+def test_stacked_dim_is_the_heads_axis_before_the_classes_checked_at_construction(stacked_dim):
+    # axis 2 is the class axis: with as many heads as classes it would silently swap heads and classes
+    with pytest.raises(ValueError, match=r"stacked_dim must be 0 or 1 .* got "):
+        DeepSupervisionLoss(UnifiedFocalLoss(), stacked_dim=stacked_dim)
+
+
+def test_a_stacked_dim_that_splits_the_batch_names_the_other_axis():
+    g = torch.Generator().manual_seed(6)
+    dynunet = torch.randn(2, 3, 3, 6, 6, generator=g)  # (B, k+1, C, H, W), heads = classes = 3
+    labels = torch.randint(0, 3, (2, 1, 6, 6), generator=g)
+    heads_first = dynunet.transpose(0, 1)  # (k+1, B, C, H, W)
+    loss = DeepSupervisionLoss(UnifiedFocalLoss(), weights="exp", stacked_dim=1)
+    torch.testing.assert_close(DeepSupervisionLoss(UnifiedFocalLoss(), weights="exp", stacked_dim=0)(heads_first, labels),
+                               loss(dynunet, labels), rtol=1e-6, atol=0)
+    compiled = torch.compile(loss, backend="eager")
+    for function in (loss, compiled):
+        with pytest.raises(ValueError, match=r"stacked_dim=1 splits the stacked output \(3, 2, 3, 6, 6\) into 2 heads "
+                                             r"of batch size 3, but the target has 2 samples"):
+            function(heads_first, labels)

@@ -428,3 +428,51 @@ def test_class_weighted_cross_entropy_is_torch_weighted_mean():
     per_sample = torch.stack([F.cross_entropy(x[i : i + 1], y[i : i + 1, 0], weight=weight) for i in range(3)])
     torch.testing.assert_close(CrossEntropyLoss(class_weight=(0.2, 1.0, 3.0), reduction="none")(x, y), per_sample,
                                rtol=1e-12, atol=0)
+
+
+def _onehot(labels, classes=3):
+    return F.one_hot(labels[:, 0], classes).movedim(-1, 1).float()
+
+
+@pytest.mark.parametrize("fault", ["empty", "multi-hot"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
+def test_a_one_hot_target_of_exclusive_classes_has_one_class_per_counted_voxel(fault, dtype):
+    """Exclusive classes: a dense target is a distribution over the classes at every counted voxel (one-hot, or
+    soft as label smoothing makes it). An empty or multi-hot voxel is an error, eager and compiled; at an
+    ignored voxel (mask 0) anything goes; with multilabel=True channels are independent."""
+    x, labels = case()
+    target = _onehot(labels)
+    target[1, :, 2, 3] = 0.0 if fault == "empty" else 1.0
+    target = target.to(dtype)
+    loss = DiceLoss()
+    compiled = torch.compile(loss, backend="eager", fullgraph=True)
+    for function, error in ((loss, ValueError), (compiled, RuntimeError)):
+        with pytest.raises(error, match=r"target with exclusive classes must sum to 1 over the class axis \(dim 1\) "
+                                        r"at every counted voxel"):
+            function(x, target)
+    mask = torch.ones(2, 1, 4, 5)
+    mask[1, 0, 2, 3] = 0
+    expected = DiceLoss()(x, labels, mask=mask)
+    torch.testing.assert_close(loss(x, target, mask=mask), expected)
+    torch.testing.assert_close(compiled(x, target, mask=mask), expected)
+    assert torch.isfinite(DiceLoss(multilabel=True)(x, target))
+
+
+def test_a_soft_target_that_sums_to_one_is_accepted_as_given():
+    x, labels = case()
+    smoothed = _onehot(labels) * 0.9 + 0.1 / 3  # label smoothing
+    expected = 0.9 * CrossEntropyLoss()(x, labels) + 0.1 * -F.log_softmax(x, 1).mean(1).mean()
+    torch.testing.assert_close(CrossEntropyLoss()(x, smoothed), expected)
+    with pytest.raises(ValueError, match=r"deviates by up to 0.1"):
+        CrossEntropyLoss()(x, smoothed * 0.9)
+
+
+def test_a_nan_mask_is_an_error_eager_and_compiled():
+    x, labels = case()
+    mask = torch.ones(2, 1, 4, 5)
+    mask[0, 0, 1, 1] = float("nan")
+    loss = UnifiedFocalLoss()
+    compiled = torch.compile(loss, backend="eager", fullgraph=True)
+    for function, error in ((loss, ValueError), (compiled, RuntimeError)):
+        with pytest.raises(error, match="mask contains NaN values"):
+            function(x, labels, mask=mask)

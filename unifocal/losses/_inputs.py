@@ -170,15 +170,18 @@ class _Check(NamedTuple):
 
 
 def _value_checks(input: Tensor, from_logits: bool, multilabel: bool, labels: Optional[Tensor],
-                  dense: Optional[Tensor], num_classes: int, ignore_index: Optional[int]) -> list[_Check]:
-    """Every condition on the values of ``input`` and the target (a label map ``labels`` or a ``dense``
-    target), in the order they are reported, as 0-dim tensors: nothing is read back here.
+                  dense: Optional[Tensor], num_classes: int, ignore_index: Optional[int],
+                  mask: Optional[Tensor] = None, counted: Optional[Tensor] = None) -> list[_Check]:
+    """Every condition on the values of ``input``, the target (a label map ``labels`` or a ``dense``
+    target) and the ``mask`` as given (``counted``: its 0/1 form), in the order they are reported, as 0-dim
+    tensors: nothing is read back here.
 
     Logits are checked by their sum (one reading pass, no input-sized temporary; ``isfinite(input).all()``
     writes one and costs more than the softmax): a NaN or an infinity makes it non-finite, and only then are
     the extremes looked at, to tell an infinity in the input from a sum of finite logits that overflowed.
     Probabilities and targets are checked by their extremes (NaN propagates into them), which their range
-    checks need anyway.
+    checks need anyway. A dense target of exclusive classes is a distribution over the classes at every
+    counted voxel (one-hot, or soft as label smoothing makes it): an empty or multi-hot voxel is an error.
     """
     not_finite, dtype = "input contains NaN or Inf values", compute_dtype(input.dtype)
     if from_logits:
@@ -191,12 +194,14 @@ def _value_checks(input: Tensor, from_logits: bool, multilabel: bool, labels: Op
                          ", but the input holds values in [{:.4g}, {:.4g}]; pass raw network outputs with "
                          "from_logits=True", (low, high))]
         if not multilabel:
-            deviation = (input.sum(1, dtype=torch.float32) - 1).abs().max()
-            tolerance = 1e-2 if input.dtype in (torch.float16, torch.bfloat16) else 1e-3  # half precision rounds
-            checks.append(_Check(deviation <= tolerance, "from_logits=False with exclusive classes "
+            deviation = _deviation_from_one(input)
+            checks.append(_Check(deviation <= _sum_tolerance(input), "from_logits=False with exclusive classes "
                                  "expects probabilities that sum to 1 over the class axis (dim 1)",
                                  "; the sums deviate by up to {:.4g}. Pass logits with from_logits=True, or use "
                                  "multilabel=True for independent (sigmoid) channels", (deviation,)))
+    if mask is not None and mask.is_floating_point():
+        checks.append(_Check(~mask.isnan().any(), "mask contains NaN values",
+                             "; a mask is nonzero where a voxel counts and 0 where it is ignored"))
     for target in (labels, dense):
         if target is None or target.dtype == torch.bool:
             continue
@@ -212,13 +217,35 @@ def _value_checks(input: Tensor, from_logits: bool, multilabel: bool, labels: Op
             checks.append(_Check((low >= 0) & (high <= 1), "a one-hot/soft (B, C, *S) target must hold values in "
                                  "[0, 1]", "; found [{:.4g}, {:.4g}]. A label map must have a single channel: "
                                  "(B, 1, *S) or (B, *S)", (low, high)))
+
         else:
             hint = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
             unset = "" if ignore_index is not None else " (set ignore_index if it marks voxels to ignore)"
             checks.append(_Check((low >= 0) & (high < num_classes), f"target label values must lie in "
                                  f"[0, {num_classes}){hint}", "; found {:.0f}" + unset,
                                  (torch.where(low < 0, low, high),)))
+    if dense is not None and not multilabel:
+        checks.append(_one_class_per_voxel(dense, counted))
     return checks
+
+
+def _deviation_from_one(values: Tensor, counted: Optional[Tensor] = None) -> Tensor:
+    """The largest deviation from 1 of the sums of ``values`` over the class axis, at the ``counted`` voxels."""
+    deviation = values.sum(1, keepdim=True, dtype=torch.float32).sub_(1).abs_()
+    return (deviation if counted is None else deviation * counted).max()
+
+
+def _sum_tolerance(values: Tensor) -> float:
+    return 1e-2 if values.dtype in (torch.float16, torch.bfloat16) else 1e-3  # half precision rounds
+
+
+def _one_class_per_voxel(target: Tensor, counted: Optional[Tensor]) -> _Check:
+    """A dense target of exclusive classes sums to 1 over the classes at every counted voxel."""
+    deviation = _deviation_from_one(target, counted)
+    return _Check(deviation <= _sum_tolerance(target), "a one-hot/soft (B, C, *S) target with exclusive classes "
+                  "must sum to 1 over the class axis (dim 1) at every counted voxel", "; it deviates by up to "
+                  "{:.4g} (an empty or multi-hot voxel). Mark voxels that do not count with mask=, or use "
+                  "multilabel=True for overlapping classes", (deviation,))
 
 
 def _check_values(checks: list[_Check], dtype: torch.dtype) -> None:
@@ -334,11 +361,12 @@ def prepare(
             "ignore_index applies to exclusive label-map targets; for one-hot or multilabel targets pass mask="
         )
     dtype = compute_dtype(input.dtype)
-    _check_values(_value_checks(input, from_logits, multilabel, labels, dense, num_channels, ignore_index), dtype)
+    valid = None if mask is None else _mask(mask, input, dtype)
+    _check_values(_value_checks(input, from_logits, multilabel, labels, dense, num_channels, ignore_index, mask,
+                                valid), dtype)
 
     # The record's tensors are contiguous: strided inputs (Fortran-ordered arrays, permuted or expanded views,
     # channels_last) are copied once here, contiguous ones are not copied.
-    valid = None if mask is None else _mask(mask, input, dtype)
     if labels is not None:
         labels = (labels.to(torch.uint8) if labels.dtype == torch.bool else labels).contiguous()
         if ignore_index is not None:

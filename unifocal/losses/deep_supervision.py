@@ -9,6 +9,7 @@ stacked tensor straight to the inner loss; here it is unbound first.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Sequence, Union
 
 import torch
@@ -20,6 +21,7 @@ from ._base import check_numbers
 __all__ = ["deep_supervision_weights", "DeepSupervisionLoss", "WEIGHT_SCHEMES"]
 
 WEIGHT_SCHEMES = ("nnunet", "exp", "uniform")
+STACKED_DIMS = (0, 1)
 Weights = Union[str, Sequence[float]]
 
 
@@ -78,7 +80,10 @@ class DeepSupervisionLoss(nn.Module):
         loss: the loss applied at every scale, called as ``loss(output, target, **kwargs)``.
         weights: a scheme name ("nnunet", "exp", "uniform", see :func:`deep_supervision_weights`) or one
             number per output. Outputs with weight 0 are not evaluated.
-        stacked_dim: set to 1 for MONAI DynUNet's stacked (B, k+1, C, *S) training output; None for lists.
+        stacked_dim: the axis of a stacked tensor that holds the heads: 1 for MONAI DynUNet's (B, k+1, C, *S)
+            training output, 0 for heads first ((k+1, B, C, *S), ``torch.stack`` of the outputs); None for
+            lists. The heads always come before the class axis, so no other axis is accepted (at axis 2 a
+            head count equal to the class count would silently swap heads and classes).
 
     ``forward(outputs, target, **kwargs)``: ``outputs`` is a list/tuple of (B, C, *S_i) tensors (full
     resolution first), a stacked tensor (with ``stacked_dim``), or a single (B, C, *S) tensor (no deep
@@ -91,6 +96,10 @@ class DeepSupervisionLoss(nn.Module):
         super().__init__()
         self.loss = loss
         self.weights = _check_weights(weights)
+        if stacked_dim is not None and (not isinstance(stacked_dim, numbers.Integral) or isinstance(stacked_dim, bool)
+                                        or stacked_dim not in STACKED_DIMS):
+            raise ValueError(f"stacked_dim must be 0 or 1 (the heads' axis, before the class axis: 1 for MONAI "
+                             f"DynUNet's (B, k+1, C, *S)) or None; got {stacked_dim!r} ({type(stacked_dim).__name__})")
         self.stacked_dim = stacked_dim
 
     def forward(self, outputs: Union[Tensor, Sequence[Tensor]], target: Union[Tensor, Sequence[Tensor]],
@@ -99,6 +108,7 @@ class DeepSupervisionLoss(nn.Module):
             if self.stacked_dim is None:  # no deep supervision: one output, one target (first of a list)
                 first = [t if t is None or isinstance(t, Tensor) else t[0] for t in (target, mask)]
                 return self._loss(outputs, *first, kwargs)
+            _check_stacked_batch(outputs, self.stacked_dim, target)
             outputs = outputs.unbind(self.stacked_dim)
         targets = _per_output("targets", target, outputs)
         masks = [None] * len(outputs) if mask is None else _per_output("masks", mask, outputs)
@@ -111,6 +121,18 @@ class DeepSupervisionLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"weights={self.weights!r}, stacked_dim={self.stacked_dim}"
+
+
+def _check_stacked_batch(stacked: Tensor, stacked_dim: int, target: Union[Tensor, Sequence[Tensor]]) -> None:
+    """The heads of a stacked tensor hold the target's batch: a stacked_dim that does not match how the tensor
+    was stacked splits it along the batch instead (heads of k+1 samples)."""
+    batch = (target if isinstance(target, Tensor) else target[0]).shape[0]
+    head_batch = stacked.shape[1 - stacked_dim]
+    if head_batch != batch:
+        raise ValueError(f"stacked_dim={stacked_dim} splits the stacked output {tuple(stacked.shape)} into "
+                         f"{stacked.shape[stacked_dim]} heads of batch size {head_batch}, "
+                         f"but the target has {batch} samples: the heads are on the other axis (1 for MONAI "
+                         "DynUNet's (B, k+1, C, *S), 0 for (k+1, B, C, *S))")
 
 
 def _per_output(name: str, given: Union[Tensor, Sequence[Tensor]], outputs: Sequence[Tensor]) -> list[Tensor]:
