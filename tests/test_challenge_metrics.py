@@ -79,3 +79,19 @@ def test_brats2023_regions_are_the_official_wt_tc_et():
     official = OFFICIAL["brats_gli"]["BraTS-GLI-00000-000.nii.gz"]
     expected = [official[region]["lesionwise_dsc_mean"] for region in ("wt", "tc", "et")]
     np.testing.assert_allclose(result["lesion DSC"], expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("key, folder, case", [("kits23", "kits", "case_00000.nii.gz"),
+                                               ("brats-gli", "brats", "BraTS-GLI-00000-000.nii.gz")])
+def test_region_masks_give_the_label_maps_values(key, folder, case):
+    # What the bundles validate (a multi-label network's region channels) scores as compare does.
+    from unifocal.metrics import challenge_region_metrics
+
+    prediction, reference, spacing = _pair(folder, case)
+    regions = CHALLENGES[key].regions
+    masks = [np.stack([np.isin(a, r) for r in regions]) for a in (prediction, reference)]
+    expected = challenge_metrics(prediction, reference, key, spacing)
+    result = challenge_region_metrics(*masks, key, spacing)
+    assert set(result) == set(expected)
+    for name in expected:
+        np.testing.assert_allclose(result[name], expected[name], rtol=0, atol=1e-12, err_msg=name)

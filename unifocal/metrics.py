@@ -91,6 +91,7 @@ __all__ = [
     "require_lesion_metrics",
     "lesion_metrics",
     "challenge_metrics",
+    "challenge_region_metrics",
 ]
 
 METRICS = ("DSC", "IoU", "recall", "precision")
@@ -677,3 +678,33 @@ def challenge_metrics(
     if lesions and rules.lesion_wise:
         result.update(lesion_metrics(prediction, reference, rules.regions))
     return result
+
+
+def challenge_region_metrics(
+    prediction: np.ndarray,
+    reference: np.ndarray,
+    challenge: str,
+    spacing: Optional[Sequence[float]] = None,
+    surface: bool = True,
+    lesions: bool = True,
+) -> dict[str, np.ndarray]:
+    """:func:`challenge_metrics` for region masks instead of label maps: ``prediction`` and ``reference`` of
+    shape (regions, \\*spatial), channel i the mask of the challenge's region i (a multi-label network's
+    thresholded output, as the bundles validate). The same values as on the label maps the masks come from."""
+    prediction, reference = np.asarray(prediction), np.asarray(reference)
+    rules = CHALLENGES[challenge]
+    if prediction.shape != reference.shape or prediction.shape[:1] != (len(rules.regions),):
+        raise ValueError(f"region masks of shape ({len(rules.regions)}, *spatial) needed for {rules.title}; got "
+                         f"{prediction.shape} and {reference.shape}")
+    per_region = []
+    for k in range(len(rules.regions)):
+        predicted, truth = (np.asarray(a[k] != 0, dtype=np.uint8) for a in (prediction, reference))
+        result = case_metrics(predicted, truth, [1], empty=rules.empty)
+        del result["counts"]
+        if surface:
+            result.update(surface_metrics(predicted, truth, [1], spacing, rules.tolerances[k], empty=rules.empty,
+                                          one_empty=rules.hd95_one_empty, nsd_surface=rules.nsd_surface))
+        if lesions and rules.lesion_wise:
+            result.update(lesion_metrics(predicted, truth, [1]))
+        per_region.append(result)
+    return {name: np.concatenate([r[name] for r in per_region]) for name in per_region[0]}
