@@ -669,14 +669,17 @@ def challenge_metrics(
         KeyError: an unknown challenge. ValueError: as :func:`case_metrics` and :func:`surface_metrics`.
     """
     rules = CHALLENGES[challenge]
-    result = case_metrics(prediction, reference, rules.regions, empty=rules.empty)
+    return _under_rules(prediction, reference, rules.regions, rules, rules.tolerances, spacing, surface, lesions)
+
+
+def _under_rules(prediction, reference, classes, rules: Challenge, tolerances, spacing, surface, lesions) -> dict:
+    result = case_metrics(prediction, reference, classes, empty=rules.empty)
     del result["counts"]
     if surface:
-        result.update(surface_metrics(prediction, reference, rules.regions, spacing, rules.tolerances,
-                                      empty=rules.empty, one_empty=rules.hd95_one_empty,
-                                      nsd_surface=rules.nsd_surface))
+        result.update(surface_metrics(prediction, reference, classes, spacing, tolerances, empty=rules.empty,
+                                      one_empty=rules.hd95_one_empty, nsd_surface=rules.nsd_surface))
     if lesions and rules.lesion_wise:
-        result.update(lesion_metrics(prediction, reference, rules.regions))
+        result.update(lesion_metrics(prediction, reference, classes))
     return result
 
 
@@ -696,15 +699,9 @@ def challenge_region_metrics(
     if prediction.shape != reference.shape or prediction.shape[:1] != (len(rules.regions),):
         raise ValueError(f"region masks of shape ({len(rules.regions)}, *spatial) needed for {rules.title}; got "
                          f"{prediction.shape} and {reference.shape}")
-    per_region = []
-    for k in range(len(rules.regions)):
-        predicted, truth = (np.asarray(a[k] != 0, dtype=np.uint8) for a in (prediction, reference))
-        result = case_metrics(predicted, truth, [1], empty=rules.empty)
-        del result["counts"]
-        if surface:
-            result.update(surface_metrics(predicted, truth, [1], spacing, rules.tolerances[k], empty=rules.empty,
-                                          one_empty=rules.hd95_one_empty, nsd_surface=rules.nsd_surface))
-        if lesions and rules.lesion_wise:
-            result.update(lesion_metrics(predicted, truth, [1]))
-        per_region.append(result)
+    per_region = [
+        _under_rules(np.asarray(prediction[k] != 0, np.uint8), np.asarray(reference[k] != 0, np.uint8), [1], rules,
+                     rules.tolerances[k], spacing, surface, lesions)
+        for k in range(len(rules.regions))
+    ]
     return {name: np.concatenate([r[name] for r in per_region]) for name in per_region[0]}
