@@ -6,6 +6,7 @@ with an ignore label; no preprocessed data is needed.
 """
 
 import copy
+import inspect
 import json
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer  # noqa:
 import nnunet_trainers.trainers as T  # noqa: E402
 from nnunet_trainers.checkpoint import CheckpointError  # noqa: E402
 from nnunet_trainers.config import SettingsError  # noqa: E402
+from nnunet_trainers.trainer_table import TRAINERS  # noqa: E402
 from unifocal import losses as L  # noqa: E402
 
 PLANS = {
@@ -135,6 +137,19 @@ CASES = [
     (T.FocalTverskyTrainer, lambda m: L.FocalTverskyLoss(alpha=0.3, beta=0.7, gamma=4 / 3, batch_dice=True, **m)),
     (T.ComboTrainer, lambda m: L.ComboLoss(ce_weight=0.5, beta=0.5, batch_dice=True, **m)),
 ]
+
+
+def _loss_with_its_defaults(row):
+    """A row whose settings all keep the loss's own defaults builds the loss class with them (and nnU-Net's
+    batch Dice where the loss takes it)."""
+    cls = getattr(L, row.loss_class)
+    batch = {"batch_dice": True} if "batch_dice" in inspect.signature(cls).parameters else {}
+    return lambda m: cls(**row.fixed, **batch, **m)
+
+
+# Every other row of the trainer table (a loss added by one row is tested here without another edit).
+CASES += [(getattr(T, row.name), _loss_with_its_defaults(row)) for row in TRAINERS
+          if row.loss is not None and getattr(T, row.name) not in {cls for cls, _ in CASES}]
 
 
 @pytest.mark.parametrize("cls, core", CASES, ids=[c[0].__name__ for c in CASES])
@@ -490,8 +505,6 @@ def test_focal_tversky_names_a_per_class_gamma(monkeypatch):
 
 
 def test_each_table_row_makes_a_trainer_and_its_short_variant():
-    from nnunet_trainers.trainer_table import TRAINERS
-
     for row in TRAINERS:
         short = getattr(T, row.name + "Short")
         base = nnUNetTrainer if row.loss is None else getattr(T, row.name)
