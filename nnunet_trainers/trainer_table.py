@@ -66,6 +66,8 @@ TRAINERS: tuple[TrainerRow, ...] = (
     TrainerRow("ComboTrainer", "combo", "ComboLoss",
                "Combo loss (Taghanaki et al. 2019), cross-entropy weight (weight) 0.5, beta (delta) 0.5",
                renames={"weight": "ce_weight", "delta": "beta"}),
+    TrainerRow("MatthewsCorrelationTrainer", "matthews_correlation", "MatthewsCorrelationLoss",
+               "Matthews correlation coefficient loss (Abhishek & Hamarneh 2021), smooth 1"),
     TrainerRow("BaselineTrainer", None, "",
                "nnU-Net's default loss (Dice + CE, or Dice + BCE for regions): the reference the short runs are "
                "compared with", short_only=True),
