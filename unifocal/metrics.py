@@ -32,7 +32,9 @@ nearest voxel of ``S``:
   ``τ`` of ``∂P``) / (``|∂P| + |∂G|``), as ``monai.metrics.compute_surface_dice``.
 
 Both come from one call of MONAI's ``get_edge_surface_distance`` per class (the two functions above
-compute the same distances twice); the tests check equality with them. A class present in the reference
+compute the same distances twice); the tests check equality with them. With ``nsd_surface="area"`` NSD weights
+each surface element by its area instead of counting boundary voxels (``compute_surface_dice(use_subvoxels=True)``,
+DeepMind's ``surface-distance``, the surface Dice KiTS21/23 rank by). A class present in the reference
 or the prediction only has NSD 0 and HD95 = the diagonal of the image in mm (the largest distance it
 can hold; BraTS uses 373.13 mm, the diagonal of its 240 x 240 x 155 1-mm grid), or NaN on request. A class
 absent from both is a 0/0 like the overlap metrics: NSD = ``empty``, HD95 = NaN with ``empty`` NaN and 0
@@ -40,8 +42,9 @@ otherwise (the BraTS and KiTS rule: an empty prediction of an empty class is per
 HD95 0). Ignored voxels (as above) are removed from the prediction's mask, as MONAI's ``ignore_index``
 does.
 
-:data:`CHALLENGES` holds the regions of KiTS19, KiTS21/23 and BraTS and the NSD tolerances KiTS21/23
-evaluates with.
+:data:`CHALLENGES` holds the regions of KiTS19, KiTS21/23 and BraTS with each challenge's tolerances and
+rules; :func:`challenge_metrics` scores one case under them, as the challenges' official evaluation code does
+(the tests hold that code's numbers), with BraTS's lesion-wise metrics from panoptica (:func:`lesion_metrics`).
 
 Paired tests: a two-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon``) per class and metric between
 each method and a baseline, on the cases where both have a value, as in the paper (p < 0.05).

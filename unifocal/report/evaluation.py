@@ -25,6 +25,7 @@ from ..metrics import (
     challenge_of, default_tolerances, lesion_metrics, require_lesion_metrics, require_surface_metrics,
     surface_metrics, surface_metrics_available, surface_settings,
 )
+from ..validate import check_number
 from .discovery import default_class_names, match_cases
 from .geometry import to_reference_grid, voxel_size
 
@@ -87,9 +88,7 @@ class Scoring:
             nsd_surface = CHALLENGES[key].nsd_surface if key else "voxels"
         spacing = self.spacing
         if spacing is not None:
-            spacing = tuple(float(v) for v in spacing)
-            if not all(math.isfinite(v) and v > 0 for v in spacing):
-                raise ValueError(f"spacing must hold finite positive numbers; got {spacing}")
+            spacing = tuple(check_number("spacing", v, 0.0, strict=True) for v in spacing)
         return replace(self, surface=surface, tolerances=tolerances, nsd_surface=nsd_surface, spacing=spacing)
 
     def metrics(self) -> list[str]:
@@ -313,8 +312,7 @@ def evaluate(
     class_names = list(class_names) if class_names is not None else default_class_names(classes)
     if len(class_names) != len(classes):
         raise ValueError("one name per class needed")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive integer; got {jobs!r}")
+    check_number("jobs", jobs, 1, integer=True)
     requested = (scoring or Scoring()).surface
     scoring = (scoring or Scoring()).resolved(classes)
     surface_note = "" if scoring.surface else (
