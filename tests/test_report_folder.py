@@ -49,9 +49,13 @@ def test_a_second_run_is_refused_while_the_first_holds_the_lock(tmp_path):
 
 
 def test_the_lock_of_a_process_that_ended_is_taken_over(tmp_path):
+    # A run killed while writing: its lock and its unfinished report are left behind.
     (tmp_path / ".out.lock").write_text(f"{socket.gethostname()} 999999999\n")
+    (tmp_path / ".out.partial-999999999").mkdir()
+    (tmp_path / ".out.partial-999999999" / "table.md").write_text("half")
     with ReportFolder(tmp_path / "out"):
         assert (tmp_path / ".out.lock").read_text() == f"{socket.gethostname()} {os.getpid()}\n"
+        assert not (tmp_path / ".out.partial-999999999").exists()
 
 
 def test_the_output_folder_is_checked_before_any_case_is_evaluated(tmp_path, capsys, monkeypatch):

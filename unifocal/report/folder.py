@@ -98,6 +98,9 @@ class ReportFolder:
                         raise ValueError(f"another run is writing {printable(self.folder)} (lock file "
                                          f"{printable(lock)}: {_read(lock) or 'unreadable'}); wait for it to end, "
                                          "or delete the lock file if it has") from None
+                    # The ended run's unfinished report goes with its lock.
+                    ended = _read(lock).rpartition(" ")[2]
+                    shutil.rmtree(parent / f".{self.folder.name}.partial-{ended}", ignore_errors=True)
                     lock.unlink(missing_ok=True)
         except OSError as error:
             raise ValueError(f"cannot write next to {printable(self.folder)} ({error.strerror or error}); choose an "
