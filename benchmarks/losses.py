@@ -296,7 +296,7 @@ def _autograd_alone(build: Callable) -> Callable:
         loss = build(case)
 
         def call(outputs, targets):
-            with mock.patch.object(_stats, "autograd_only", lambda: True):
+            with mock.patch.object(_stats, "autograd_only", lambda scores: True):
                 return loss(outputs, targets)
 
         return call
@@ -312,7 +312,8 @@ def candidates(compile_unifocal: bool = False, autograd: bool = False) -> list[C
         Candidate("unifocal AsymmetricUnifiedFocalLoss", _unifocal("AsymmetricUnifiedFocalLoss"),
                   "from logits, defaults"),
         Candidate("unifocal SymmetricUnifiedFocalLoss", _unifocal("SymmetricUnifiedFocalLoss")),
-        Candidate("unifocal AsymmetricFocalLoss", _unifocal("AsymmetricFocalLoss"), "focal part only (lambda=1)"),
+        Candidate("unifocal AsymmetricFocalLoss", _unifocal("AsymmetricFocalLoss", batch_dice=False),
+                  "focal part only (lambda=1)"),
         Candidate("unifocal AsymmetricFocalTverskyLoss", _unifocal("AsymmetricFocalTverskyLoss"),
                   "Tversky part only (lambda=0)"),
     ]

@@ -71,6 +71,8 @@ class RegionLoss(SegmentationLoss):
         self.batch_dice = check_bool("batch_dice", batch_dice)
 
     def classes(self, prep: Prepared) -> slice:
+        """The classes the loss scores, as a slice (or indices) of ``prep``'s K classes: the input's channels,
+        less channel 0 with ``include_background=False`` (:func:`region_classes`)."""
         return region_classes(prep, self.include_background)
 
     def confusion(self, prep: Prepared, stats: Optional[ClassStatistics] = None) -> ConfusionSums:
@@ -89,6 +91,7 @@ class RegionLoss(SegmentationLoss):
         return tversky_distance(sums, 0.5, 0.5, self.smooth / 2)
 
     def per_class(self, sums: ConfusionSums) -> Tensor:
+        """The loss of each selected class, (B, K') or (1, K'), from its TP/FP/FN; ``compute`` averages it."""
         raise NotImplementedError
 
     def compute(self, prep: Prepared) -> BatchLoss:
