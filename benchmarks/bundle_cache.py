@@ -41,7 +41,7 @@ def main() -> None:
     from monai.bundle import ConfigParser
 
     config = ConfigParser()
-    config.read_config(str(REPO / "bundles" / args.bundle / "configs" / "train.json"))
+    config.read_config(str(REPO / "unifocal" / "bundles" / args.bundle / "configs" / "train.json"))
     transforms = config.get_parsed_content("validate#preprocessing")  # the deterministic part, as cached
     with tempfile.TemporaryDirectory() as folder:
         cached = transforms(synthetic_ct(Path(folder)))

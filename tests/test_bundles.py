@@ -1,4 +1,4 @@
-"""The MONAI bundles in bundles/: train, infer, evaluate and check them on tiny synthetic data (CPU).
+"""The MONAI bundles in unifocal/bundles/: train, infer, evaluate and check them on tiny synthetic data (CPU).
 
 Every bundle is copied to a temporary folder and trained for 2 epochs of 2 iterations with
 ``python -m monai.bundle run`` (a subprocess of this interpreter, so the same environment), with
@@ -37,7 +37,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metad
 from bundle_data import AFFINE, SPACING, make_binary2d, make_brats_like, make_kits_like, write_datalist  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLES = REPO / "bundles"
+BUNDLES = REPO / "unifocal" / "bundles"
 SCHEMA = Path(__file__).resolve().parent / "data" / "bundle_metadata_schema.json"
 CPU = "$torch.device('cpu')"
 KITS_SHAPE = (34, 32, 30)  # not cubic and not a multiple of the patch: padding and cropping are inverted
@@ -115,15 +115,15 @@ TEARDOWN_ABORT = "terminate called without an active exception"
 
 
 def bundle_run(bundle: Path, config_files: list[str], overrides: dict, module: tuple[str, ...] = ("-m",),
-               attempts: int = 1) -> str:
-    """Run ``monai.bundle run`` in ``bundle``; return its output, failing the test with it on error.
+               attempts: int = 1, python: str = sys.executable) -> str:
+    """Run ``monai.bundle run`` in ``bundle`` with ``python``; return its output, failing the test with it on error.
 
     With ``attempts > 1`` a run that failed only by gloo's teardown abort (above) after the trainer finished
     is repeated, up to ``attempts`` runs in all; any other failure fails at once.
     """
     configs = [name if name == SETTINGS else f"configs/{name}" for name in config_files]
     config_arg = configs[0] if len(configs) == 1 else json.dumps(configs)
-    command = [sys.executable, *module, "monai.bundle", "run", "--config_file", config_arg,
+    command = [python, *module, "monai.bundle", "run", "--config_file", config_arg,
                "--meta_file", "configs/metadata.json", "--bundle_root", ".", *cli_args(overrides)]
     for attempt in range(1, attempts + 1):
         result = subprocess.run(command, cwd=bundle, capture_output=True, text=True, timeout=600)
@@ -283,7 +283,8 @@ def test_kits_evaluate_writes_per_class_dice(trained_kits):
 
 @pytest.mark.slow
 def test_kits_multi_gpu_config_under_torchrun_on_cpu(trained_kits, tmp_path):
-    """multi_gpu_train.json on 2 CPU processes (gloo), with the batch Tversky term all-reduced."""
+    """multi_gpu_train.json on 2 CPU processes (gloo), with the batch Tversky term all-reduced; then
+    multi_gpu_evaluate.json on the two ranks."""
     trained = trained_kits
     bundle = tmp_path / "bundle"
     shutil.copytree(BUNDLES / trained.case.name, bundle)
@@ -305,6 +306,104 @@ def test_kits_multi_gpu_config_under_torchrun_on_cpu(trained_kits, tmp_path):
         state = state.get("model", state)
         assert not any(key.startswith("module.") for key in state), name  # saved unwrapped: inference loads it
 
+    # multi_gpu_evaluate.json: each rank evaluates its part of the validation list, rank 0 writes the metrics of all
+    bundle_run(bundle, ["train.json", "evaluate.json", "multi_gpu_evaluate.json", SETTINGS],
+               {"dataset_dir": str(trained.data), "datalist_file": str(ddp_list), "num_workers": 0},
+               module=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"), attempts=3)
+    rows = (bundle / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()
+    assert len(rows) == 3 and sorted(row.split(",")[0] for row in rows[1:]) == sorted(
+        str(trained.data / case["image"]) for case in everything[2:4])
+
+
+def _installed_from_a_wheel(work: Path) -> Path:
+    """The python of a fresh virtual environment holding this working tree's wheel (built with `pip wheel
+    --no-deps` from a copy of the files git tracks or would track) and seeing the dependencies already
+    installed here through a .pth file (nothing is downloaded); the source tree is not on its path."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    source = work / "source"
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
+    pip = [sys.executable, "-m", "pip"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(work / "wheel"),
+                    str(source)], check=True, capture_output=True)
+    shutil.rmtree(source)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(work / "venv")], check=True)
+    python = work / "venv" / "bin" / "python"
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    dependencies = subprocess.run([sys.executable, "-c", purelib], capture_output=True, text=True).stdout.strip()
+    site = subprocess.run([str(python), "-c", purelib], capture_output=True, text=True).stdout.strip()
+    (Path(site) / "installed_dependencies.pth").write_text(dependencies + "\n")
+    (wheel,) = (work / "wheel").glob("unifocal-*.whl")
+    subprocess.run([*pip, "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)],
+                   check=True, capture_output=True)
+    return python
+
+
+@pytest.mark.slow
+def test_bundles_from_the_wheel_train_and_infer(tmp_path):
+    """What a pip user gets: the wheel holds the bundles; `unifocal bundle export` writes each into a folder
+    outside the source tree, where it trains one epoch and runs inference on tiny data."""
+    python = _installed_from_a_wheel(tmp_path)
+    where = subprocess.run([str(python), "-c", "import unifocal; print(unifocal.__file__)"], cwd=tmp_path,
+                           capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(tmp_path / "venv")), where
+    unifocal = [str(python.parent / "unifocal"), "bundle"]
+    listed = subprocess.run([*unifocal, "list"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert [line.split()[0] for line in listed.splitlines()] == sorted(CASES)
+    for name, case in CASES.items():
+        bundle = tmp_path / name
+        subprocess.run([*unifocal, "export", name, str(bundle)], cwd=tmp_path, check=True, capture_output=True)
+        data = case.make_data(tmp_path / f"{name}_data")
+        (bundle / SETTINGS).write_text(json.dumps(case.small))
+        overrides = {"dataset_dir": str(data), **TRAIN_SETTINGS, **case.train_extra, "epochs": 1}
+        output = bundle_run(bundle, ["train.json", SETTINGS], overrides, python=str(python))
+        assert list(train_losses(output)) == [1] and (bundle / "models" / "model.pt").is_file()
+        bundle_run(bundle, ["inference.json", SETTINGS], {"dataset_dir": str(data), "device": CPU, "num_workers": 0},
+                   python=str(python))
+        assert len(list((bundle / "predictions").iterdir())) == len(json.loads((data / "datalist.json").read_text())["test"])
+
+
+def test_bundle_command_lists_and_exports_without_losing_a_file(tmp_path, capsys):
+    """`unifocal bundle export` writes a complete bundle into a new or empty folder; a folder holding files
+    needs --overwrite, which replaces the bundle's own files and leaves every other file as it was."""
+    from unifocal import bundles
+    from unifocal.cli import main
+
+    assert main(["bundle", "list"]) == 0
+    assert [line.split()[:2] for line in capsys.readouterr().out.splitlines()] == [[n, "0.3.0"] for n in sorted(CASES)]
+    dest = tmp_path / "kits"
+    assert main(["bundle", "export", "kits_unified_focal", str(dest)]) == 0
+    source = BUNDLES / "kits_unified_focal"
+    shipped = sorted(p.relative_to(source) for p in source.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(dest) for p in dest.rglob("*") if p.is_file()) == shipped
+    assert all((dest / p).read_bytes() == (source / p).read_bytes() for p in shipped) and (dest / "models").is_dir()
+
+    (dest / "models" / "model.pt").write_bytes(b"a user's checkpoint")
+    (dest / "configs" / "train.json").write_text("{}")
+    assert main(["bundle", "export", "kits_unified_focal", str(dest)]) == 2
+    assert capsys.readouterr().err == (f"unifocal bundle: {dest} is not empty: choose an empty or new folder, or pass "
+                                       "--overwrite to write the bundle's files into it (other files stay)\n")
+    assert (dest / "configs" / "train.json").read_text() == "{}"
+    assert main(["bundle", "export", "kits_unified_focal", str(dest), "--overwrite"]) == 0
+    assert (dest / "configs" / "train.json").read_bytes() == (source / "configs" / "train.json").read_bytes()
+    assert (dest / "models" / "model.pt").read_bytes() == b"a user's checkpoint"
+
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "configs").write_text("a file where the bundle has a folder")
+    assert main(["bundle", "export", "brats_unified_focal", str(blocked), "--overwrite"]) == 2
+    assert f"{blocked / 'configs'} is in the way of the bundle's files" in capsys.readouterr().err
+    assert sorted(p.name for p in blocked.iterdir()) == ["configs"]  # nothing written
+    for argv, message in ((["export", "kits", str(tmp_path / "x")], "no bundle named 'kits'; the bundles are "
+                           "binary2d_unified_focal, brats_unified_focal, kits_unified_focal"),
+                          (["export", "kits_unified_focal", str(blocked / "configs")], "is a file, not a folder")):
+        assert main(["bundle", *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert bundles.names() == sorted(CASES)
+
 
 # ----------------------------------------------------------------------------------------------------------
 # bundle structure, properties, metadata and network checks (in-process)
@@ -313,12 +412,27 @@ def test_kits_multi_gpu_config_under_torchrun_on_cpu(trained_kits, tmp_path):
 @pytest.mark.parametrize("name", list(CASES))
 def test_bundle_layout(name):
     bundle = BUNDLES / name
-    for path in ("LICENSE", "docs/README.md", "configs/metadata.json", "configs/train.json", "configs/evaluate.json",
-                 "configs/inference.json", "configs/multi_gpu_train.json", "configs/logging.conf"):
+    for path in ("LICENSE", "docs/README.md", "docs/data_license.txt", "configs/metadata.json", "configs/train.json",
+                 "configs/evaluate.json", "configs/inference.json", "configs/multi_gpu_train.json",
+                 "configs/multi_gpu_evaluate.json", "configs/logging.conf"):
         assert (bundle / path).is_file(), path
     assert "Apache License" in (bundle / "LICENSE").read_text()
-    for config in (bundle / "configs").glob("*.json"):
-        json.loads(config.read_text())
+    readme = (bundle / "docs" / "README.md").read_text()
+    assert "pretrained weights" in readme.lower() and "unifocal bundle export" in readme
+
+
+def test_bundle_files_pass_the_model_zoos_formatting_hooks():
+    """The MONAI model zoo's pre-commit hooks: pretty-format-json --no-sort-keys --indent=4 (json.dumps with
+    indent 4 and ASCII escapes, the keys in their order, one final newline), end-of-file-fixer (exactly one
+    final newline) and trailing-whitespace."""
+    files = sorted(p for p in BUNDLES.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".py")
+    assert len([p for p in files if p.suffix == ".json"]) == 3 * 6
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        assert text.endswith("\n") and not text.endswith("\n\n"), path
+        assert not any(line != line.rstrip() for line in text.splitlines()), path
+        if path.suffix == ".json":
+            assert text == json.dumps(json.loads(text), indent=4) + "\n", path
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -373,7 +487,7 @@ def test_workflow_properties_are_complete(name, tmp_path):
         if workflow_type == "train":
             assert workflow.max_epochs > 1 and len(workflow.train_dataset) == 3
         else:
-            assert len(workflow.dataset) == 1
+            assert len(workflow.dataset) == (2 if name == "kits_unified_focal" else 1)  # the test images
 
 
 @pytest.mark.parametrize("name", list(CASES))

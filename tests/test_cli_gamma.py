@@ -208,7 +208,7 @@ def test_all_background_warns_and_proposes_nothing(tmp_path, capsys, extra):
 
 
 def test_binary_masks_0_255(tmp_path, capsys):
-    # The 2D bundle's masks: 0 background, 255 foreground (docs of bundles/binary2d_unified_focal).
+    # The 2D bundle's masks: 0 background, 255 foreground (docs of unifocal/bundles/binary2d_unified_focal).
     a, b = _labels(tmp_path)
     _png(tmp_path / "masks" / "a.png", np.where(a > 0, 255, 0))
     _png(tmp_path / "masks" / "b.png", np.where(b > 0, 255, 0))

@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 from . import __version__
 
-COMMAND_MODULES = ("demo", "compare", "gamma", "sweep", "nnunet_path", "datalist")
+COMMAND_MODULES = ("demo", "compare", "gamma", "sweep", "nnunet_path", "datalist", "bundle")
 
 USAGE_ERROR = 2
 INTERNAL_ERROR = 1
