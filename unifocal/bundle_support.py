@@ -11,7 +11,6 @@ PIL conversion of the 2D bundle (:func:`convert_image`). MONAI and ignite are im
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
 import zipfile
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
+
+from .validate import check_number
 
 __all__ = [
     "check_setting_bool",
@@ -250,10 +251,10 @@ def region_metrics(region_names: Sequence[str], nsd_tolerance_mm: Any, prefix: s
 
     tolerances = list(nsd_tolerance_mm) if isinstance(nsd_tolerance_mm, (list, tuple)) else \
         [nsd_tolerance_mm] * len(region_names)
-    if len(tolerances) != len(region_names) or not all(
-            isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0 for t in tolerances):
+    if len(tolerances) != len(region_names):
         raise ValueError(f"nsd_tolerance_mm must be a positive number of millimetres or one per region "
                          f"({len(region_names)}), got {nsd_tolerance_mm!r}")
+    tolerances = [check_number("nsd_tolerance_mm", t, 0.0, strict=True) for t in tolerances]
     metrics = {}
     for index, (name, tolerance) in enumerate(zip(region_names, tolerances)):
         def channel(output, index=index):
@@ -264,7 +265,7 @@ def region_metrics(region_names: Sequence[str], nsd_tolerance_mm: Any, prefix: s
             PhysicalSpacingMetric(HausdorffDistanceMetric(include_background=True, percentile=95)),
             output_transform=channel)
         metrics[f"{prefix}_{name}_nsd"] = IgniteMetricHandler(
-            PhysicalSpacingMetric(SurfaceDiceMetric([float(tolerance)], include_background=True)),
+            PhysicalSpacingMetric(SurfaceDiceMetric([tolerance], include_background=True)),
             output_transform=channel)
     return metrics
 
@@ -274,10 +275,7 @@ class GradientClipping:
     optimiser step, as nnU-Net does (``clip_grad_norm_(..., 12)``); under AMP the gradients are unscaled first."""
 
     def __init__(self, max_norm: float) -> None:
-        if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not (
-                math.isfinite(max_norm) and max_norm > 0):
-            raise ValueError(f"max_norm must be a positive number, got {max_norm!r}")
-        self.max_norm = float(max_norm)
+        self.max_norm = check_number("max_norm", max_norm, 0.0, strict=True)
 
     def attach(self, engine: Any) -> None:
         from monai.engines.utils import IterationEvents
