@@ -2,10 +2,10 @@
 
 Settings checks that run before any data is read (:func:`check_setting_bool`, :func:`check_patch_size`,
 :func:`check_deep_supervision`, :func:`check_loss`, :func:`check_et_label`, :func:`resume_checkpoint`), the
-names of the written predictions (:class:`PredictionNames`), the
-challenge regions and their distance metrics in each image's physical spacing (:func:`label_regions`,
-:func:`region_metrics`), nnU-Net's gradient clipping for ignite trainers (:class:`GradientClipping`) and the
-PIL conversion of the 2D bundle (:func:`convert_image`). MONAI and ignite are imported inside the functions:
+names of the written predictions (:class:`PredictionNames`), the challenge regions and their distance
+metrics in each image's physical spacing (:func:`label_regions`, :func:`region_metrics`), nnU-Net's gradient
+clipping for ignite trainers (:class:`GradientClipping`) and the PIL conversion of the 2D bundle
+(:func:`convert_image`). MONAI and ignite are imported inside the functions:
 ``unifocal`` itself does not depend on them.
 """
 
