@@ -2,9 +2,9 @@
 the harness of the DDP tests, for the family's losses and for a new loss's own test.
 
 :func:`on_ranks` spawns the ranks, each with a process group, calls ``work(rank, world, *args)`` and returns
-the ranks' results in rank order. :func:`loss_on_ranks` checks the common case: a loss built by
-``make_loss`` (with ``ddp=True``), each rank holding its share of the batch, returns its value and its input
-gradient per rank, for comparison with one process on the whole batch.
+the ranks' results in rank order. :func:`loss_on_ranks` serves the common case: losses built by
+``make_losses`` (with ``ddp=True``), each rank holding its share of the batch, give their values and input
+gradients per rank, for comparison with one process on the whole batch (one spawn for all of them).
 """
 
 import datetime
@@ -76,14 +76,17 @@ def on_ranks(work, *args, world: int = WORLD) -> list:
     pytest.fail("a distributed worker aborted before writing its results in three runs")
 
 
-def _loss_work(rank, world, make_loss, logits, target, mask):
+def _loss_work(rank, world, make_losses, logits, target, mask):
     part = share(rank, logits.shape[0], world)
-    x = logits[part].clone().requires_grad_()
-    value = make_loss()(x, target[part], mask=None if mask is None else mask[part])
-    value.backward()
-    return value.detach(), x.grad
+    results = []
+    for make_loss in make_losses:
+        x = logits[part].clone().requires_grad_()
+        value = make_loss()(x, target[part], mask=None if mask is None else mask[part])
+        value.backward()
+        results.append((value.detach(), x.grad))
+    return results
 
 
-def loss_on_ranks(make_loss, logits, target, mask=None, world: int = WORLD) -> list:
-    """(value, input gradient) of ``make_loss()`` on each rank's share of the batch."""
-    return on_ranks(_loss_work, make_loss, logits, target, mask, world=world)
+def loss_on_ranks(make_losses, logits, target, mask=None, world: int = WORLD) -> list:
+    """Per rank, the (value, input gradient) of each ``make_loss()`` of ``make_losses`` on the rank's share."""
+    return on_ranks(_loss_work, list(make_losses), logits, target, mask, world=world)

@@ -36,3 +36,19 @@ def test_deep_supervision_takes_its_settings_by_keyword():
     parameters = inspect.signature(L.DeepSupervisionLoss).parameters
     assert [p.kind for p in parameters.values()] == [inspect.Parameter.POSITIONAL_OR_KEYWORD] + \
         [inspect.Parameter.KEYWORD_ONLY] * 2
+
+
+def test_every_building_block_is_documented_in_the_guide():
+    """unifocal.losses.extend is the public surface for writing a loss: each of its names has a docstring and
+    appears in docs/losses.md's "Writing a loss"; none of them is taken for a loss of the package."""
+    from pathlib import Path
+
+    from unifocal.losses import extend
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "losses.md").read_text()
+    guide = guide[guide.index("## Writing a loss"):]
+    for name in extend.__all__:
+        block = getattr(extend, name)
+        assert (block.__doc__ or "").strip(), f"{name} has no docstring"
+        assert f"`{name}`" in guide, f"{name} is missing from the guide"
+    assert not set(extend.__all__) & set(L.__all__)

@@ -78,19 +78,22 @@ def test_gradients_match_finite_differences():
         assert torch.autograd.gradcheck(lambda t: MatthewsCorrelationLoss(**options)(t, target, mask=mask), (x,))
 
 
-@pytest.mark.parametrize("batch_dice", [False, True])
-def test_two_ranks_equal_one_process(batch_dice):
+def test_two_ranks_equal_one_process():
     logits, labels, mask = case(seed=4)
-    make = functools.partial(MatthewsCorrelationLoss, batch_dice=batch_dice, ddp=True)
-    ranks = loss_on_ranks(make, logits, labels, mask)
-    x = logits.clone().requires_grad_()
-    single = MatthewsCorrelationLoss(batch_dice=batch_dice)(x, labels, mask=mask)
-    single.backward()
-    torch.testing.assert_close(sum(value for value, _ in ranks) / WORLD, single.detach(), rtol=1e-12, atol=1e-14)
-    if batch_dice:  # batch-level: every rank holds the global value itself
-        assert all(torch.isclose(value, single) for value, _ in ranks)
-    for rank, (_, grad) in enumerate(ranks):
-        torch.testing.assert_close(grad / WORLD, x.grad[share(rank, len(logits))], rtol=1e-10, atol=1e-13)
+    settings = ({"batch_dice": False}, {"batch_dice": True})
+    ranks = loss_on_ranks([functools.partial(MatthewsCorrelationLoss, ddp=True, **s) for s in settings],
+                          logits, labels, mask)
+    for i, options in enumerate(settings):
+        x = logits.clone().requires_grad_()
+        single = MatthewsCorrelationLoss(**options)(x, labels, mask=mask)
+        single.backward()
+        values = [rank[i][0] for rank in ranks]
+        torch.testing.assert_close(sum(values) / WORLD, single.detach(), rtol=1e-12, atol=1e-14)
+        if options["batch_dice"]:  # batch-level: every rank holds the global value itself
+            assert all(torch.isclose(value, single) for value in values)
+        for rank, results in enumerate(ranks):
+            torch.testing.assert_close(results[i][1] / WORLD, x.grad[share(rank, len(logits))], rtol=1e-10,
+                                       atol=1e-13)
 
 
 def test_the_guide_shows_this_loss_as_it_is():

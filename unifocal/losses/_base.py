@@ -63,6 +63,7 @@ def check_numbers(name: str, value, low: float = -math.inf, high: float = math.i
 
 
 def check_unit_interval(name: str, value) -> float:
+    """A number in [0, 1] (a weight or a fraction), as :func:`check_number`."""
     return check_number(name, value, 0.0, 1.0)
 
 

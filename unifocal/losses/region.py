@@ -45,6 +45,7 @@ __all__ = ["DiceLoss", "JaccardLoss", "TverskyLoss", "FocalTverskyLoss", "Genera
 
 
 def check_smooth(smooth) -> float:
+    """A smoothing constant: a finite number > 0."""
     return check_number("smooth", smooth, 0.0, low_open=True,
                         why=" (it defines the loss of a class absent from target and prediction)")
 
