@@ -101,10 +101,7 @@ class DistancePenalizedCELoss(_DistanceLoss):
     structure, which here is all contour (``D = 1``). A region without contour gets ``D = 0``.
 
     Args:
-        spacing: optional voxel spacing, one value > 0 per spatial axis, for distances in physical units
-            (default: one voxel = 1).
-        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`);
-            "mean" is over all counted voxels of the batch.
+        spacing, from_logits, multilabel, ignore_index, reduction, ddp: as :class:`HausdorffDTLoss`.
     """
 
     def compute(self, prep: Prepared) -> BatchLoss:
@@ -132,10 +129,7 @@ class ShapeAwareLoss(_DistanceLoss):
     stay fixed; :class:`HausdorffDTLoss` uses both contours. A sample with a single label gives plain CE.
 
     Args:
-        spacing: optional voxel spacing, one value > 0 per spatial axis, for distances in physical units
-            (default: one voxel = 1).
-        from_logits, multilabel, ignore_index, reduction, ddp: as every loss (:class:`SegmentationLoss`);
-            "mean" is over all counted voxels of the batch.
+        spacing, from_logits, multilabel, ignore_index, reduction, ddp: as :class:`HausdorffDTLoss`.
     """
 
     def compute(self, prep: Prepared) -> BatchLoss:
