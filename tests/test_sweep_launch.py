@@ -57,8 +57,8 @@ def test_local_jobs_two_settings_two_folds(local_sweep, capsys):
     assert rc == 0
     record = json.loads((output / "jobs" / "record.json").read_text())["jobs"]
     assert sorted(record) == ["gamma=0.2 fold 0", "gamma=0.2 fold 1", "gamma=0.6 fold 0", "gamma=0.6 fold 1"]
-    assert {e["state"] for e in record.values()} == {"COMPLETED"} and {e["launcher"] for e in record.values()} == {"local"}
-    for key, entry in record.items():  # each job trained its own fold with its own gamma
+    assert {(e["state"], e["launcher"]) for e in record.values()} == {("COMPLETED", "local")}
+    for key in record:  # each job trained its own fold with its own gamma
         gamma, fold = re.fullmatch(r"gamma=(\S+) fold (\d)", key).groups()
         trained = output / "results" / f"gamma_{gamma}" / "Dataset990_UnifocalSynthetic"
         (loss_record,) = trained.glob(f"*/fold_{fold}/unifocal_loss.json")

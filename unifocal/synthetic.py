@@ -144,7 +144,9 @@ def disk_case(rng: np.random.Generator, size: int = 48) -> tuple[np.ndarray, np.
 TASKS = {"abdomen": synthetic_case, "disks": disk_case}
 
 
-def synthetic_cases(count: int, seed: int = 0, size: int = 64, task: str = "abdomen"):
+def synthetic_cases(
+    count: int, seed: int = 0, size: int = 64, task: str = "abdomen"
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``count`` cases from one seeded generator (the same seed gives the same cases)."""
     rng = np.random.default_rng(seed)
     for _ in range(count):

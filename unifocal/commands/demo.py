@@ -60,7 +60,8 @@ def add_schedule_arguments(parser: argparse.ArgumentParser, epochs: int, iterati
     group.add_argument("--dataset-id", type=int, default=990, help="nnU-Net dataset id (default: %(default)s)")
     if folds:
         group.add_argument("--folds", "--fold", nargs="+", default=["0"], metavar="FOLD",
-                           help="nnU-Net folds to train, each run once per fold (default: %(default)s; 'all': all cases)")
+                           help="nnU-Net folds to train, each run once per fold (default: %(default)s; "
+                                "'all': all cases)")
     else:
         group.add_argument("--fold", default="0", help="nnU-Net fold to train (default: %(default)s; 'all' for all cases)")
     group.add_argument("--device", default="cpu", choices=DEVICES, help="(default: %(default)s)")
@@ -182,7 +183,8 @@ def _run_pipeline(args, output: Path, workspace, schedule, loss, report):
     workspace.plan_and_preprocess(args.dataset_id, "2d", echo=args.verbose)
     runs = ((BASELINE_TRAINER, BASELINE_LABEL, None), (UNIFIED_TRAINER, UNIFIED_LABEL, loss))
     for step, (trainer, label, settings) in enumerate(runs, start=3):
-        what = "nnU-Net's default loss, Dice + CE" if settings is None else f"Unified Focal loss, {describe_settings(loss)}"
+        what = ("nnU-Net's default loss, Dice + CE" if settings is None
+                else f"Unified Focal loss, {describe_settings(loss)}")
         report(f"({step}/{STEPS}) nnUNetv2_train {trainer} ({what}): {schedule.epochs} epochs x "
                f"{schedule.iterations} iterations = {schedule.epochs * schedule.iterations}, fold {args.fold}, "
                f"{args.device}")

@@ -74,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="gamma values (default: %(default)s)")
     grid.add_argument("--deltas", "--delta", type=float, nargs="+", help="delta values (default: the trainer's)")
     grid.add_argument("--weights", "--weight", type=float, nargs="+", help="lambda values (default: the trainer's)")
-    grid.add_argument("--trainer", default=UNIFIED_TRAINER, help="trainer whose settings are swept (default: %(default)s)")
+    grid.add_argument("--trainer", default=UNIFIED_TRAINER,
+                      help="trainer whose settings are swept (default: %(default)s)")
     grid.add_argument("--baselines", nargs="*", default=[BASELINE_TRAINER], metavar="TRAINER",
                       help="baseline trainers, one run per fold (default: %(default)s; none: --baselines)")
     grid.add_argument("--baseline-predictions", nargs="+", default=[], metavar="NAME=DIR",
@@ -99,7 +100,8 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
                        help="local: on this machine; slurm: one SLURM job per run (default: %(default)s)")
     group.add_argument("--jobs", type=int, default=1,
                        help="local runs at once (default: %(default)s: one after the other in this process)")
-    group.add_argument("--poll", type=float, default=30.0, help="seconds between job state checks (default: %(default)s)")
+    group.add_argument("--poll", type=float, default=30.0,
+                       help="seconds between job state checks (default: %(default)s)")
     group.add_argument("--slurm-partition", help="sbatch --partition")
     group.add_argument("--slurm-gpus", type=int, help="sbatch --gpus-per-node")
     group.add_argument("--slurm-cpus", type=int, help="sbatch --cpus-per-task")
@@ -138,7 +140,7 @@ class DataSource:
     """
 
     workspace: "Workspace"
-    folder: Optional[Path]
+    folder: Path
     class_names: list
     classes: list
     ignore_label: Optional[int]
@@ -202,8 +204,8 @@ def _write_synthetic(args, data: DataSource, report) -> None:
         return
     report(f"writing the synthetic dataset ({args.train_cases} training + {args.test_cases} held-out cases) "
            "and planning it")
-    dataset = write_nnunet_dataset(data.workspace.raw, args.dataset_id, num_train=args.train_cases,
-                                   num_test=args.test_cases, size=args.image_size, seed=args.seed)
+    write_nnunet_dataset(data.workspace.raw, args.dataset_id, num_train=args.train_cases, num_test=args.test_cases,
+                         size=args.image_size, seed=args.seed)
     data.workspace.plan_and_preprocess(args.dataset_id, args.configuration, echo=args.verbose)
     _check_preprocessed(data.workspace, data.folder, args.configuration)
 
@@ -363,8 +365,8 @@ def _specs(args, settings: list[Setting], data: DataSource, output: Path) -> lis
         workspace = data.workspace.with_results(output / "results" / folder)
         for fold in args.folds:
             held_out = output / "predictions" / folder / f"fold_{fold}" if data.held_out else None
-            specs.append(RunSpec(setting.label, fold, setting.trainer, setting.loss, workspace, _dataset_id(data.folder),
-                                 args.configuration, schedule, tuple(data.class_names),
+            specs.append(RunSpec(setting.label, fold, setting.trainer, setting.loss, workspace,
+                                 _dataset_id(data.folder), args.configuration, schedule, tuple(data.class_names),
                                  data.folder / "imagesTs" if data.held_out else None, held_out))
     return specs
 

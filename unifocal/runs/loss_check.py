@@ -61,8 +61,8 @@ def check_loss_settings(
     settings = load_settings(os.environ if environ is None else environ)
     if loss is not None:
         given = {key: value for key, value in loss.given().items() if key in SETTING_KEYS}
-        settings = replace(settings, **{key: getattr(loss, key) for key in given}, other={**settings.other, **loss.other},
-                           sources={**settings.sources, **loss.sources})
+        settings = replace(settings, **{key: getattr(loss, key) for key in given},
+                           other={**settings.other, **loss.other}, sources={**settings.sources, **loss.sources})
     state = TrainerState(has_regions=has_regions, num_channels=num_channels, ignore_label=ignore_label)
     if has_regions:
         stand_in = propose_gamma([0.1] * num_channels, multilabel=True)
