@@ -275,7 +275,7 @@ class Launcher:
                 if running:
                     time.sleep(self.poll_s)
         except KeyboardInterrupt:
-            self._stopped(running, queue)
+            self._stopped(running)
             return False
         return True
 
@@ -305,7 +305,7 @@ class Launcher:
         self.report(f"  {spec.key}: {failed} (job {job.job_id}): {reason}; log: {job.paths.stderr}")
         return True
 
-    def _stopped(self, running: list, queue: list) -> None:
+    def _stopped(self, running: list) -> None:
         ids = [str(job.job_id) for _, job in running]
         if self.kind == "slurm" and ids:
             self.report(f"stopped waiting; {len(ids)} SLURM jobs are still queued or running. Run the same command "
@@ -313,7 +313,6 @@ class Launcher:
                         f"cancel them: scancel {' '.join(ids)}")
         else:
             self.report("interrupted; run the same command again to go on from the completed runs")
-        for spec, _ in running:
-            if self.kind == "local":
+        if self.kind == "local":  # the local jobs are this terminal's processes: Ctrl-C reached them too
+            for spec, _ in running:
                 self.record.update(spec, self.kind, state="INTERRUPTED")
-        del queue[:]
