@@ -206,7 +206,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("delta", _decimal, "the loss's (Unified Focal: 0.6)", "delta", _NUMBER, "--delta",
             "weight of rare classes and of false negatives (Tversky, Combo: beta)"),
     Setting("weight", _decimal, "the loss's (Unified Focal: 0.5)", "lambda", _NUMBER, "--weight",
-            "weight of the cross-entropy-based part of a compound loss (Unified Focal: lambda; Combo: alpha)",
+            "weight of the cross-entropy-based part of a compound loss (Unified Focal: lambda; Combo: ce_weight)",
             aliases=("lambda",)),
     Setting("rare_classes", _classes, "every foreground class", "rare", r"\d+(?:-\d+)*", "--rare-classes",
             "rare class indices, comma list (label mode only)"),

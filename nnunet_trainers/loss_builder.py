@@ -108,20 +108,9 @@ _HELP = {setting.key: setting.help for setting in SETTINGS}
 
 
 def loss_parameters(loss_class: type) -> dict[str, inspect.Parameter]:
-    """The keyword parameters of a loss class, with those its ``**options`` pass on to its base classes."""
-    parameters: dict[str, inspect.Parameter] = {}
-    for klass in loss_class.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        passes_on = False
-        for parameter in list(inspect.signature(vars(klass)["__init__"]).parameters.values())[1:]:
-            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
-                passes_on = True
-            elif parameter.kind is not inspect.Parameter.VAR_POSITIONAL:
-                parameters.setdefault(parameter.name, parameter)
-        if not passes_on:
-            break
-    return parameters
+    """The keyword parameters of a loss class (every loss states them all in its signature)."""
+    return {name: parameter for name, parameter in inspect.signature(loss_class).parameters.items()
+            if parameter.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
 @dataclass(frozen=True)
