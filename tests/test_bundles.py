@@ -1,9 +1,9 @@
 """The MONAI bundles in unifocal/bundles/: train, infer, evaluate and check them on tiny synthetic data (CPU).
 
-Every bundle is copied to a temporary folder and trained for 2 epochs of 2 iterations with
-``python -m monai.bundle run`` (a subprocess of this interpreter, so the same environment), with
-command-line overrides that shrink the patch and the network. The trained copy is then used by the
-inference, evaluation and export tests. Metadata is checked against MONAI's bundle specification with
+Every bundle is exported (``unifocal.bundles.export``, as a user gets it) to a temporary folder and trained
+for 2 epochs of 2 iterations with ``python -m monai.bundle run`` (a subprocess of this interpreter, so the
+same environment), with command-line overrides that shrink the patch and the network. The trained copy is
+then used by the inference, evaluation and export tests. Metadata is checked against MONAI's bundle specification with
 the schema in tests/data/bundle_metadata_schema.json (MONAI's own verify_metadata would download its
 schema; it is pointed at that file instead, so no network is needed).
 """
@@ -33,6 +33,8 @@ Image = pytest.importorskip("PIL.Image")
 
 import torch  # noqa: E402
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out  # noqa: E402
+
+from unifocal.bundles import export as export_bundle  # noqa: E402  (as a user gets a bundle: with models/)
 
 from bundle_data import AFFINE, SPACING, make_binary2d, make_brats_like, make_kits_like, write_datalist  # noqa: E402
 
@@ -157,7 +159,7 @@ class Trained:
 
 def _train(case: Case, work: Path) -> Trained:
     bundle = work / "bundle"
-    shutil.copytree(BUNDLES / case.name, bundle, ignore=shutil.ignore_patterns("*.pt", "*.ts", "eval", "predictions"))
+    export_bundle(case.name, bundle)
     data = case.make_data(work / "data")
     (bundle / SETTINGS).write_text(json.dumps(case.small))
     overrides = {"dataset_dir": str(data), **TRAIN_SETTINGS, **case.train_extra}
@@ -287,7 +289,7 @@ def test_kits_multi_gpu_config_under_torchrun_on_cpu(trained_kits, tmp_path):
     multi_gpu_evaluate.json on the two ranks."""
     trained = trained_kits
     bundle = tmp_path / "bundle"
-    shutil.copytree(BUNDLES / trained.case.name, bundle)
+    export_bundle(trained.case.name, bundle)
     entries = json.loads((trained.data / "datalist.json").read_text())
     everything = entries["training"] + entries["validation"]
     ddp_list = trained.data / "datalist_ddp.json"  # two validation cases: one per rank
@@ -511,7 +513,7 @@ def test_model_zoo_ci_checks(name, tmp_path):
     n=1, in training mode) and ckpt_export by TorchScript scripting, on weights made the way its CI makes
     them (the state dict of the configured network), since the bundles ship no weights."""
     bundle = tmp_path / name
-    shutil.copytree(BUNDLES / name, bundle)
+    export_bundle(name, bundle)
     meta, config = str(bundle / "configs" / "metadata.json"), str(bundle / "configs" / "inference.json")
     verify_net_in_out(net_id="network_def", meta_file=meta, config_file=config, bundle_root=str(bundle))
     parser = ConfigParser()
@@ -681,7 +683,7 @@ def test_kits_resume_after_kill_ends_at_the_same_epoch(tmp_path):
     configured epoch count (a later checkpoint the kill cut short is skipped)."""
     case = CASES["kits_unified_focal"]
     bundle = tmp_path / "bundle"
-    shutil.copytree(BUNDLES / case.name, bundle)
+    export_bundle(case.name, bundle)
     (bundle / SETTINGS).write_text(json.dumps(case.small))
     data = case.make_data(tmp_path / "data")
     overrides = {"dataset_dir": str(data), **TRAIN_SETTINGS, "epochs": 4, "val_interval": 10}
