@@ -82,6 +82,19 @@ def test_sweep_reuses_demo_workspace(demo_run, tmp_path):
     assert {r["method"] for r in rows} == {"DC+CE", "gamma=0.2", "gamma=0.7"}
     assert {r["gamma"] for r in rows if r["method"] != "DC+CE"} == {"0.2", "0.7"}
     assert {r["class"] for r in rows} == {"organ", "lesion", "class mean"}
+    # Each gamma's paired test against the baseline is the one over the per-case DSC pairs of the report.
+    from unifocal.metrics import paired_wilcoxon
+
+    per_case = _read_csv(output / "comparison" / "per_case.csv")
+    row = next(r for r in rows if r["method"] == "gamma=0.7" and r["class"] == "lesion")
+
+    def dsc(method):
+        return [float(r["DSC"]) for r in sorted(per_case, key=lambda r: r["case"])
+                if r["method"] == method and r["class"] == "lesion"]
+
+    expected = paired_wilcoxon(dsc("gamma=0.7"), dsc("DC+CE"))
+    assert (row["baseline"], int(row["n_pairs"])) == ("DC+CE", expected.n)
+    assert float(row["p_value"]) == pytest.approx(expected.p_value)
     # Each gamma trained in its own results folder with its own UNIFOCAL_GAMMA.
     for gamma in ("0.2", "0.7"):
         records = list((output / "results" / f"gamma_{gamma}").rglob("unifocal_loss.json"))

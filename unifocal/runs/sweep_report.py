@@ -3,7 +3,7 @@
 Cases are keyed ``fold_<f>/<case>`` when there are several folds, so that the comparison (``comparison/``) pairs
 every run with the baseline on the same model fold and case; the DSC table, ``sweep.csv`` and ``sweep.png`` give
 the mean over folds of each fold's mean DSC, with the standard deviation over folds (over cases when there is
-one fold). A setting with a fold that did not complete is reported as missing, with its state and log, and
+one fold), and the paired Wilcoxon test against the first baseline over every (fold, case) pair. A setting with a fold that did not complete is reported as missing, with its state and log, and
 left out of the comparison: never counted as zero.
 """
 
@@ -69,7 +69,7 @@ def _gather(settings, specs, record, data, folds, report):
 def collect(args, output: Path, data, settings, specs, record, given: dict, report) -> int:
     """Evaluate what completed, write the comparison, ``sweep.csv`` and ``sweep.png``, print the DSC table.
     Returns 0 when every run completed, else 1 (after reporting what did)."""
-    from ..experiment_report import evaluate, write_report
+    from ..experiment_report import evaluate, paired_tests, write_report
     from ..run_settings import read_run_settings
 
     folds = list(args.folds)
@@ -93,10 +93,14 @@ def collect(args, output: Path, data, settings, specs, record, given: dict, repo
              + (f", {schedule.epochs * schedule.iterations} iterations per run" if schedule else ""))
     _, written = write_report(evaluation, baselines[0] if baselines else None, output / "comparison", title)
     summary = fold_summary(evaluation, folds)
-    csv_path = write_sweep_csv(summary, settings, missing, evaluation.rows(), output / "sweep.csv")
+    baseline = baselines[0] if baselines and len(evaluation.methods) > 1 else None
+    tests = {key[:2]: test for key, test in paired_tests(evaluation, baseline).items() if key[2] == "DSC"} \
+        if baseline else {}
+    csv_path = write_sweep_csv(summary, tests, baseline, settings, missing, evaluation.rows(), output / "sweep.csv")
     plot_path = plot_sweep(summary, grid, baselines, evaluation, output / "sweep.png", title)
     print()
-    print(dsc_table(summary, evaluation, [*baselines, *[s.label for s in grid]], missing, len(folds)))
+    print(dsc_table(summary, tests, baseline, evaluation, [*baselines, *[s.label for s in grid]], missing,
+                    len(folds)))
     report(f"done in {report.elapsed() / 60:.1f} min")
     print(f"outputs in {output}:")
     for path in [plot_path, csv_path, *written]:
@@ -127,19 +131,24 @@ def fold_summary(evaluation, folds) -> dict:
     return summary
 
 
-def write_sweep_csv(summary, settings, missing, rows, path: Path) -> Path:
-    """One line per setting and class: its gamma/delta/weight, mean DSC, sd, n, and the folds that are missing."""
+def write_sweep_csv(summary, tests, baseline, settings, missing, rows, path: Path) -> Path:
+    """One line per setting and class: its gamma/delta/weight, mean DSC, sd, n, the paired test against the
+    baseline (p, number of pairs) and the folds that are missing."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "gamma", "delta", "weight", "class", "metric", "mean", "sd", "n", "missing"])
+        writer.writerow(["method", "gamma", "delta", "weight", "class", "metric", "mean", "sd", "n", "baseline",
+                         "p_value", "n_pairs", "missing"])
         labels = [name for name, _ in summary if all(name != s.label for s in settings)]
         for label in dict.fromkeys(labels + [s.label for s in settings]):
             setting = next((s for s in settings if s.label == label), None)
             values = [getattr(setting, k, None) for k in ("gamma", "delta", "weight")]
             for row in rows:
                 mean, sd, n = summary.get((label, row), (math.nan, math.nan, 0))
+                test = tests.get((label, row))
                 writer.writerow([label, *("" if v is None else f"{v:g}" for v in values), row, "DSC",
-                                 _number(mean), _number(sd), n, "; ".join(missing.get(label, []))])
+                                 _number(mean), _number(sd), n, baseline if test else "",
+                                 _number(test.p_value) if test else "", test.n if test else "",
+                                 "; ".join(missing.get(label, []))])
     return path
 
 
@@ -147,16 +156,19 @@ def _number(value: float) -> str:
     return "" if math.isnan(value) else repr(value)
 
 
-def dsc_table(summary, evaluation, labels, missing, num_folds: int) -> str:
+def dsc_table(summary, tests, baseline, evaluation, labels, missing, num_folds: int) -> str:
     rows = evaluation.rows()
     spread = "sd over folds" if num_folds > 1 else "sd over cases"
-    lines = [f"mean DSC +- {spread}", "", "| run | " + " | ".join(rows) + " | loss settings |",
+    pairs = "every fold and case" if num_folds > 1 else "every case"
+    tested = f"; p: paired Wilcoxon test against {baseline} over {pairs}" if baseline else ""
+    lines = [f"mean DSC +- {spread}{tested}", "", "| run | " + " | ".join(rows) + " | loss settings |",
              "|---" * (len(rows) + 2) + "|"]
     for label in labels:
         if label in missing:
             lines.append(f"| {label} | " + " | ".join("missing" for _ in rows) + f" | {'; '.join(missing[label])} |")
             continue
-        cells = [f"{summary[(label, row)][0]:.3f} +- {summary[(label, row)][1]:.3f}" for row in rows]
+        cells = [f"{summary[(label, row)][0]:.3f} +- {summary[(label, row)][1]:.3f}"
+                 + (f" (p {tests[(label, row)].p_value:.3g})" if (label, row) in tests else "") for row in rows]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {evaluation.settings.get(label, '')} |")
     return "\n".join(lines) + "\n"
 
