@@ -194,8 +194,8 @@ def plot_sweep(summary, grid, baselines, evaluation, path: Path, title: str = ""
             members = sorted(members, key=lambda s: s.gamma)
             stats = np.array([summary.get((s.label, row), (math.nan, math.nan, 0))[:2] for s in members])
             x = np.array([s.gamma for s in members])
-            name = "Unified Focal" + "".join(f", {n} {v:g}" for n, v in (("delta", delta), ("weight", weight))
-                                             if v is not None)
+            name = members[0].trainer + "".join(f", {n} {v:g}" for n, v in (("delta", delta), ("weight", weight))
+                                                if v is not None)
             ax.plot(x, stats[:, 0], "o-", color="black" if len(lines) == 1 else colours[k % len(colours)], label=name)
             ax.fill_between(x, stats[:, 0] - stats[:, 1], stats[:, 0] + stats[:, 1], alpha=0.15, linewidth=0,
                             color="black" if len(lines) == 1 else colours[k % len(colours)])
