@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from .validate import check_number
+from .validate import check_bool, check_number
 
 __all__ = [
     "check_setting_bool",
@@ -38,15 +38,14 @@ __all__ = [
 ]
 
 _CHECKPOINT = re.compile(r"checkpoint_epoch=(\d+)\.pt")
-_BOOL_FIX = "True or False on the command line (a bare true is the string 'true'), true or false in a JSON file"
+_BOOL_FIX = ("Write True or False on the command line (a bare true is the string 'true'), true or false in a "
+             "JSON file")
 
 
 def check_setting_bool(setting: str, value: Any) -> bool:
-    """``value`` if it is a real bool; a string such as ``'false'`` (python-fire's reading of ``--amp false``) or a
-    number is an error naming ``setting``, never a truthy setting."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{setting} must be {_BOOL_FIX}; got {value!r}")
-    return value
+    """:func:`unifocal.validate.check_bool` with the fix for a bundle setting: a string such as ``'false'``
+    (python-fire's reading of ``--amp false``) or a number is an error naming ``setting``."""
+    return check_bool(setting, value, _BOOL_FIX)
 
 
 def check_patch_size(patch_size: Any, divisor: Any, setting: str = "patch_size") -> None:
@@ -254,7 +253,7 @@ def region_metrics(region_names: Sequence[str], nsd_tolerance_mm: Any, prefix: s
     if len(tolerances) != len(region_names):
         raise ValueError(f"nsd_tolerance_mm must be a positive number of millimetres or one per region "
                          f"({len(region_names)}), got {nsd_tolerance_mm!r}")
-    tolerances = [check_number("nsd_tolerance_mm", t, 0.0, strict=True) for t in tolerances]
+    tolerances = [check_number("nsd_tolerance_mm", t, 0.0, low_open=True) for t in tolerances]
     metrics = {}
     for index, (name, tolerance) in enumerate(zip(region_names, tolerances)):
         def channel(output, index=index):
@@ -275,7 +274,7 @@ class GradientClipping:
     optimiser step, as nnU-Net does (``clip_grad_norm_(..., 12)``); under AMP the gradients are unscaled first."""
 
     def __init__(self, max_norm: float) -> None:
-        self.max_norm = check_number("max_norm", max_norm, 0.0, strict=True)
+        self.max_norm = check_number("max_norm", max_norm, 0.0, low_open=True)
 
     def attach(self, engine: Any) -> None:
         from monai.engines.utils import IterationEvents

@@ -441,16 +441,16 @@ def surface_settings(
     """Check the NSD tolerances (one for all classes or one per class, finite, >= 0) and ``one_empty``
     (``"diagonal"`` or a number) of :func:`surface_metrics`; returns one tolerance per class."""
     if isinstance(tolerances, (list, tuple, np.ndarray)):
-        tolerances = [check_number("NSD tolerance", t, 0.0, strict=False) for t in tolerances]
+        tolerances = [check_number("NSD tolerance", t, 0.0) for t in tolerances]
         if len(tolerances) != num_classes:
             raise ValueError(f"{len(tolerances)} NSD tolerances for {num_classes} classes")
     else:
-        tolerances = [check_number("NSD tolerance", tolerances, 0.0, strict=False)] * num_classes
+        tolerances = [check_number("NSD tolerance", tolerances, 0.0)] * num_classes
     if isinstance(one_empty, str):
         if one_empty != "diagonal":
             raise ValueError(f"one_empty must be 'diagonal' or a number; got {one_empty!r}")
     elif isinstance(one_empty, bool) or not isinstance(one_empty, (int, float)):
-        raise TypeError(f"one_empty must be 'diagonal' or a number; got {one_empty!r}")
+        raise ValueError(f"one_empty must be 'diagonal' or a number; got {one_empty!r}")
     return tolerances
 
 
@@ -483,14 +483,14 @@ def surface_metrics(
             ``use_subvoxels``).
 
     Raises:
-        ValueError / TypeError: on a shape mismatch, a bad spacing, tolerance or ``one_empty``.
+        ValueError: on a shape mismatch, a bad spacing, tolerance or ``one_empty``.
         ImportError: without MONAI.
     """
     prediction, reference, members = _pair(prediction, reference, classes)
     spacing = (1.0,) * reference.ndim if spacing is None else tuple(spacing)
     if len(spacing) != reference.ndim:
         raise ValueError(f"spacing {spacing} has {len(spacing)} values for a {reference.ndim}D image")
-    spacing = tuple(check_number("spacing", v, 0.0, strict=True) for v in spacing)
+    spacing = tuple(check_number("spacing", v, 0.0, low_open=True) for v in spacing)
     tolerances = surface_settings(len(members), tolerances, one_empty)
     if nsd_surface not in NSD_SURFACES:
         raise ValueError(f"nsd_surface must be one of {NSD_SURFACES}; got {nsd_surface!r}")

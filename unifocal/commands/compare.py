@@ -81,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="HD95 of a class in only one of prediction and reference: the image diagonal in mm "
                              "or nan (left out of means and tests); default: the challenge's rule (BraTS: 373), "
                              "else diagonal")
-    parser.add_argument("--spacing", type=option_number(0.0, strict=True), nargs="+", metavar="MM",
+    parser.add_argument("--spacing", type=option_number(0.0, low_open=True), nargs="+", metavar="MM",
                         help="voxel size per array axis for reference files that store none (.png, .tif, .npy, "
                              ".npz, .b2nd); default: distances in voxels")
     parser.add_argument("-j", "--jobs", type=option_number(1, integer=True), default=None,

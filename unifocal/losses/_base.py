@@ -21,45 +21,9 @@ from typing import Callable, Optional, Union
 import numpy as np
 from torch import Tensor, nn
 
+from ..validate import check_bool, check_number, check_numbers
 from ._inputs import prepare
 from ._stats import REDUCTIONS, BatchLoss
-
-
-def check_bool(name: str, value) -> bool:
-    """A bool as given; a string such as "false" (what a command-line override passes) or a number is
-    rejected rather than read as true."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be a boolean (True or False); got {value!r} ({type(value).__name__}). "
-                         "Pass a boolean, not a string or a number")
-    return bool(value)
-
-
-def check_number(name: str, value, low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
-                 high_open: bool = False, why: str = "", entry: Optional[int] = None) -> float:
-    """A finite real number (not a bool or a string) in ``[low, high]`` (open at an end with ``low_open`` /
-    ``high_open``), as a float; ``why`` explains the bound, ``entry`` is the value's position in a list."""
-    got = f"; got {value!r}" + ("" if entry is None else f" (entry {entry})")
-    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be a number{why}{got} ({type(value).__name__})")
-    value = float(value)
-    if not (math.isfinite(value) and (value > low if low_open else value >= low)
-            and (value < high if high_open else value <= high)):
-        if high == math.inf and low_open:
-            raise ValueError(f"{name} must be > {low:g} and finite{why}{got}")
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open or high == math.inf else ']'}"
-        raise ValueError(f"{name} must lie in {interval}{why}{got}")
-    return value
-
-
-def check_numbers(name: str, value, low: float = -math.inf, high: float = math.inf, *, scalar: bool = True,
-                  **bounds) -> Union[float, tuple[float, ...]]:
-    """One number (when ``scalar``) or a non-empty list/tuple of numbers (returned as a tuple), each as
-    :func:`check_number` with the same ``bounds``."""
-    if scalar and not isinstance(value, (list, tuple, np.ndarray)):
-        return check_number(name, value, low, high, **bounds)
-    if not isinstance(value, (list, tuple, np.ndarray)) or len(value) == 0:
-        raise ValueError(f"{name} must be {'a number or ' if scalar else ''}a non-empty list of numbers; got {value!r}")
-    return tuple(check_number(name, v, low, high, entry=i, **bounds) for i, v in enumerate(value))
 
 
 def check_unit_interval(name: str, value) -> float:

@@ -88,7 +88,7 @@ class Scoring:
             nsd_surface = CHALLENGES[key].nsd_surface if key else "voxels"
         spacing = self.spacing
         if spacing is not None:
-            spacing = tuple(check_number("spacing", v, 0.0, strict=True) for v in spacing)
+            spacing = tuple(check_number("spacing", v, 0.0, low_open=True) for v in spacing)
         return replace(self, surface=surface, tolerances=tolerances, nsd_surface=nsd_surface, spacing=spacing)
 
     def metrics(self) -> list[str]:
