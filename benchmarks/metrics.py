@@ -9,7 +9,7 @@ NSD at KiTS's tolerances):
 1. one pair in this process, timed as a whole and by stage: reading the two files, the overlap metrics,
    the surface metrics (KiTS's area-weighted surface Dice and the HD95); then the whole per-case path of
    ``compare`` (reading, label and geometry checks, all metrics); peak resident memory of the process;
-2. ``--pairs`` pairs through :func:`unifocal.experiment_report.evaluate` with ``--jobs`` worker processes
+2. ``--pairs`` pairs through :func:`unifocal.report.evaluate` with ``--jobs`` worker processes
    (default: the available cores), wall time and the largest worker's peak resident memory. Only
    ``--distinct`` pairs are written; the others are hard links to them under their own case names, so that
    each case is still read and computed in full (writing 60 gzip volumes would take longer than the run).

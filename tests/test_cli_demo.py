@@ -48,7 +48,7 @@ def test_demo_end_to_end(demo_run):
     for stage in ("(1/6)", "(2/6)", "(3/6)", "(4/6)", "(5/6)", "(6/6)"):
         assert stage in printed
     assert "DC+CE epoch 1/1:" in printed and "UnifiedFocal epoch 1/1:" in printed
-    assert "UnifiedFocal loss settings: weight=0.5, delta=0.6, gamma=0.4" in printed
+    assert "UnifiedFocal loss settings: asymmetric_unified_focal: weight 0.5, delta 0.6, gamma 0.4," in printed
     assert f"outputs in {output}" in printed
     raw = output / "nnUNet_raw" / "Dataset990_UnifocalSynthetic"
     references = sorted((raw / "labelsTs").iterdir())

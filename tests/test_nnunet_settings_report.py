@@ -108,7 +108,7 @@ def test_layout_with_settings_adds_the_caption():
 def test_sweep_table_and_plot_show_the_settings(tmp_path):
     from types import SimpleNamespace
 
-    from unifocal.experiment_report import evaluate
+    from unifocal.report import evaluate
     from unifocal.runs.sweep_report import dsc_table, fold_summary, plot_sweep
 
     reference = {f"case{i}": tmp_path / "ref" / f"case{i}.png" for i in range(2)}
@@ -123,9 +123,10 @@ def test_sweep_table_and_plot_show_the_settings(tmp_path):
                           reference, [1], ["organ"])
     evaluation.settings = {"gamma=0.3": describe_record(record(0.3)), "gamma=0.5": describe_record(record(0.5))}
     summary = fold_summary(evaluation, ["0"])
-    table = dsc_table(summary, evaluation, list(runs), {}, 1)
+    table = dsc_table(summary, {}, None, evaluation, list(runs), {}, 1)
     assert f"| gamma=0.3 | 1.000 +- 0.000 | {describe_record(record(0.3))} |" in table
     assert f"| gamma=0.5 | 0.000 +- 0.000 | {describe_record(record(0.5))} |" in table
-    grid = [SimpleNamespace(label=label, gamma=gamma, delta=None, weight=None) for label, gamma in zip(runs, [0.3, 0.5])]
+    grid = [SimpleNamespace(label=label, trainer="UnifiedFocalTrainerShort", gamma=gamma, delta=None, weight=None)
+            for label, gamma in zip(runs, [0.3, 0.5])]
     plot = plot_sweep(summary, grid, [], evaluation, tmp_path / "sweep.png")
     assert Image.open(plot).size[1] == round((3.6 + 2 * 0.17 + 0.1) * 100)

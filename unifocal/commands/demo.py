@@ -7,7 +7,7 @@
 4. the Unified Focal loss (``UnifiedFocalTrainerShort``) with the same short schedule;
 5. ``nnUNetv2_predict`` the held-out cases with both;
 6. per-case, per-class DSC / IoU / recall / precision, paired Wilcoxon tests, a table and box plots
-   (:mod:`unifocal.experiment_report`).
+   (:mod:`unifocal.report`).
 
 All nnU-Net folders live inside the output folder; nothing outside it is touched. Every argument (the loss
 settings with the trainer's own checks included) is checked before anything is written; an earlier run's
@@ -17,7 +17,6 @@ output is replaced only with ``--overwrite``, and only the files it wrote (:mod:
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 from pathlib import Path
 
@@ -117,17 +116,6 @@ def check_device(device: str) -> None:
         raise SystemExit(f"unifocal: --device {device}: not available in this PyTorch installation")
 
 
-def describe_loss(fold_folder: Path) -> str:
-    """The resolved loss settings the unifocal trainer recorded (``unifocal_loss.json``), in one line."""
-    record = fold_folder / "unifocal_loss.json"
-    if not record.is_file():
-        return ""
-    data = json.loads(record.read_text())
-    params = data.get("params", data)
-    shown = {k: params[k] for k in ("weight", "delta", "gamma", "rare_classes") if k in params}
-    return ", ".join(f"{k}={v}" for k, v in shown.items())
-
-
 def run(args: argparse.Namespace) -> int:
     from nnunet_trainers.config import settings_from_args
 
@@ -170,6 +158,7 @@ def _run_pipeline(args, output: Path, workspace, schedule, loss, report):
     """Steps 1-5: the dataset, planning, both trainings and both predictions; returns the dataset and
     ``{label: {case: prediction file}}``."""
     from ..io import list_label_files
+    from ..run_settings import read_run_settings
     from ..runs.loss_check import describe_settings
     from ..synthetic import CLASS_NAMES, write_nnunet_dataset
 
@@ -190,7 +179,7 @@ def _run_pipeline(args, output: Path, workspace, schedule, loss, report):
                f"{args.device}")
         trained = workspace.train(args.dataset_id, "2d", args.fold, trainer, schedule, report, settings,
                                   list(CLASS_NAMES[1:]), label, echo=args.verbose)
-        settings_text = describe_loss(trained / f"fold_{args.fold}")
+        settings_text = read_run_settings(trained, [args.fold])
         if settings_text:
             report(f"  {label} loss settings: {settings_text}")
     report(f"(5/{STEPS}) nnUNetv2_predict on the {args.test_cases} held-out cases")
@@ -205,7 +194,7 @@ def _run_pipeline(args, output: Path, workspace, schedule, loss, report):
 
 def _report(args, output: Path, workspace, dataset, predictions, schedule, report) -> None:
     """Step 6: per-case metrics, paired tests, the table and plots; then where everything is."""
-    from ..experiment_report import evaluate, write_report
+    from ..report import evaluate, write_report
     from ..io import list_label_files
     from ..synthetic import CLASS_NAMES
 

@@ -153,7 +153,7 @@ class DataSource:
 
 
 def _existing_dataset(workspace, folder: Path, configuration: str, protected: dict) -> DataSource:
-    from ..experiment_report import classes_from_dataset
+    from ..report import classes_from_dataset
     from ..io import label_classes, load_dataset_json
 
     dataset_json = folder / "dataset.json"
@@ -313,7 +313,7 @@ _SLURM_TIME = re.compile(r"\d+|\d+:\d\d|\d+:\d\d:\d\d|\d+-\d+(:\d\d(:\d\d)?)?")
 
 def _baseline_predictions(args, data: DataSource, protected: dict) -> dict:
     """``--baseline-predictions``: name -> case -> file, checked; their folders join ``protected``."""
-    from ..experiment_report import resolve_method
+    from ..report import resolve_method
 
     if args.baseline_predictions and len(args.folds) > 1:
         raise SystemExit("unifocal sweep: --baseline-predictions are one model's predictions: use them with one "

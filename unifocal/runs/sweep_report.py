@@ -69,7 +69,7 @@ def _gather(settings, specs, record, data, folds, report):
 def collect(args, output: Path, data, settings, specs, record, given: dict, report) -> int:
     """Evaluate what completed, write the comparison, ``sweep.csv`` and ``sweep.png``, print the DSC table.
     Returns 0 when every run completed, else 1 (after reporting what did)."""
-    from ..experiment_report import evaluate, paired_tests, write_report
+    from ..report import evaluate, paired_tests, write_report
     from ..run_settings import read_run_settings
 
     folds = list(args.folds)
