@@ -116,11 +116,15 @@ def test_readers_name_the_file(tmp_path):
     with pytest.raises(InputError, match=r"b\.nrrd: cannot read this \.nrrd file \(RuntimeError: .*\)$"):
         read_label(tmp_path / "b.nrrd")
     (tmp_path / "list.json").write_text("[1, 2]")
-    with pytest.raises(InputError, match=r"list\.json: expected a JSON object, got list"):
+    with pytest.raises(InputError, match=r"list\.json: expected a JSON object \{\.\.\.\}, got list"):
         load_dataset_json(tmp_path / "list.json")
     (tmp_path / "latin1.json").write_bytes('{"name": "\xe9"}'.encode("latin-1"))
-    with pytest.raises(InputError, match=r"latin1\.json: cannot read \(UnicodeDecodeError"):
+    with pytest.raises(InputError, match=r"latin1\.json: not UTF-8 text \(byte 10\); save it as UTF-8 JSON"):
         load_dataset_json(tmp_path / "latin1.json")
+    # A key given twice: json.load would keep the last one silently (here: a different label table).
+    (tmp_path / "twice.json").write_text('{"labels": {"background": 0, "tumour": 1}, "labels": {"background": 0}}')
+    with pytest.raises(InputError, match=r"twice\.json: key 'labels' appears more than once; give each key once"):
+        load_dataset_json(tmp_path / "twice.json")
     # Label values must be integers, not booleans or strings, and are named with the file.
     for labels in ({"background": 0, "organ": True}, {"background": 0, "organ": "1"}, {"background": 0, "r": [1, 2.5]}):
         with pytest.raises(InputError, match="ds.json: label .* must be an integer label value"):

@@ -158,7 +158,7 @@ def test_cli_writes_fold_files_that_monai_reads_and_never_replaces_them_silently
      "BraTS-GLI-00000-000/BraTS-GLI-00000-000-t2f.nii.gz)"),
     (lambda root: (make_nnunet(root), (root / "imagesTr" / "case_004_0001.nii.gz").unlink()), [],
      "case_004_0001.nii.gz is missing"),
-    (lambda root: (root.mkdir(), (root / "dataset.json").write_text("{broken")), [], "cannot be read as JSON"),
+    (lambda root: (root.mkdir(), (root / "dataset.json").write_text("{broken")), [], "dataset.json: not valid JSON"),
     (lambda root: (make_brats(root), (root / "BraTS2021_00005" / "BraTS2021_00005_t1ce.nii.gz").unlink()), [],
      "lacks BraTS2021_00005_t1ce.nii.gz"),
     (lambda root: (make_brats_gli(root), (root / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t1n.nii.gz").unlink()),

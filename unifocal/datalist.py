@@ -110,10 +110,9 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _nnunet(root: Path) -> Cases:
-    try:
-        dataset = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{root / 'dataset.json'} cannot be read as JSON: {error}") from None
+    from .io import load_dataset_json
+
+    dataset = load_dataset_json(root / "dataset.json")
     ending = dataset.get("file_ending")
     channels = dataset.get("channel_names", dataset.get("modality"))
     if not isinstance(ending, str) or not isinstance(channels, dict) or not channels:

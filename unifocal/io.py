@@ -27,7 +27,6 @@ bytes of a file name that are not UTF-8 are written as ``\\xNN`` escapes (:func:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -319,18 +318,12 @@ def load_dataset_json(path: PathLike) -> dict:
     """Read an nnU-Net ``dataset.json`` (or plans file): a JSON object.
 
     Raises:
-        InputError: when the file cannot be read, is not valid JSON or not a JSON object (names the file).
+        InputError: when the file cannot be read, is not UTF-8 or valid JSON, gives a key twice or is not a
+            JSON object (names the file).
     """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise InputError(f"{printable(path)}: not valid JSON ({error})") from error
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{printable(path)}: cannot read ({_reason(error)})") from error
-    if not isinstance(data, dict):
-        raise InputError(f"{printable(path)}: expected a JSON object, got {type(data).__name__}")
-    return data
+    from .run_settings import read_json_object
+
+    return read_json_object(path, printable(path), InputError)
 
 
 def label_classes(

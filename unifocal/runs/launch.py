@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
+from ..run_settings import read_json_object
 from .loss_check import describe_settings
 from .process import Reporter, StageError
 from .workspace import Schedule, Workspace
@@ -112,11 +113,8 @@ class JobRecord:
         path = Path(folder) / RECORD
         if not path.is_file():
             return cls(Path(folder))
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as error:
-            raise ValueError(f"{path} is not valid JSON ({error}); move it away or choose another --output") from None
-        if not isinstance(data, dict) or not isinstance(data.get("jobs"), dict):
+        data = read_json_object(path)
+        if not isinstance(data.get("jobs"), dict):
             raise ValueError(f"{path} is not a sweep's job record; move it away or choose another --output")
         return cls(Path(folder), data["jobs"])
 
