@@ -923,21 +923,51 @@ def test_regions_and_their_distance_metrics_by_hand():
     truth, pred = np.zeros((1, 6, 6, 8), np.float32), np.zeros((1, 6, 6, 8), np.float32)
     truth[0, 2, 2, 1], pred[0, 2, 2, 4] = 1, 1
     for tolerance, nsd in ((1.0, 0.0), (6.5, 1.0)):
-        metrics = region_metrics(["tumor"], tolerance)
+        metrics = region_metrics({"tumor": [2]}, tolerance)
         assert sorted(metrics) == ["val_tumor_dice", "val_tumor_hd95", "val_tumor_nsd"]
         batch = [{"pred": _meta_tensor(pred[0], (1.0, 1.0, 2.0)), "label": _meta_tensor(truth[0], (1.0, 1.0, 2.0))}]
-        for name in ("val_tumor_hd95", "val_tumor_nsd"):
-            metrics[name].reset()
-            metrics[name].update(metrics[name]._output_transform(batch))
-        assert metrics["val_tumor_hd95"].metric_fn.aggregate().item() == pytest.approx(6.0)
-        assert metrics["val_tumor_nsd"].metric_fn.aggregate().item() == pytest.approx(nsd)
+        values = {}
+        for name, handler in metrics.items():
+            handler.reset()
+            handler.update(handler._output_transform(batch))
+            values[name] = handler.metric_fn.aggregate().item()
+        assert values == {"val_tumor_dice": 0.0, "val_tumor_hd95": pytest.approx(6.0), "val_tumor_nsd": nsd}
     with pytest.raises(ValueError, match="nsd_tolerance_mm"):
-        region_metrics(["tumor"], 0)
-    # one tolerance per region, e.g. KiTS23's published ones (unifocal.metrics.CHALLENGES)
-    per_region = region_metrics(["masses", "tumor"], [1.13, 1.15])
-    assert [per_region[f"val_{r}_nsd"].metric_fn.metric.class_thresholds for r in ("masses", "tumor")] == [[1.13], [1.15]]
+        region_metrics({"tumor": [2]}, 0)
+    # one tolerance per region; None: the challenge's (KiTS23's published ones, unifocal.metrics.CHALLENGES)
+    per_region = region_metrics({"masses": [2, 3], "tumor": [2]}, [1.13, 1.15])
+    assert [per_region[f"val_{r}_nsd"].metric_fn.tolerance for r in ("masses", "tumor")] == [1.13, 1.15]
     with pytest.raises(ValueError, match=r"one per region \(2\), got \[1.0\]"):
-        region_metrics(["masses", "tumor"], [1.0])
+        region_metrics({"masses": [2, 3], "tumor": [2]}, [1.0])
+
+
+def test_validation_metrics_are_compares_numbers():
+    """The bundles' validation metrics of KiTS23 regions equal `unifocal compare --challenge kits23`, which
+    equals the official KiTS23 evaluation (tests/test_challenge_metrics.py): area-weighted surface Dice at the
+    published tolerances, an empty region scored 1. Two cases of tests/data/challenge, one batch."""
+    from unifocal.bundle_support import label_regions, region_metrics
+    from unifocal.io import read_label, read_spacing
+    from unifocal.metrics import CHALLENGES, challenge_metrics
+
+    data = Path(__file__).parent / "data" / "challenge" / "kits"
+    kits23 = CHALLENGES["kits23"]
+    regions = {"kidney_and_masses": [1, 2, 3], "masses": [2, 3], "tumor": [2]}
+    handlers = region_metrics(regions)
+    batch, expected = [], []
+    for case in ("case_00000.nii.gz", "case_00001.nii.gz"):
+        prediction, reference = read_label(data / "prediction" / case), read_label(data / "reference" / case)
+        spacing = read_spacing(data / "reference" / case)
+        expected.append(challenge_metrics(prediction, reference, "kits23", spacing, lesions=False))
+        batch.append({key: label_regions(_meta_tensor(array.astype(np.uint8), spacing), regions)
+                      for key, array in (("pred", prediction), ("label", reference))})
+    for k, name in enumerate(regions):
+        assert handlers[f"val_{name}_nsd"].metric_fn.tolerance == kits23.tolerances[k]
+        for metric, suffix in (("DSC", "dice"), ("HD95", "hd95"), ("NSD", "nsd")):
+            handler = handlers[f"val_{name}_{suffix}"]
+            handler.reset()
+            handler.update(handler._output_transform(batch))
+            per_case = [e[metric][k] for e in expected]
+            assert handler.metric_fn.aggregate().item() == pytest.approx(np.nanmean(per_case), abs=1e-9), name
 
 
 @pytest.mark.parametrize("name", list(CASES))

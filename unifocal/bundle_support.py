@@ -11,12 +11,14 @@ clipping for ignite trainers (:class:`GradientClipping`) and the PIL conversion 
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 
 from .validate import check_bool, check_number
@@ -214,59 +216,78 @@ def label_regions(label_map: torch.Tensor, regions: Mapping[str, Sequence[int]])
     return stacked
 
 
-class PhysicalSpacingMetric:
-    """Feeds each case to a MONAI distance metric (HausdorffDistanceMetric, SurfaceDiceMetric, ...) with the
-    voxel spacing of that case's label (``MetaTensor.pixdim``, in mm), so that distances are physical. MONAI's
-    ignite metric handlers call metrics without spacing; this wrapper is the ``metric_fn`` they accept."""
+class RegionCaseMetric:
+    """One metric of one region channel, per case, with :func:`unifocal.metrics.mask_metrics`: the definitions
+    and rules of ``unifocal compare`` (``challenge``'s, a key of :data:`unifocal.metrics.CHALLENGES`, or the
+    defaults), in each case's physical spacing (``MetaTensor.pixdim``, mm). The ``metric_fn`` of a MONAI
+    ``IgniteMetricHandler``: ``aggregate()`` is the mean over the cases that have a value (a 0/0 that the rules
+    leave NaN is left out, as ``compare``'s means do)."""
 
-    def __init__(self, metric: Any) -> None:
-        self.metric = metric
+    def __init__(self, metric: str, channel: int, challenge: Optional[str], tolerance: float) -> None:
+        self.metric, self.channel, self.challenge, self.tolerance = metric, channel, challenge, tolerance
+        self.values: list[float] = []
 
     def __call__(self, y_pred: Sequence[torch.Tensor], y: Sequence[torch.Tensor]) -> None:
+        from .metrics import mask_metrics
+
         for pred, label in zip(y_pred, y):
             if not hasattr(label, "pixdim"):
-                raise TypeError("PhysicalSpacingMetric needs MetaTensor labels that carry their affine")
+                raise TypeError("RegionCaseMetric needs MetaTensor labels that carry their affine")
             spacing = [float(s) for s in label.pixdim[: label.ndim - 1]]  # 2D images carry a 3D affine
-            self.metric([pred], [label], spacing=spacing)
+            result = mask_metrics(_numpy(pred[self.channel]), _numpy(label[self.channel]), self.challenge,
+                                  self.tolerance, spacing, surface=self.metric != "DSC", lesions=False)
+            self.values.append(float(result[self.metric][0]))
 
     def reset(self) -> None:
-        self.metric.reset()
+        self.values = []
 
-    def aggregate(self) -> Any:
-        return self.metric.aggregate()
+    def aggregate(self) -> torch.Tensor:
+        values = torch.tensor(self.values, dtype=torch.float64)
+        return values[~values.isnan()].mean() if values.numel() else torch.tensor(math.nan)
 
-    def get_buffer(self) -> Any:
-        return self.metric.get_buffer()
+    def get_buffer(self) -> torch.Tensor:
+        return torch.tensor(self.values, dtype=torch.float64)
 
 
-def region_metrics(region_names: Sequence[str], nsd_tolerance_mm: Any, prefix: str = "val") -> dict:
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    plain = tensor.as_tensor() if hasattr(tensor, "as_tensor") else tensor
+    return plain.detach().cpu().numpy()
+
+
+def region_metrics(regions: Mapping[str, Sequence[int]], nsd_tolerance_mm: Any = None, prefix: str = "val") -> dict:
     """MONAI metric handlers for every region channel: ``{prefix}_{name}_dice``, ``{prefix}_{name}_hd95``
-    (95th percentile Hausdorff distance, mm) and ``{prefix}_{name}_nsd`` (normalised surface Dice at
-    ``nsd_tolerance_mm``, one number or one per region, e.g. a challenge's from
-    :func:`unifocal.metrics.default_tolerances`), distances in each case's physical spacing. Channel i of
-    ``pred`` and ``label`` is region i."""
-    from monai.handlers import IgniteMetricHandler, MeanDice
-    from monai.metrics import HausdorffDistanceMetric, SurfaceDiceMetric
+    (95th percentile Hausdorff distance, mm) and ``{prefix}_{name}_nsd`` (normalised surface Dice), the numbers
+    ``unifocal compare`` gives (:class:`RegionCaseMetric`): under the rules of the challenge whose regions are
+    ``regions`` (``{name: label values}``, channel i is region i; KiTS21/23: area-weighted surface Dice at the
+    published tolerances, an empty region scored 1), else the defaults. ``nsd_tolerance_mm`` (one number or
+    one per region) replaces the tolerances; None keeps the challenge's (:func:`unifocal.metrics.default_tolerances`)."""
+    from monai.handlers import IgniteMetricHandler
 
-    tolerances = list(nsd_tolerance_mm) if isinstance(nsd_tolerance_mm, (list, tuple)) else \
-        [nsd_tolerance_mm] * len(region_names)
-    if len(tolerances) != len(region_names):
+    from .metrics import challenge_of, default_tolerances
+
+    names = list(regions)
+    labels = [list(v) for v in regions.values()]
+    if nsd_tolerance_mm is None:
+        tolerances = default_tolerances(labels)
+    elif isinstance(nsd_tolerance_mm, (list, tuple)):
+        tolerances = list(nsd_tolerance_mm)
+    else:
+        tolerances = [nsd_tolerance_mm] * len(names)
+    if len(tolerances) != len(names):
         raise ValueError(f"nsd_tolerance_mm must be a positive number of millimetres or one per region "
-                         f"({len(region_names)}), got {nsd_tolerance_mm!r}")
+                         f"({len(names)}), got {nsd_tolerance_mm!r}")
     tolerances = [check_number("nsd_tolerance_mm", t, 0.0, low_open=True) for t in tolerances]
+    challenge = challenge_of(labels)
     metrics = {}
-    for index, (name, tolerance) in enumerate(zip(region_names, tolerances)):
-        def channel(output, index=index):
-            return [d["pred"][index:index + 1] for d in output], [d["label"][index:index + 1] for d in output]
-
-        metrics[f"{prefix}_{name}_dice"] = MeanDice(include_background=True, output_transform=channel)
-        metrics[f"{prefix}_{name}_hd95"] = IgniteMetricHandler(
-            PhysicalSpacingMetric(HausdorffDistanceMetric(include_background=True, percentile=95)),
-            output_transform=channel)
-        metrics[f"{prefix}_{name}_nsd"] = IgniteMetricHandler(
-            PhysicalSpacingMetric(SurfaceDiceMetric([tolerance], include_background=True)),
-            output_transform=channel)
+    for index, (name, tolerance) in enumerate(zip(names, tolerances)):
+        for metric, suffix in (("DSC", "dice"), ("HD95", "hd95"), ("NSD", "nsd")):
+            metrics[f"{prefix}_{name}_{suffix}"] = IgniteMetricHandler(
+                RegionCaseMetric(metric, index, challenge, tolerance), output_transform=_predictions_and_labels)
     return metrics
+
+
+def _predictions_and_labels(output: Sequence[Mapping]) -> tuple[list, list]:
+    return [d["pred"] for d in output], [d["label"] for d in output]
 
 
 class GradientClipping:

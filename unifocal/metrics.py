@@ -74,6 +74,7 @@ __all__ = [
     "Challenge",
     "CHALLENGES",
     "challenge_of",
+    "mask_metrics",
     "BRATS_ET_LABELS",
     "brats_et_label",
     "check_brats_labels",
@@ -702,9 +703,30 @@ def challenge_region_metrics(
     if prediction.shape != reference.shape or prediction.shape[:1] != (len(rules.regions),):
         raise ValueError(f"region masks of shape ({len(rules.regions)}, *spatial) needed for {rules.title}; got "
                          f"{prediction.shape} and {reference.shape}")
-    per_region = [
-        _under_rules(np.asarray(prediction[k] != 0, np.uint8), np.asarray(reference[k] != 0, np.uint8), [1], rules,
-                     rules.tolerances[k], spacing, surface, lesions)
-        for k in range(len(rules.regions))
-    ]
+    per_region = [mask_metrics(prediction[k], reference[k], challenge, rules.tolerances[k], spacing, surface, lesions)
+                  for k in range(len(rules.regions))]
     return {name: np.concatenate([r[name] for r in per_region]) for name in per_region[0]}
+
+
+# The rules of a region no challenge defines: 0/0 is NaN, boundary voxels counted, HD95 of a missing side the
+# image diagonal (compare's defaults).
+_NO_CHALLENGE = Challenge("", (), (), ())
+
+
+def mask_metrics(
+    prediction: np.ndarray,
+    reference: np.ndarray,
+    challenge: Optional[str],
+    tolerance: float,
+    spacing: Optional[Sequence[float]] = None,
+    surface: bool = True,
+    lesions: bool = True,
+) -> dict[str, np.ndarray]:
+    """The metrics of one region given as two masks (nonzero = inside), under ``challenge``'s rules (a key of
+    :data:`CHALLENGES`, or None for the defaults of a region no challenge defines) at NSD ``tolerance`` mm:
+    ``{metric: array (1,)}``. The bundles' validation metrics call it per case and region, so that they are
+    :func:`challenge_metrics`' numbers."""
+    rules = _NO_CHALLENGE if challenge is None else CHALLENGES[challenge]
+    prediction = np.asarray(np.asarray(prediction) != 0, np.uint8)
+    reference = np.asarray(np.asarray(reference) != 0, np.uint8)
+    return _under_rules(prediction, reference, [1], rules, tolerance, spacing, surface, lesions)
