@@ -195,9 +195,14 @@ def _check_names(plan: LossPlan, settings: Settings) -> None:
             raise SettingsError(f"{name} [{source}]: {why}")
         valid = known_variables(plan.others) if from_environment else [*SETTING_KEYS, "lambda", *plan.others]
         usable = [env_name(k) if from_environment else k for k in [*plan.settings, "ds_weights"]]
-        raise SettingsError(f"{name} [{source}] is not a setting of the {plan.row.name} trainer's loss "
+        raise SettingsError(f"{_named(name, source)} is not a setting of the {plan.row.name} trainer's loss "
                             f"({plan.loss_class.__name__}){closest_name(name, valid) or '.'} Its settings: "
                             f"{', '.join(usable)}")
+
+
+def _named(name: str, source: str) -> str:
+    """A setting's name with where it came from, unless that is the name itself (an environment variable)."""
+    return name if source == name else f"{name} [{source}]"
 
 
 def check_environment(environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -211,7 +216,7 @@ def check_environment(environ: Optional[Mapping[str, str]] = None) -> Settings:
         if key not in others:
             name = env_name(key) if settings.source(key).startswith(ENV_PREFIX) else key
             valid = known_variables(others) if name != key else [*SETTING_KEYS, *others]
-            raise SettingsError(f"{name} [{settings.source(key)}] is not a setting of any unifocal trainer"
+            raise SettingsError(f"{_named(name, settings.source(key))} is not a setting of any unifocal trainer"
                                 f"{closest_name(name, valid) or '.'}")
     return settings
 

@@ -120,7 +120,7 @@ def test_infinite_ds_weight_fails_when_read():
 
 
 @pytest.mark.parametrize("environ, message", [
-    ({"UNIFOCAL_GAMA": "0.3"}, "UNIFOCAL_GAMA \\[UNIFOCAL_GAMA\\] is not a setting of the UnifiedFocalTrainer trainer's "
+    ({"UNIFOCAL_GAMA": "0.3"}, "UNIFOCAL_GAMA is not a setting of the UnifiedFocalTrainer trainer's "
                                "loss \\(UnifiedFocalLoss\\); did you mean 'UNIFOCAL_GAMMA'\\?"),
     ({"UNIFOCAL_DELTAA": "0.7"}, "did you mean 'UNIFOCAL_DELTA'"),
     ({"UNIFOCAL_EPOCHS": "3"}, "did you mean 'UNIFOCAL_NUM_EPOCHS'"),

@@ -69,7 +69,7 @@ def test_check_reads_the_environment_as_the_trainers_do(monkeypatch, capsys):
     monkeypatch.setenv("UNIFOCAL_GAMA", "0.3")
     assert main(["nnunet-path", "--check"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
-        "UNIFOCAL_GAMA [UNIFOCAL_GAMA] is not a setting of any unifocal trainer; did you mean 'UNIFOCAL_GAMMA'?")
+        "UNIFOCAL_GAMA is not a setting of any unifocal trainer; did you mean 'UNIFOCAL_GAMMA'?")
     monkeypatch.delenv("UNIFOCAL_GAMA")
     monkeypatch.setenv("UNIFOCAL_EPOCHS", "3")
     assert main(["nnunet-path", "--check"]) == 2
