@@ -198,6 +198,11 @@ def test_nnunet_results_folders(tmp_path, capsys, monkeypatch):
                "--cases", "predicted"])
     assert rc == 0
     assert {r["case"] for r in _read_csv(out / "per_case.csv")} == {"case0", "case2", "case4"}
+    # Without --reference the trainer folder's gt_segmentations is the reference, and its fold's predicted
+    # (validation) cases are what is evaluated, as nnU-Net evaluates a fold.
+    assert main(["compare", f"A0={results / 'TrainerA__nnUNetPlans__2d'}", "--folds", "0", "--no-plot",
+                 "-o", str(out), "--overwrite"]) == 0
+    assert {r["case"] for r in _read_csv(out / "per_case.csv")} == {"case0", "case2", "case4"}
 
 
 def test_usage_errors(folders, capsys):

@@ -20,6 +20,17 @@ TINY = ["--train-cases", "5", "--test-cases", "2", "--image-size", "32", "--epoc
         "--val-iterations", "1", "--baselines", "--poll", "0.5"]
 
 
+@pytest.fixture(autouse=True)
+def fresh_slurm_states():
+    """submitit keeps the states of ended jobs by job id for the whole process; each test's fake cluster numbers
+    its jobs from 1000 again, so a test must not see the states of another's jobs."""
+    import submitit
+
+    submitit.SlurmJob.watcher.clear()
+    yield
+    submitit.SlurmJob.watcher.clear()
+
+
 def _rows(path):
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))

@@ -54,9 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="report folder: table.md, summary.csv, per_case.csv, boxplots.png (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the report in the output folder (a folder holding other files is refused)")
-    parser.add_argument("--cases", choices=CASE_SELECTIONS, default="all",
-                        help="all: the reference and every method hold the same cases (default); predicted: the "
-                             "predicted cases, each with a reference; common: the cases all share")
+    parser.add_argument("--cases", choices=CASE_SELECTIONS, default=None,
+                        help="all: the reference and every method hold the same cases (default for folders of "
+                             "files); predicted: the predicted cases, each with a reference (default for nnU-Net "
+                             "trainer folders, whose folds predict part of gt_segmentations); common: the cases "
+                             "all share")
     classes = parser.add_mutually_exclusive_group()
     classes.add_argument("--labels", type=int, nargs="+", metavar="LABEL", help="label values to evaluate")
     classes.add_argument("--regions", nargs="+", metavar="L1,L2,...",
@@ -235,6 +237,13 @@ def _describe(reference, reference_files, sources, class_names, classes, origin,
         print(f"NSD tolerance ({source}): " + ", ".join(f"{n} {t:.3g}" for n, t in zip(class_names, tolerances)))
 
 
+def _default_cases(args, sources) -> str:
+    """``predicted`` when every method is an nnU-Net trainer folder scored against the reference it suggests
+    (its dataset's gt_segmentations: each fold predicts only its validation cases), else ``all``."""
+    from_trainers = args.reference is None and all(s.reference is not None for s in sources)
+    return "predicted" if from_trainers else "all"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..io import printable
     from ..report import ReportFolder, available_cores, evaluate, progress_bar
@@ -247,7 +256,8 @@ def run(args: argparse.Namespace) -> int:
     _describe(reference, reference_files, sources, class_names, classes, origin, scoring)
     with ReportFolder(args.output, args.overwrite) as target:
         evaluation = evaluate({s.name: s.files for s in sources}, reference_files, classes, class_names,
-                              ignore_label, scoring=scoring, cases=args.cases, progress=progress_bar(),
+                              ignore_label, scoring=scoring, cases=args.cases or _default_cases(args, sources),
+                              progress=progress_bar(),
                               jobs=args.jobs or available_cores())
         for method, missing in evaluation.skipped.items():
             if missing:
