@@ -85,13 +85,14 @@ def test_brats2023_regions_are_the_official_wt_tc_et():
                                                ("brats-gli", "brats", "BraTS-GLI-00000-000.nii.gz")])
 def test_region_masks_give_the_label_maps_values(key, folder, case):
     # What the bundles validate (a multi-label network's region channels) scores as compare does.
-    from unifocal.metrics import challenge_region_metrics
+    from unifocal.metrics import mask_metrics
 
     prediction, reference, spacing = _pair(folder, case)
-    regions = CHALLENGES[key].regions
-    masks = [np.stack([np.isin(a, r) for r in regions]) for a in (prediction, reference)]
+    challenge = CHALLENGES[key]
     expected = challenge_metrics(prediction, reference, key, spacing)
-    result = challenge_region_metrics(*masks, key, spacing)
-    assert set(result) == set(expected)
-    for name in expected:
-        np.testing.assert_allclose(result[name], expected[name], rtol=0, atol=1e-12, err_msg=name)
+    for k, region in enumerate(challenge.regions):
+        result = mask_metrics(np.isin(prediction, region), np.isin(reference, region), key, challenge.tolerances[k],
+                              spacing)
+        assert set(result) == set(expected)
+        for name in expected:
+            np.testing.assert_allclose(result[name], expected[name][k:k + 1], rtol=0, atol=1e-12, err_msg=name)

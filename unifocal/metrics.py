@@ -95,7 +95,6 @@ __all__ = [
     "require_lesion_metrics",
     "lesion_metrics",
     "challenge_metrics",
-    "challenge_region_metrics",
 ]
 
 METRICS = ("DSC", "IoU", "recall", "precision")
@@ -685,27 +684,6 @@ def _under_rules(prediction, reference, classes, rules: Challenge, tolerances, s
     if lesions and rules.lesion_wise:
         result.update(lesion_metrics(prediction, reference, classes))
     return result
-
-
-def challenge_region_metrics(
-    prediction: np.ndarray,
-    reference: np.ndarray,
-    challenge: str,
-    spacing: Optional[Sequence[float]] = None,
-    surface: bool = True,
-    lesions: bool = True,
-) -> dict[str, np.ndarray]:
-    """:func:`challenge_metrics` for region masks instead of label maps: ``prediction`` and ``reference`` of
-    shape (regions, \\*spatial), channel i the mask of the challenge's region i (a multi-label network's
-    thresholded output, as the bundles validate). The same values as on the label maps the masks come from."""
-    prediction, reference = np.asarray(prediction), np.asarray(reference)
-    rules = CHALLENGES[challenge]
-    if prediction.shape != reference.shape or prediction.shape[:1] != (len(rules.regions),):
-        raise ValueError(f"region masks of shape ({len(rules.regions)}, *spatial) needed for {rules.title}; got "
-                         f"{prediction.shape} and {reference.shape}")
-    per_region = [mask_metrics(prediction[k], reference[k], challenge, rules.tolerances[k], spacing, surface, lesions)
-                  for k in range(len(rules.regions))]
-    return {name: np.concatenate([r[name] for r in per_region]) for name in per_region[0]}
 
 
 # The rules of a region no challenge defines: 0/0 is NaN, boundary voxels counted, HD95 of a missing side the
